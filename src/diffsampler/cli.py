@@ -1,0 +1,141 @@
+"""Command line: targets, energy, train, eval, sample. Errors end with one message and exit 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def _targets(args) -> int:
+    from . import targets
+
+    rows = [targets.get(n).info() for n in targets.names()]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(f"{'name':<14}{'dim':>5}  {'log_Z':>10}  samples")
+        for r in rows:
+            lz = "unknown" if r["log_Z"] is None else f"{r['log_Z']:.4f}"
+            print(f"{r['name']:<14}{r['dim']:>5}  {lz:>10}  {'yes' if r['has_samples'] else 'no'}")
+    return 0
+
+
+def _load_array(path: str, dim: int) -> np.ndarray:
+    from .errors import NonFiniteError, ShapeError
+
+    try:
+        a = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001
+        raise ShapeError(f"cannot read {path} as a .npy array ({e})") from None
+    if a.ndim != 2 or a.shape[1] != dim:
+        raise ShapeError(f"{path}: expected an array of shape (B, {dim}), got {a.shape}")
+    if not np.issubdtype(a.dtype, np.number):
+        raise ShapeError(f"{path}: expected a numeric array, got dtype {a.dtype}")
+    if not np.isfinite(a).all():
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise NonFiniteError(f"{path}: contains NaN/inf (first at row {bad[0]}, column {bad[1]})")
+    return a
+
+
+def _energy(args) -> int:
+    import torch
+
+    from . import targets
+
+    t = targets.get(args.target)
+    a = _load_array(args.input, t.dim)
+    with torch.no_grad():
+        e = t.energy(torch.as_tensor(a, dtype=torch.float64))
+    np.save(args.output, e.numpy())
+    return 0
+
+
+def _train(args) -> int:
+    from .training import parse_overrides, summary_table, train
+
+    overrides = parse_overrides(args.overrides)
+    out = args.out or os.path.join("runs", f"{args.target}")
+    run = train(args.target, out=out, resume=args.resume, max_seconds=args.max_seconds,
+                progress=not args.quiet, **overrides)
+    print(summary_table(run.report))
+    print(f"run directory: {out}")
+    return 0
+
+
+def _eval(args) -> int:
+    from .training import load_run, summary_table
+
+    run = load_run(args.run_dir)
+    rep = run.evaluate(steps=args.steps, grid=args.grid, n=args.n)
+    if args.json:
+        print(json.dumps(rep))
+    else:
+        print(summary_table(rep))
+        print(f"saved under {os.path.join(args.run_dir, 'eval')}")
+    return 0
+
+
+def _sample(args) -> int:
+    from .training import load_run
+
+    run = load_run(args.run_dir)
+    x, log_w = run.sampler.sample(args.n, steps=args.steps)
+    np.savez(args.output, x=x.detach().cpu().numpy(), log_w=log_w.detach().cpu().numpy())
+    print(f"wrote {args.n} samples to {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="diffsampler", description="Train and evaluate diffusion samplers.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("targets", help="list targets")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_targets)
+    s = sub.add_parser("energy", help="E(x) for each row of a (B, d) .npy array")
+    s.add_argument("target")
+    s.add_argument("input")
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(fn=_energy)
+    s = sub.add_parser("train", help="train a sampler: diffsampler train TARGET [key=value ...]")
+    s.add_argument("target")
+    s.add_argument("overrides", nargs="*", help="config overrides key=value")
+    s.add_argument("--out", help="run directory (default runs/TARGET)")
+    s.add_argument("--max-seconds", type=float, default=None)
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=_train)
+    s = sub.add_parser("eval", help="recompute metrics of a run; saved under RUN_DIR/eval/")
+    s.add_argument("run_dir")
+    s.add_argument("--steps", type=int, default=None)
+    s.add_argument("--grid", default=None, choices=["uniform", "random", "equidistant"])
+    s.add_argument("-n", type=int, default=None, help="number of samples")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=_eval)
+    s = sub.add_parser("sample", help="draw samples with log-weights to an .npz (x, log_w)")
+    s.add_argument("run_dir")
+    s.add_argument("-n", type=int, required=True)
+    s.add_argument("--steps", type=int, default=None)
+    s.add_argument("-o", "--output", required=True)
+    s.set_defaults(fn=_sample)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import DiffSamplerError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (DiffSamplerError, FileNotFoundError, NotImplementedError) as e:
+        print(f"diffsampler: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("diffsampler: interrupted (resume with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Exceptions with messages that name the problem (bad input never yields a silent wrong answer)."""
+
+
+class DiffSamplerError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class UnknownTargetError(DiffSamplerError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class ShapeError(DiffSamplerError, ValueError):
+    """An array or tensor has the wrong shape."""
+
+
+class NonFiniteError(DiffSamplerError, FloatingPointError):
+    """A NaN or infinity appeared where a finite number is required."""
+
+
+class ConfigError(DiffSamplerError, ValueError):
+    """A configuration key is unknown or a value is out of range."""
+
+
+class CheckpointError(DiffSamplerError, RuntimeError):
+    """A checkpoint is corrupt, incomplete or belongs to another run."""
+
+
+class TrainingError(DiffSamplerError, RuntimeError):
+    """Training stopped because a loss, gradient or energy became non-finite."""

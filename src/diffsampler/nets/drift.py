@@ -1,0 +1,51 @@
+"""Drift networks mu_theta(x, t) for the forward SDE dX = mu dt + sigma dW.
+
+`MLPDrift` is the PIS architecture: a state encoder and a harmonic time encoder, summed, then an
+MLP with zero-initialised output (so the untrained sampler is the reference process).
+`LangevinDrift` adds the target's score (Zhang & Chen, 2022; Berner et al.):
+    mu(x, t) = NN_1(x, t) + NN_2(t) * clip(grad log R(x), -c, c),
+with NN_2(t) a scalar per time whose output layer starts at weight 0, bias 0.01 (gfn-diffusion's
+initialisation), so training starts close to the reference process. The score is passed in by the caller (the rollout), which
+counts its energy call.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .time_embedding import HarmonicEmbedding, mlp
+
+
+class MLPDrift(nn.Module):
+    needs_score = False
+
+    def __init__(self, dim: int, width: int = 128, depth: int = 2, time_features: int = 64) -> None:
+        super().__init__()
+        self.dim = dim
+        self.time_emb = HarmonicEmbedding(time_features)
+        self.time_enc = mlp(self.time_emb.out_dim, width, width, 1)
+        self.state_enc = nn.Linear(dim, width)
+        self.joint = mlp(width, width, dim, depth, zero_last=True)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, d), t (B,) -> drift (B, d)."""
+        return self.joint(self.state_enc(x) + self.time_enc(self.time_emb(t)))
+
+
+class LangevinDrift(nn.Module):
+    needs_score = True
+
+    def __init__(self, dim: int, width: int = 128, depth: int = 2, time_features: int = 64,
+                 score_clip: float = 100.0) -> None:
+        super().__init__()
+        self.base = MLPDrift(dim, width, depth, time_features)
+        self.score_clip = score_clip
+        self.time_emb = HarmonicEmbedding(time_features)
+        self.scale = mlp(self.time_emb.out_dim, width, 1, 1, zero_last=True)
+        nn.init.constant_(self.scale[-1].bias, 0.01)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor | None = None) -> torch.Tensor:
+        if score is None:
+            raise ValueError("LangevinDrift needs the target score grad log R(x)")
+        s = score.clamp(-self.score_clip, self.score_clip)
+        return self.base(x, t) + self.scale(self.time_emb(t)) * s

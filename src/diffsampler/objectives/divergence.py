@@ -1,0 +1,26 @@
+"""Objectives that are not balance conditions.
+
+KL (PIS, Zhang & Chen 2022): minimise E_fwd[log pi_fwd - log pi_bwd - log R] = log Z - ELBO by
+differentiating through the simulated states (reparametrisation), so it needs pathwise rollouts
+and a differentiable energy.
+Maximum likelihood on backward trajectories (SGDS warm-up; forward KL on path space): maximise
+E_{x ~ data, bwd}[sum_n log pi_fwd], i.e. loss = -mean(sum_n log pi_fwd).
+"""
+from __future__ import annotations
+
+from .balance import Objective
+
+
+class KLDivergence(Objective):
+    name = "kl"
+    pathwise = True
+
+    def __call__(self, traj, sampler):
+        return (traj.log_pf.sum(1) - traj.log_pb.sum(1) - traj.log_r).mean()
+
+
+class MaximumLikelihood(Objective):
+    name = "ml"
+
+    def __call__(self, traj, sampler):
+        return -traj.log_pf.sum(1).mean()

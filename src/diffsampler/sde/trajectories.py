@@ -1,0 +1,155 @@
+"""Trajectories of the learned SDE and their per-step log-densities.
+
+Time runs 0 -> 1 from the reference's start (x_0 = 0) to the target. Discretised forward policy
+(Euler-Maruyama) and backward policy (exact Brownian bridge of the reference):
+    pi_fwd(x_{n+1} | x_n) = N(x_{n+1}; x_n + mu_theta(x_n, t_n) dt_n, sigma^2 dt_n I),
+    pi_bwd(x_n | x_{n+1}) = N(x_n; (t_n/t_{n+1}) x_{n+1}, sigma^2 t_n dt_n / t_{n+1} I)  (0 for n = 0).
+Importance log-weight of a trajectory (Radon-Nikodym derivative of target path measure w.r.t. the
+sampler's, up to Z):
+    log w = log R(x_N) + sum_n log pi_bwd - sum_n log pi_fwd,
+so E_fwd[log w] = ELBO <= log Z <= E_bwd[log w] = EUBO (backward trajectories from true samples).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .reference import gaussian_log_prob
+
+
+@dataclass
+class Trajectories:
+    """A batch of B trajectories on N steps.
+
+    x: (B, N+1, d) states (detached unless produced by a pathwise rollout);
+    t: (B, N+1) time grid; log_pf, log_pb: (B, N) per-step forward / backward log-densities
+    (log_pf carries gradients w.r.t. the drift parameters); log_r: (B,) log R(x_N), the *true*
+    reward; log_r_steps: (B, N+1) log R at every state, when it was computed (else None).
+    """
+
+    x: torch.Tensor
+    t: torch.Tensor
+    log_pf: torch.Tensor
+    log_pb: torch.Tensor
+    log_r: torch.Tensor
+    log_r_steps: torch.Tensor | None = None
+
+    @property
+    def log_w(self) -> torch.Tensor:
+        return self.log_r + self.log_pb.sum(1) - self.log_pf.sum(1)
+
+    @property
+    def terminal(self) -> torch.Tensor:
+        return self.x[:, -1]
+
+
+def _reward_and_score_at_origin(target, batch: int, dtype, device, need_score: bool):
+    """x_0 = 0 for every trajectory: evaluate once (one energy call) and broadcast."""
+    z = torch.zeros(1, target.dim, dtype=dtype, device=device)
+    if need_score:
+        lr, s = target.log_reward_and_score(z)
+        return lr.expand(batch), s.expand(batch, -1)
+    return target.log_prob(z).detach().expand(batch), None
+
+
+def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwise: bool = False,
+                    need_step_rewards: bool = False) -> Trajectories:
+    """Simulate B = grid.shape[0] forward trajectories (Euler-Maruyama) on the given grid.
+
+    explore: extra noise std per step for the *behaviour* policy (gfn-diffusion's convention: the
+        step variance becomes sigma^2 dt + explore^2); log_pf is always evaluated under the learned
+        policy (variance sigma^2 dt), as off-policy objectives need.
+    pathwise: keep the graph through the states (reparametrisation; for the KL/PIS objective).
+    """
+    target, drift, sigma = sampler.target, sampler.drift, sampler.reference.sigma
+    B, N = grid.shape[0], grid.shape[1] - 1
+    dtype, device = grid.dtype, grid.device
+    need_score = drift.needs_score
+    x = torch.zeros(B, target.dim, dtype=dtype, device=device)
+    xs, log_pf, log_pb, step_r = [x], [], [], []
+    for n in range(N):
+        t, t_next = grid[:, n], grid[:, n + 1]
+        dt = t_next - t
+        score, lr = None, None
+        if n == 0 and (need_score or need_step_rewards):
+            lr, score = _reward_and_score_at_origin(target, B, dtype, device, need_score)
+        elif need_score:
+            lr, score = target.log_reward_and_score(x, create_graph=pathwise)
+        elif need_step_rewards:
+            lr = target.log_prob(x.detach()).detach()
+        if lr is not None:
+            step_r.append(lr)
+        x_in = x if pathwise else x.detach()
+        mu = drift(x_in, t, score)
+        var = sigma ** 2 * dt
+        eps = torch.randn_like(x)
+        if pathwise:
+            x_next = x + mu * dt[:, None] + var.sqrt()[:, None] * eps
+        else:
+            std = (sigma ** 2 * dt + explore ** 2).sqrt()
+            x_next = (x_in + mu.detach() * dt[:, None] + std[:, None] * eps).detach()
+        log_pf.append(gaussian_log_prob(x_next, x_in + mu * dt[:, None], var))
+        log_pb.append(sampler.reference.backward_log_prob(x_in, x_next, t, t_next))
+        x = x_next
+        xs.append(x)
+    if pathwise:
+        log_r = target.log_prob(x)
+    else:
+        log_r = target.log_prob(x).detach()
+    step = None
+    if need_step_rewards:
+        step = torch.stack(step_r + [log_r.detach()], 1)
+    return Trajectories(torch.stack(xs, 1), grid, torch.stack(log_pf, 1), torch.stack(log_pb, 1),
+                        log_r, step)
+
+
+def backward_rollout(sampler, x_final: torch.Tensor, grid: torch.Tensor, *,
+                     log_r: torch.Tensor | None = None, need_step_rewards: bool = False,
+                     chunk: int = 65536) -> Trajectories:
+    """Trajectories that end at given samples x_final (B, d), drawn from the reference bridge
+    backwards; the drift is then evaluated on all B*N states in one batched pass (the states are
+    all known, so this is parallel in time). log_r: the stored true log R(x_final), if known
+    (off-policy replay reuses it and costs no energy call)."""
+    target, drift, ref = sampler.target, sampler.drift, sampler.reference
+    B, N = grid.shape[0], grid.shape[1] - 1
+    x_final = x_final.to(grid).detach()
+    states = [x_final]
+    x = x_final
+    for n in range(N - 1, -1, -1):
+        x = ref.sample_backward(x, grid[:, n], grid[:, n + 1])
+        states.append(x)
+    X = torch.stack(states[::-1], 1)  # (B, N+1, d); X[:, 0] == 0 exactly
+    d = X.shape[-1]
+    inner = X[:, 1:N].reshape(B * (N - 1), d)
+    need_score = drift.needs_score
+    lr_inner = score_inner = None
+    if need_score or need_step_rewards:
+        lr0, s0 = _reward_and_score_at_origin(target, B, X.dtype, X.device, need_score)
+        parts_lr, parts_s = [], []
+        for i in range(0, inner.shape[0], chunk):
+            if need_score:
+                a, b = target.log_reward_and_score(inner[i:i + chunk])
+                parts_s.append(b)
+            else:
+                a = target.log_prob(inner[i:i + chunk]).detach()
+            parts_lr.append(a)
+        lr_inner = torch.cat(parts_lr).view(B, N - 1) if parts_lr else X.new_zeros(B, 0)
+        if need_score:
+            s_inner = torch.cat(parts_s).view(B, N - 1, d) if parts_s else X.new_zeros(B, 0, d)
+            score_inner = torch.cat([s0[:, None], s_inner], 1).reshape(B * N, d)
+    if log_r is None:
+        log_r = target.log_prob(x_final).detach()
+    mu = drift(X[:, :-1].reshape(B * N, d), grid[:, :-1].reshape(-1), score_inner).view(B, N, d)
+    dt = grid[:, 1:] - grid[:, :-1]
+    log_pf = gaussian_log_prob(X[:, 1:], X[:, :-1] + mu * dt[..., None], ref.sigma ** 2 * dt)
+    log_pb = ref.backward_log_prob(X[:, :-1], X[:, 1:], grid[:, :-1], grid[:, 1:])
+    step = None
+    if need_step_rewards:
+        step = torch.cat([lr0[:, None], lr_inner, log_r.detach()[:, None]], 1)
+    return Trajectories(X, grid, log_pf, log_pb, log_r.detach(), step)
+
+
+def log_mean_exp(a: torch.Tensor) -> torch.Tensor:
+    return torch.logsumexp(a, 0) - math.log(a.shape[0])

@@ -1,0 +1,154 @@
+"""The `Target` interface and the single counted path through which every energy call goes.
+
+Conventions (used everywhere in the package):
+    p(x) = exp(-E(x)) / Z,    log R(x) = -E(x)   (unnormalised log density, "log reward"),
+    score(x) = grad log R(x) = -grad E(x).
+An *energy call* is the evaluation of E (or of E and grad E together) at one point: a batch of
+B rows costs B calls. Calls are attributed to the phase that is active on the target's
+`EnergyCounter` ("search", "train" or "eval").
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import NonFiniteError, ShapeError
+
+PHASES = ("search", "train", "eval")
+
+
+@dataclass
+class EnergyCounter:
+    """Number of energy evaluations (rows) per phase. A value-and-gradient call counts once."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
+    phase: str = "train"
+
+    def add(self, n: int) -> None:
+        self.counts[self.phase] += int(n)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def as_dict(self) -> dict[str, int]:
+        return {**self.counts, "total": self.total}
+
+    def load(self, counts: dict[str, int]) -> None:
+        for k in PHASES:
+            self.counts[k] = int(counts.get(k, 0))
+
+    @contextlib.contextmanager
+    def use(self, phase: str) -> Iterator[None]:
+        """Attribute calls made inside the block to `phase`."""
+        if phase not in PHASES:
+            raise ValueError(f"unknown energy-call phase {phase!r}; expected one of {PHASES}")
+        old, self.phase = self.phase, phase
+        try:
+            yield
+        finally:
+            self.phase = old
+
+
+class Target:
+    """An unnormalised density p(x) ∝ exp(-E(x)) on R^dim, carrying its own ground truth.
+
+    Subclasses implement `_energy(x)` (uncounted, batched, (B, dim) -> (B,)) and may override
+    `_sample(n)` (exact or reference samples) and `mode_coverage(x)`.
+
+    Attributes:
+        name: registry name. dim: dimension d. log_Z: exact log normaliser or None.
+        sigma: standard deviation of the pinned-Brownian reference process at t = 1 suited to
+            this target (the "t_scale" of gfn-diffusion is sigma**2).
+        symmetry: None, or a description of the invariance group (particle systems).
+    """
+
+    name: str = "target"
+    dim: int = 0
+    log_Z: float | None = None
+    sigma: float = 1.0
+    symmetry: object | None = None
+    plot_dims: tuple[int, int] = (0, 1)
+
+    def __init__(self) -> None:
+        self.counter = EnergyCounter()
+
+    # -- the one counted path ---------------------------------------------------------------
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{self.name}: expected a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ShapeError(f"{self.name}: expected x of shape (B, {self.dim}), got {tuple(x.shape)}")
+
+    def _check_output(self, x: torch.Tensor, e: torch.Tensor, check_finite: bool) -> None:
+        if not isinstance(e, torch.Tensor) or e.shape != (x.shape[0],):
+            shape = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+            raise ShapeError(f"{self.name}: energy must return shape ({x.shape[0]},) for input "
+                             f"{tuple(x.shape)}, got {shape}")
+        if check_finite:
+            bad = ~torch.isfinite(e)
+            if bad.any():
+                i = int(bad.nonzero()[0, 0])
+                raise NonFiniteError(
+                    f"{self.name}: energy is non-finite ({e[i].item()}) at {int(bad.sum())} of "
+                    f"{e.shape[0]} points; first bad row {i}: x = {x[i].detach().cpu().numpy()[:8]}...")
+
+    def energy(self, x: torch.Tensor, *, check_finite: bool = True) -> torch.Tensor:
+        """E(x), shape (B,). Counts B energy calls. Differentiable w.r.t. x."""
+        self._check_input(x)
+        e = self._energy(x)
+        self.counter.add(x.shape[0])
+        self._check_output(x, e, check_finite)
+        return e
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Unnormalised log density log R(x) = -E(x), shape (B,). Counts B energy calls."""
+        return -self.energy(x)
+
+    def log_reward_and_score(self, x: torch.Tensor, *, create_graph: bool = False,
+                             check_finite: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log R(x), grad log R(x)) with shapes (B,), (B, d); one energy call per row.
+
+        With create_graph=False the result is detached from x (no second derivatives).
+        """
+        with torch.enable_grad():
+            xg = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
+            e = self.energy(xg, check_finite=check_finite)
+            (g,) = torch.autograd.grad(e.sum(), xg, create_graph=create_graph)
+        if not create_graph:
+            e, g = e.detach(), g.detach()
+        return -e, -g
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """grad log R(x), (B, d); one energy call per row."""
+        return self.log_reward_and_score(x)[1]
+
+    # -- ground truth ---------------------------------------------------------------------------
+    @property
+    def has_samples(self) -> bool:
+        return type(self)._sample is not Target._sample
+
+    def _sample(self, n: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, n: int) -> torch.Tensor:
+        """n exact (or reference) samples, shape (n, d). Costs no energy calls."""
+        if not self.has_samples:
+            raise NotImplementedError(f"target {self.name!r} has no exact or reference samples")
+        return self._sample(int(n))
+
+    def mode_coverage(self, x: torch.Tensor) -> dict | None:
+        """{'mode_coverage': fraction in [0, 1], ...} for targets with known modes, else None."""
+        return None
+
+    def _energy(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def info(self) -> dict:
+        return {"name": self.name, "dim": self.dim, "log_Z": self.log_Z, "has_samples": self.has_samples}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, log_Z={self.log_Z})"

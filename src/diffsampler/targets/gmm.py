@@ -1,0 +1,69 @@
+"""Equal-weight isotropic Gaussian mixtures with exact log Z = 0 and exact samples.
+
+    p(x) = (1/K) sum_k N(x; m_k, s^2 I),   E(x) = -log p(x)   (normalised, so log Z = 0).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import Target
+from .gmm40_means import GMM40_MEANS
+
+
+class GaussianMixture(Target):
+    """K equal-weight components N(m_k, std^2 I). Mode k is covered by a sample set when at
+    least 10% of its fair share (n/K) of the samples have m_k as nearest mean."""
+
+    def __init__(self, means: torch.Tensor, std: float, name: str, sigma: float) -> None:
+        super().__init__()
+        self.means = torch.as_tensor(means, dtype=torch.float64)
+        self.std = float(std)
+        self.name, self.sigma = name, sigma
+        self.dim = self.means.shape[1]
+        self.log_Z = 0.0
+
+    def _energy(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.means.to(x)
+        sq = ((x[:, None, :] - m[None]) ** 2).sum(-1)  # (B, K)
+        log_comp = -0.5 * sq / self.std ** 2 - self.dim * math.log(self.std * math.sqrt(2 * math.pi))
+        return -(torch.logsumexp(log_comp, -1) - math.log(m.shape[0]))
+
+    def _sample(self, n: int) -> torch.Tensor:
+        k = torch.randint(0, self.means.shape[0], (n,))
+        x = self.means[k] + self.std * torch.randn(n, self.dim, dtype=torch.float64)
+        return x.to(torch.get_default_dtype())
+
+    def mode_coverage(self, x: torch.Tensor) -> dict:
+        m = self.means.to(x)
+        nearest = torch.cdist(x, m).argmin(-1)
+        counts = torch.bincount(nearest, minlength=m.shape[0])
+        K = m.shape[0]
+        covered = int((counts >= 0.1 * x.shape[0] / K).sum())
+        return {"mode_coverage": covered / K, "modes_covered": covered, "n_modes": K}
+
+
+class GMM40(GaussianMixture):
+    """40-mode GMM in 2-D (FAB; SGDS's "40GMM"): means in [-40, 40]^2 (the fixed list used by
+    FAB/SGDS), std softplus(1) = 1.3133, equal weights, log Z = 0. Reference sigma = 10
+    (SGDS's t_scale = 100)."""
+
+    def __init__(self) -> None:
+        super().__init__(GMM40_MEANS, std=math.log1p(math.e), name="gmm40", sigma=GMM40_SIGMA)
+
+
+GMM40_SIGMA = 10.0
+
+
+class GMM25(GaussianMixture):
+    """25-mode GMM in 2-D (gfn-diffusion's 25gmm): means on the grid {-10,-5,0,5,10}^2,
+    variance 0.3, equal weights, log Z = 0."""
+
+    def __init__(self) -> None:
+        g = torch.tensor([-10.0, -5.0, 0.0, 5.0, 10.0], dtype=torch.float64)
+        means = torch.cartesian_prod(g, g)
+        super().__init__(means, std=math.sqrt(0.3), name="gmm25", sigma=GMM25_SIGMA)
+
+
+GMM25_SIGMA = math.sqrt(5.0)

@@ -1,0 +1,63 @@
+"""Atomic checkpoints and run-directory files (write to a temporary file, fsync, rename)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import torch
+
+from ..errors import CheckpointError
+
+FORMAT = 1
+
+
+def atomic_write_bytes(path: str, write) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path: str, obj) -> None:
+    atomic_write_bytes(path, lambda f: f.write((json.dumps(obj, indent=2, default=_json_default) + "\n").encode()))
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    state = {"format": FORMAT, **state}
+    atomic_write_bytes(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str, *, target_name: str | None = None, dim: int | None = None) -> dict:
+    """Load and check a checkpoint; raise CheckpointError naming the problem."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a diffsampler checkpoint of format {FORMAT}")
+    missing = {"sampler", "optimizer", "iteration", "rng", "config", "target"} - set(state)
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is incomplete: missing {sorted(missing)}")
+    if target_name is not None and state["target"]["name"] != target_name:
+        raise CheckpointError(f"checkpoint {path} belongs to target {state['target']['name']!r}, "
+                              f"not {target_name!r}")
+    if dim is not None and state["target"]["dim"] != dim:
+        raise CheckpointError(f"checkpoint {path} has dimension {state['target']['dim']}, target has {dim}")
+    return state

@@ -1,0 +1,178 @@
+"""Typed training configuration, validated at load: unknown keys and out-of-range values are
+errors that name the key. Overrides come as ``key=value`` strings (the CLI) or keyword args."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, fields
+
+from ..errors import ConfigError
+from ..objectives import OBJECTIVES
+from ..sde import GRID_KINDS
+
+BEHAVIOURS = ("forward", "mixed", "backward")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. See docs/CONFIG.md for the meaning of each key."""
+
+    # learner network
+    drift: str = "langevin"            # 'langevin' (mu = NN1 + NN2(t) clip(score)) or 'mlp'
+    width: int = 128
+    depth: int = 2
+    time_features: int = 64
+    score_clip: float = 100.0
+    sigma: float | None = None         # reference-process std; None: the target's own
+    # objective and behaviour policy
+    objective: str = "tb"              # tb | vargrad | subtb | db | kl | ml
+    subtb_lambda: float = 2.0
+    behaviour: str = "forward"         # forward (on-policy + exploration) | mixed | backward (replay)
+    exploration: float = 0.0           # extra behaviour-noise std, decayed linearly to 0 ...
+    exploration_until: float = 0.5     # ... at this fraction of the iterations
+    buffer_size: int = 20000           # replay buffer of terminal states for mixed/backward
+    buffer_priority: str = "rank"      # rank (weight 1/(k N + rank), low energy first) | uniform
+    buffer_rank_k: float = 0.01
+    # optimisation
+    train_grid: str = "random"         # uniform | random | equidistant
+    train_steps: int = 10
+    batch_size: int = 300
+    iterations: int = 10000
+    lr: float = 1e-3
+    lr_log_Z: float = 1e-1
+    lr_flow: float = 1e-3
+    grad_clip: float = 0.0             # max gradient norm; 0 disables
+    log_Z_init: float = 0.0
+    # evaluation
+    eval_grid: str = "uniform"
+    eval_steps: int = 100
+    eval_samples: int = 2000
+    eval_every: int = 0                # iterations between in-run evaluations; 0: only at the end
+    # run control
+    seed: int = 0
+    device: str = "cpu"                # cpu | cuda | cuda:N | auto
+    dtype: str = "float32"             # float32 | float64
+    threads: int = 0                   # torch CPU threads; 0 leaves torch's default
+    max_seconds: float | None = None   # training wall-time budget (evaluation not included)
+    max_energy_calls: int | None = None  # search + train energy calls budget
+    checkpoint_every: int = 500
+    log_every: int = 50
+
+    def validate(self) -> TrainConfig:
+        def need(cond: bool, key: str, msg: str) -> None:
+            if not cond:
+                raise ConfigError(f"config key {key!r} = {getattr(self, key)!r}: {msg}")
+
+        choices = {"drift": ("langevin", "mlp"), "objective": tuple(OBJECTIVES), "behaviour": BEHAVIOURS,
+                   "train_grid": GRID_KINDS, "eval_grid": GRID_KINDS, "buffer_priority": ("rank", "uniform"),
+                   "dtype": ("float32", "float64")}
+        for k, opts in choices.items():
+            need(getattr(self, k) in opts, k, f"must be one of {list(opts)}")
+        for k in ("width", "depth", "time_features", "train_steps", "batch_size", "eval_steps",
+                  "eval_samples", "checkpoint_every", "log_every", "buffer_size"):
+            need(getattr(self, k) >= 1, k, "must be >= 1")
+        need(self.iterations >= 0, "iterations", "must be >= 0")
+        for k in ("lr", "lr_log_Z", "lr_flow", "score_clip", "subtb_lambda", "buffer_rank_k"):
+            need(math.isfinite(getattr(self, k)) and getattr(self, k) > 0, k, "must be a finite number > 0")
+        for k in ("exploration", "grad_clip"):
+            need(math.isfinite(getattr(self, k)) and getattr(self, k) >= 0, k, "must be a finite number >= 0")
+        need(0 <= self.exploration_until <= 1, "exploration_until", "must be in [0, 1]")
+        need(self.sigma is None or (math.isfinite(self.sigma) and self.sigma > 0), "sigma", "must be > 0")
+        need(self.max_seconds is None or self.max_seconds > 0, "max_seconds", "must be > 0")
+        need(self.max_energy_calls is None or self.max_energy_calls > 0, "max_energy_calls", "must be > 0")
+        need(self.eval_every >= 0, "eval_every", "must be >= 0")
+        need(self.threads >= 0, "threads", "must be >= 0")
+        need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
+             "must be cpu, cuda, cuda:N or auto")
+        need(math.isfinite(self.log_Z_init), "log_Z_init", "must be finite")
+        need(not (self.objective == "kl" and self.behaviour != "forward"), "behaviour",
+             "the KL (PIS) objective differentiates through forward rollouts; use behaviour=forward")
+        need(not (self.objective == "ml" and self.behaviour == "forward"), "behaviour",
+             "maximum likelihood needs backward trajectories from samples; use behaviour=backward or mixed")
+        return self
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        for k in d:
+            if k not in known:
+                close = difflib.get_close_matches(k, sorted(known), n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ConfigError(f"unknown config key {k!r}{hint}")
+        cfg = cls()
+        for k, v in d.items():
+            setattr(cfg, k, _coerce(k, v, _field_type(k)))
+        return cfg.validate()
+
+    def replace(self, **overrides) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **overrides})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _field_type(name: str):
+    hints = typing.get_type_hints(TrainConfig)
+    return hints[name]
+
+
+def _coerce(key: str, value, typ):
+    """Convert a value (possibly a string from the command line) to the field's type."""
+    args = typing.get_args(typ)
+    optional = (typing.get_origin(typ) in (typing.Union, types.UnionType)) and type(None) in args
+    base = next((a for a in args if a is not type(None)), typ) if optional else typ
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"config key {key!r} may not be None")
+    try:
+        if base is bool:
+            if isinstance(value, str):
+                v = value.strip().lower()
+                if v in ("1", "true", "yes", "on"):
+                    return True
+                if v in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if base is int:
+            if isinstance(value, bool):
+                raise ValueError
+            f = float(value)
+            if not f.is_integer():
+                raise ValueError
+            return int(f)
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if base is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {key!r}: cannot read {value!r} as {base.__name__}") from None
+    return value
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """['key=value', ...] -> {key: value-string}; the types are applied by `from_dict`."""
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise ConfigError(f"expected key=value, got {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def default_config(target) -> TrainConfig:
+    """A sensible recipe for any target, chosen from its dimension: TB with the Langevin drift on a
+    random 10-step grid (the continuous-time paper's cheap training), evaluated on 100 uniform steps."""
+    d = target.dim
+    width = 64 if d <= 4 else (128 if d <= 32 else 256)
+    return TrainConfig(width=width, iterations=10000 if d <= 32 else 20000)

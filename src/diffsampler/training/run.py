@@ -1,0 +1,156 @@
+"""`train()` (the Python entry point), the `Run` it returns, and loading a run directory."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..evaluation import evaluate
+from ..evaluation.plots import plot_marginals, plot_samples, plot_training_curves
+from ..targets import Target, get
+from .checkpoint import load_checkpoint, write_json
+from .config import TrainConfig, default_config
+from .trainer import CHECKPOINT, Trainer, build_sampler, cleanup_failed_run, prepare_run_dir
+
+REPORT_KEYS = ("target", "dim", "log_Z_true", "elbo", "eubo", "log_Z_is", "delta_log_Z_is", "delta_elbo",
+               "ess", "w2", "mode_coverage", "energy_calls", "train_seconds", "iterations", "train_steps",
+               "eval_steps", "nfe", "config")
+
+
+@dataclass
+class Run:
+    """A trained sampler with its target, config, report and run directory (None if not saved)."""
+
+    target: Target
+    config: TrainConfig
+    sampler: object
+    report: dict = field(default_factory=dict)
+    dir: str | None = None
+
+    def evaluate(self, steps: int | None = None, grid: str | None = None, n: int | None = None,
+                 save: bool = True) -> dict:
+        """Recompute the metrics (and plots under RUN_DIR/eval/ when saved)."""
+        rep = make_report(self, steps or self.config.eval_steps, grid or self.config.eval_grid,
+                          n or self.config.eval_samples, subdir="eval" if save else None)
+        return rep
+
+
+def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None) -> dict:
+    """Evaluate and assemble the report dict (keys REPORT_KEYS plus extras). Unknown -> None."""
+    ev = evaluate(run.sampler, n=n, steps=steps, grid=grid)
+    m = ev.metrics
+    prev = run.report or {}
+    rep = {
+        "target": run.target.name, "dim": run.target.dim, "log_Z_true": run.target.log_Z,
+        "elbo": m["elbo"], "eubo": m["eubo"], "eubo_minus_elbo": m["eubo_minus_elbo"],
+        "log_Z_is": m["log_Z_is"], "delta_log_Z_is": m["delta_log_Z_is"], "delta_elbo": m["delta_elbo"],
+        "log_Z_learned": run.sampler.log_Z.item(), "ess": m["ess"], "w2": m["w2"], "mmd": m["mmd"],
+        "mode_coverage": m["mode_coverage"],
+        "energy_calls": run.target.counter.as_dict(),
+        "train_seconds": prev.get("train_seconds"), "iterations": prev.get("iterations"),
+        "stop_reason": prev.get("stop_reason"),
+        "train_steps": run.config.train_steps, "train_grid": run.config.train_grid,
+        "eval_steps": steps, "eval_grid": grid, "integrator": "euler_maruyama", "nfe": m["nfe"],
+        "n_eval_samples": n, "config": run.config.to_dict(),
+    }
+    for k in ("modes_covered", "n_modes", "right_well_freq_error"):
+        if k in m:
+            rep[k] = m[k]
+    if run.dir and subdir is not None:
+        d = os.path.join(run.dir, subdir) if subdir else run.dir
+        os.makedirs(d, exist_ok=True)
+        write_json(os.path.join(d, "report.json"), rep)
+        x = ev.x.detach().cpu().numpy()
+        xt = None if ev.x_true is None else ev.x_true.detach().cpu().numpy()
+        title = f"{run.target.name}: ELBO {rep['elbo']:.2f}" + (
+            f", EUBO {rep['eubo']:.2f}" if rep["eubo"] is not None else "")
+        plot_samples(x, xt, run.target.plot_dims, os.path.join(d, "samples.png"), title)
+        plot_marginals(x, xt, os.path.join(d, "marginals.png"))
+    return rep
+
+
+def summary_table(rep: dict) -> str:
+    def f(v, fmt="{:.3f}"):
+        return "n/a" if v is None else (fmt.format(v) if isinstance(v, float) else str(v))
+    ec = rep["energy_calls"]
+    rows = [("target", rep["target"]), ("log Z (true)", f(rep["log_Z_true"])), ("ELBO", f(rep["elbo"])),
+            ("EUBO", f(rep["eubo"])), ("EUBO - ELBO", f(rep.get("eubo_minus_elbo"))),
+            ("log Z (IS)", f(rep["log_Z_is"])), ("|Δ log Z| (IS)", f(rep["delta_log_Z_is"])),
+            ("ESS", f(rep["ess"], "{:.4f}")), ("W2", f(rep["w2"])), ("mode coverage", f(rep["mode_coverage"])),
+            ("energy calls (search/train/eval)", f"{ec['search']:,} / {ec['train']:,} / {ec['eval']:,}"),
+            ("iterations", f(rep["iterations"])), ("train seconds", f(rep["train_seconds"], "{:.1f}")),
+            ("grids", f"train {rep['train_grid']} x{rep['train_steps']}, eval {rep['eval_grid']} x{rep['eval_steps']}")]
+    w = max(len(k) for k, _ in rows)
+    line = "-" * (w + 24)
+    return "\n".join([line] + [f"{k:<{w}}  {v}" for k, v in rows] + [line])
+
+
+def train(target: str | Target, config: TrainConfig | dict | None = None, *, max_seconds: float | None = None,
+          out: str | None = None, resume: bool = False, progress: bool = True, callbacks=None,
+          **overrides) -> Run:
+    """Train a diffusion sampler on `target` (a registry name or a Target).
+
+    config: a TrainConfig, a dict of keys, or None for `default_config(target)` (chosen from the
+    dimension); overrides: config keys (e.g. objective="vargrad"). out: run directory (config.json,
+    metrics.jsonl, checkpoint.pt, report.json, plots); None keeps everything in memory.
+    """
+    target = get(target)
+    base = default_config(target) if config is None else (
+        TrainConfig.from_dict(config) if isinstance(config, dict) else config)
+    if max_seconds is not None:
+        overrides["max_seconds"] = max_seconds
+    cfg = base.replace(**overrides) if overrides else base.validate()
+    if resume and out:
+        saved = os.path.join(out, "config.json")
+        if os.path.exists(saved):
+            saved_cfg = json.load(open(saved))
+            saved_cfg.pop("target", None)
+            cfg = TrainConfig.from_dict({**saved_cfg, **overrides})
+    created = prepare_run_dir(out, resume) if out else False
+    trainer = None
+    try:
+        trainer = Trainer(target, cfg, out, callbacks=callbacks, progress=progress)
+        if out:
+            write_json(os.path.join(out, "config.json"), {**cfg.to_dict(), "target": target.name})
+        if resume:
+            trainer.resume()
+        trainer.fit()
+    except BaseException:
+        cleanup_failed_run(out, created, trainer)
+        raise
+    run = Run(target, cfg, trainer.sampler, dir=out)
+    run.report = {"train_seconds": round(trainer.train_seconds, 2), "iterations": trainer.iteration,
+                  "stop_reason": trainer.stop_reason}
+    run.report = make_report(run, cfg.eval_steps, cfg.eval_grid, cfg.eval_samples, subdir="" if out else None)
+    if out:
+        plot_training_curves(os.path.join(out, "metrics.jsonl"), os.path.join(out, "training_curves.png"),
+                             target.log_Z)
+    return run
+
+
+def load_run(run_dir: str, target: Target | None = None) -> Run:
+    """Load a run directory (its final checkpoint). A user-defined target must be passed again."""
+    cfg_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(cfg_path):
+        from ..errors import CheckpointError
+        raise CheckpointError(f"{run_dir} is not a run directory (no config.json)")
+    raw = json.load(open(cfg_path))
+    name = raw.pop("target")
+    target = target or get(name)
+    cfg = TrainConfig.from_dict(raw)
+    state = load_checkpoint(os.path.join(run_dir, CHECKPOINT), target_name=target.name, dim=target.dim)
+    torch.manual_seed(cfg.seed)
+    sampler = build_sampler(target, cfg)
+    try:
+        sampler.load_state_dict(state["sampler"])
+    except RuntimeError as e:
+        from ..errors import CheckpointError
+        raise CheckpointError(f"checkpoint in {run_dir} does not match its config: {e}") from None
+    target.counter.load(state.get("energy_calls", {}))
+    rep_path = os.path.join(run_dir, "report.json")
+    report = json.load(open(rep_path)) if os.path.exists(rep_path) else {
+        "train_seconds": state.get("train_seconds"), "iterations": state["iteration"]}
+    return Run(target, cfg, sampler, report=report, dir=run_dir)

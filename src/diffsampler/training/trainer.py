@@ -1,0 +1,249 @@
+"""The training loop: it only orchestrates (behaviour policy -> trajectories -> objective -> step),
+with budgets, NaN guard, metrics, checkpoints and exact resume."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+
+import torch
+
+from ..errors import CheckpointError, ConfigError, NonFiniteError, TrainingError
+from ..objectives import make_objective
+from ..sampler import DiffusionSampler
+from ..sde import backward_rollout, forward_rollout, make_grid
+from ..search import ReplayBuffer
+from ..targets import Target
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"config key 'device' = {name!r}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def build_sampler(target: Target, cfg: TrainConfig) -> DiffusionSampler:
+    s = DiffusionSampler(target, drift=cfg.drift, width=cfg.width, depth=cfg.depth,
+                         time_features=cfg.time_features, score_clip=cfg.score_clip, sigma=cfg.sigma,
+                         flow=make_objective(cfg.objective).needs_flow, log_Z_init=cfg.log_Z_init,
+                         default_steps=cfg.eval_steps)
+    return s.to(device=resolve_device(cfg.device), dtype=getattr(torch, cfg.dtype))
+
+
+class Trainer:
+    """Train `target`'s sampler under `cfg`, writing to run directory `out` (or nowhere if None).
+
+    callbacks: functions f(trainer, iteration) called after each iteration (a test may raise
+    from one to simulate a kill)."""
+
+    def __init__(self, target: Target, cfg: TrainConfig, out: str | None = None, *,
+                 callbacks: list[Callable] | None = None, progress: bool = True) -> None:
+        self.target, self.cfg, self.out = target, cfg.validate(), out
+        self.callbacks = callbacks or []
+        self.progress = progress
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.sampler = build_sampler(target, cfg)
+        self.objective = make_objective(cfg.objective, cfg.subtb_lambda)
+        groups = [{"params": self.sampler.drift.parameters(), "lr": cfg.lr},
+                  {"params": [self.sampler.log_Z], "lr": cfg.lr_log_Z}]
+        if self.sampler.flow is not None:
+            groups.append({"params": self.sampler.flow.parameters(), "lr": cfg.lr_flow})
+        self.optimizer = torch.optim.Adam(groups)
+        self.buffer = ReplayBuffer(target.dim, cfg.buffer_size, cfg.buffer_priority, cfg.buffer_rank_k)
+        self.iteration = 0
+        self.train_seconds = 0.0
+        self.stop_reason = "iterations"
+        self.last_loss = float("nan")
+        self.checkpoints_written = 0
+
+    # -- one iteration -----------------------------------------------------------------------
+    def exploration(self) -> float:
+        cfg = self.cfg
+        end = cfg.exploration_until * cfg.iterations
+        if cfg.exploration == 0 or end <= 0:
+            return 0.0
+        return cfg.exploration * max(0.0, 1.0 - self.iteration / end)
+
+    def trajectories(self):
+        cfg, s = self.cfg, self.sampler
+        p = s.log_Z
+        grid = make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps, device=p.device, dtype=p.dtype)
+        use_backward = cfg.behaviour == "backward" or (cfg.behaviour == "mixed" and self.iteration % 2 == 1)
+        if use_backward and len(self.buffer) > 0:
+            x, log_r = self.buffer.sample(cfg.batch_size)
+            return backward_rollout(s, x.to(p), grid, log_r=log_r.to(p),
+                                    need_step_rewards=self.objective.needs_flow)
+        tr = forward_rollout(s, grid, explore=self.exploration(), pathwise=self.objective.pathwise,
+                             need_step_rewards=self.objective.needs_flow)
+        if cfg.behaviour != "forward":
+            self.buffer.add(tr.terminal.detach(), tr.log_r.detach())
+        return tr
+
+    def step(self) -> float:
+        with self.target.counter.use("train"):
+            try:
+                traj = self.trajectories()
+            except NonFiniteError as e:
+                raise TrainingError(f"iteration {self.iteration}: non-finite energy during rollout: {e}") from None
+        loss = self.objective(traj, self.sampler)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"iteration {self.iteration}: non-finite loss ({loss.item()}); "
+                                f"cause: {self._diagnose(traj)}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if self.cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+        if not torch.isfinite(norm):
+            raise TrainingError(f"iteration {self.iteration}: non-finite gradient norm ({norm.item()})")
+        self.optimizer.step()
+        return loss.item()
+
+    @staticmethod
+    def _diagnose(traj) -> str:
+        parts = []
+        for name in ("log_r", "log_pf", "log_pb"):
+            v = getattr(traj, name)
+            bad = int((~torch.isfinite(v)).sum())
+            if bad:
+                parts.append(f"{bad} non-finite values in {name}")
+        if not torch.isfinite(traj.x).all():
+            parts.append("non-finite states (the SDE diverged)")
+        return "; ".join(parts) or "overflow in the loss (residuals too large)"
+
+    # -- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"sampler": self.sampler.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "iteration": self.iteration, "rng": rng, "config": self.cfg.to_dict(),
+                "target": {"name": self.target.name, "dim": self.target.dim},
+                "energy_calls": dict(self.target.counter.counts), "buffer": self.buffer.state_dict(),
+                "train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        try:
+            self.sampler.load_state_dict(state["sampler"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint does not match this model/config: {e}") from None
+        self.iteration = int(state["iteration"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.target.counter.load(state.get("energy_calls", {}))
+        self.buffer.load_state_dict(state["buffer"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+
+    def save(self) -> None:
+        if self.out:
+            save_checkpoint(os.path.join(self.out, CHECKPOINT), self.state_dict())
+            self.checkpoints_written += 1
+
+    def resume(self) -> None:
+        state = load_checkpoint(os.path.join(self.out, CHECKPOINT), target_name=self.target.name,
+                                dim=self.target.dim)
+        saved = state["config"]
+        for k in ("drift", "width", "depth", "time_features", "objective", "dtype"):
+            if saved.get(k) != getattr(self.cfg, k):
+                raise CheckpointError(f"cannot resume: checkpoint has {k}={saved.get(k)!r}, "
+                                      f"config has {getattr(self.cfg, k)!r}")
+        self.load_state_dict(state)
+        _truncate_metrics(os.path.join(self.out, "metrics.jsonl"), self.iteration)
+
+    # -- loop ------------------------------------------------------------------------------------
+    def _log(self, row: dict) -> None:
+        if self.out:
+            with open(os.path.join(self.out, "metrics.jsonl"), "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def budget_exhausted(self) -> str | None:
+        cfg, c = self.cfg, self.target.counter.counts
+        if self.iteration >= cfg.iterations:
+            return "iterations"
+        if cfg.max_seconds is not None and self.train_seconds >= cfg.max_seconds:
+            return "max_seconds"
+        if cfg.max_energy_calls is not None and c["search"] + c["train"] >= cfg.max_energy_calls:
+            return "max_energy_calls"
+        return None
+
+    def fit(self) -> None:
+        from tqdm.auto import tqdm
+
+        from ..evaluation import evaluate
+
+        cfg = self.cfg
+        bar = tqdm(total=cfg.iterations, initial=self.iteration, disable=not self.progress,
+                   desc=f"train {self.target.name}", dynamic_ncols=True, mininterval=1.0)
+        try:
+            while (reason := self.budget_exhausted()) is None:
+                t0 = time.perf_counter()
+                loss = self.step()
+                self.iteration += 1
+                self.train_seconds += time.perf_counter() - t0
+                self.last_loss = loss
+                bar.update(1)
+                if self.iteration % cfg.log_every == 0 or self.iteration == 1:
+                    bar.set_postfix(loss=f"{loss:.3g}", logZ=f"{self.sampler.log_Z.item():.2f}")
+                    self._log({"iteration": self.iteration, "loss": loss, "log_Z": self.sampler.log_Z.item(),
+                               "energy_calls": self.target.counter.as_dict(),
+                               "train_seconds": round(self.train_seconds, 3)})
+                if cfg.eval_every and self.iteration % cfg.eval_every == 0:
+                    ev = evaluate(self.sampler, n=min(cfg.eval_samples, 1000), steps=cfg.eval_steps,
+                                  grid=cfg.eval_grid)
+                    keep = ("elbo", "eubo", "log_Z_is", "ess", "w2", "mode_coverage")
+                    self._log({"iteration": self.iteration, **{k: ev.metrics.get(k) for k in keep},
+                               "energy_calls": self.target.counter.as_dict()})
+                if self.iteration % cfg.checkpoint_every == 0:
+                    self.save()
+                for cb in self.callbacks:
+                    cb(self, self.iteration)
+            self.stop_reason = reason
+        finally:
+            bar.close()
+        self.save()
+
+
+def _truncate_metrics(path: str, iteration: int) -> None:
+    """Drop metric rows written after the checkpoint's iteration (they will be recomputed)."""
+    if not os.path.exists(path):
+        return
+    rows = [line for line in open(path) if line.strip() and json.loads(line).get("iteration", 0) <= iteration]
+    with open(path, "w") as f:
+        f.writelines(rows)
+
+
+def prepare_run_dir(out: str, resume: bool) -> bool:
+    """Create the run directory; returns True when this call created it."""
+    if resume:
+        if not os.path.isdir(out):
+            raise CheckpointError(f"cannot resume: run directory {out} does not exist")
+        return False
+    if os.path.exists(out) and os.listdir(out):
+        raise ConfigError(f"run directory {out} already exists and is not empty "
+                          "(use --resume to continue it, or choose another --out)")
+    created = not os.path.exists(out)
+    os.makedirs(out, exist_ok=True)
+    return created
+
+
+def cleanup_failed_run(out: str, created: bool, trainer: Trainer | None) -> None:
+    """Remove a run directory that never got a checkpoint (so nothing half-written stays)."""
+    if out and created and (trainer is None or trainer.checkpoints_written == 0):
+        shutil.rmtree(out, ignore_errors=True)
+
+
+__all__ = ["Trainer", "build_sampler", "resolve_device", "prepare_run_dir", "cleanup_failed_run"]

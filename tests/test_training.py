@@ -1,0 +1,131 @@
+"""Trainer: config validation, exact resume, NaN guard, run directories, reports."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import diffsampler as ds
+from diffsampler.errors import CheckpointError, ConfigError, TrainingError
+from diffsampler.training import REPORT_KEYS, TrainConfig, load_run, parse_overrides
+
+SMALL = dict(width=16, depth=1, time_features=8, batch_size=32, train_steps=5, eval_steps=10,
+             eval_samples=200, checkpoint_every=5, log_every=5, threads=1)
+
+
+def test_config_rejects_unknown_keys_and_bad_values():
+    with pytest.raises(ConfigError, match="'objectve'.*objective"):
+        TrainConfig.from_dict({"objectve": "tb"})
+    with pytest.raises(ConfigError, match="'batch_size'"):
+        TrainConfig.from_dict({"batch_size": 0})
+    with pytest.raises(ConfigError, match="'train_grid'"):
+        TrainConfig.from_dict({"train_grid": "fancy"})
+    with pytest.raises(ConfigError, match="'lr'"):
+        TrainConfig.from_dict(parse_overrides(["lr=abc"]))
+    with pytest.raises(ConfigError, match="'iterations'"):
+        TrainConfig.from_dict(parse_overrides(["iterations=1.5"]))
+    cfg = TrainConfig.from_dict(parse_overrides(["max_energy_calls=2e6", "sigma=none", "objective=subtb"]))
+    assert cfg.max_energy_calls == 2_000_000 and cfg.sigma is None and cfg.objective == "subtb"
+
+
+def _params(sampler):
+    return torch.cat([p.detach().flatten() for p in sampler.parameters()])
+
+
+@pytest.mark.parametrize("behaviour", ["forward", "mixed"])
+def test_resume_after_kill_gives_identical_parameters(tmp_path, behaviour):
+    cfg = dict(SMALL, iterations=20, behaviour=behaviour, exploration=0.3)
+    full = ds.train("gmm25", out=str(tmp_path / "full"), progress=False, **cfg)
+
+    class Killed(Exception):
+        pass
+
+    def kill(trainer, it):
+        if it == 13:  # the last checkpoint is at 10: iterations 11-13 are lost, as in a real kill
+            raise Killed
+
+    with pytest.raises(Killed):
+        ds.train("gmm25", out=str(tmp_path / "cut"), progress=False, callbacks=[kill], **cfg)
+    assert os.path.exists(tmp_path / "cut" / "checkpoint.pt")
+    resumed = ds.train("gmm25", out=str(tmp_path / "cut"), resume=True, progress=False, **cfg)
+    assert torch.equal(_params(full.sampler), _params(resumed.sampler))
+    assert resumed.report["energy_calls"]["train"] == full.report["energy_calls"]["train"]
+    its = [json.loads(line)["iteration"] for line in open(tmp_path / "cut" / "metrics.jsonl")]
+    assert its == sorted(set(its))  # no duplicated rows after the resume
+
+
+def test_run_directory_contents_and_report(tmp_path):
+    run = ds.train("gmm25", out=str(tmp_path / "r"), progress=False, **dict(SMALL, iterations=10))
+    for f in ("config.json", "metrics.jsonl", "checkpoint.pt", "report.json", "samples.png",
+              "marginals.png", "training_curves.png"):
+        assert (tmp_path / "r" / f).exists(), f
+    rep = json.load(open(tmp_path / "r" / "report.json"))
+    assert set(REPORT_KEYS) <= set(rep)
+    assert rep["iterations"] == 10 and rep["log_Z_true"] == 0.0 and rep["target"] == "gmm25"
+    assert rep["energy_calls"]["total"] == sum(rep["energy_calls"][k] for k in ("search", "train", "eval"))
+    run2 = load_run(str(tmp_path / "r"))
+    assert torch.equal(_params(run.sampler), _params(run2.sampler))
+    x, lw = run2.sampler.sample(7, steps=4)
+    assert x.shape == (7, 2) and lw.shape == (7,)
+
+
+def test_budgets_stop_the_run():
+    run = ds.train("gmm25", progress=False, **dict(SMALL, iterations=10_000, max_energy_calls=1000))
+    assert run.report["stop_reason"] == "max_energy_calls"
+    # forward TB with the Langevin drift costs 1 + (N-1) B + B calls per iteration
+    per_it = 1 + 4 * 32 + 32
+    assert run.report["iterations"] == math.ceil(1000 / per_it)
+
+
+def test_nan_energy_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
+    state = {"calls": 0}
+
+    def energy(x):
+        state["calls"] += 1
+        e = 0.5 * (x ** 2).sum(-1)
+        return e * float("nan") if state["calls"] > 120 else e
+
+    t = ds.targets.from_energy(energy, dim=2, name="breaks_later")
+    with pytest.raises(TrainingError, match=r"iteration \d+: non-finite energy"):
+        ds.train(t, out=str(tmp_path / "nan"), progress=False, **dict(SMALL, iterations=100))
+    st = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=False)
+    assert st["iteration"] % 5 == 0 and st["iteration"] > 0
+    assert all(torch.isfinite(v).all() for v in st["sampler"].values())
+
+
+def test_failure_before_first_checkpoint_leaves_no_run_dir(tmp_path):
+    t = ds.targets.from_energy(lambda x: x.sum(-1) * float("nan"), dim=2, name="always_nan")
+    with pytest.raises(TrainingError):
+        ds.train(t, out=str(tmp_path / "gone"), progress=False, **dict(SMALL, iterations=10))
+    assert not (tmp_path / "gone").exists()
+    with pytest.raises(ConfigError):
+        ds.train("gmm25", out=str(tmp_path / "bad"), progress=False, batch_size=-3)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_corrupt_and_mismatched_checkpoints(tmp_path):
+    ds.train("gmm25", out=str(tmp_path / "r"), progress=False, **dict(SMALL, iterations=5))
+    ck = tmp_path / "r" / "checkpoint.pt"
+    data = ck.read_bytes()
+    ck.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_run(str(tmp_path / "r"))
+    ck.write_bytes(data)
+    with pytest.raises(CheckpointError, match="width"):
+        ds.train("gmm25", out=str(tmp_path / "r"), resume=True, progress=False, **dict(SMALL, width=32))
+    cfg = json.load(open(tmp_path / "r" / "config.json"))
+    cfg["target"] = "gmm40"
+    json.dump(cfg, open(tmp_path / "r" / "config.json", "w"))
+    with pytest.raises(CheckpointError, match="gmm25"):
+        load_run(str(tmp_path / "r"))
+
+
+def test_user_energy_trains_through_the_api(tmp_path):
+    u = ds.targets.from_energy(lambda x: 0.5 * (x ** 2).sum(-1), dim=3, log_Z=1.5 * np.log(2 * np.pi),
+                               name="gauss3", samples=np.random.randn(1000, 3))
+    run = ds.train(u, progress=False, **dict(SMALL, iterations=200, batch_size=64, lr=3e-3))
+    assert set(REPORT_KEYS) <= set(run.report)
+    assert abs(run.report["elbo"] - u.log_Z) < 0.5
+    assert run.report["eubo"] >= run.report["elbo"] - 0.05
