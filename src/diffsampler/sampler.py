@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .nets import LangevinDrift, LogFlow, MLPDrift
-from .sde import PinnedBrownian, backward_rollout, forward_rollout, make_grid
+from .nets import LogFlow, make_drift
+from .sde import backward_rollout, forward_rollout, make_grid
 from .targets import Target
 
 
@@ -18,14 +18,9 @@ class DiffusionSampler(nn.Module):
                  flow: bool = False, log_Z_init: float = 0.0, default_steps: int = 100) -> None:
         super().__init__()
         self.target = target
-        self.reference = PinnedBrownian(sigma if sigma is not None else target.sigma)
+        self.reference = target.make_reference(sigma if sigma is not None else target.sigma)
         d = target.dim
-        if drift == "langevin":
-            self.drift = LangevinDrift(d, width, depth, time_features, score_clip)
-        elif drift == "mlp":
-            self.drift = MLPDrift(d, width, depth, time_features)
-        else:
-            raise ValueError(f"unknown drift {drift!r}; expected 'langevin' or 'mlp'")
+        self.drift = make_drift(drift, target, width, depth, time_features, score_clip)
         self.log_Z = nn.Parameter(torch.tensor(float(log_Z_init)))
         self.flow = LogFlow(d, width, depth, time_features) if flow else None
         self.default_steps = int(default_steps)

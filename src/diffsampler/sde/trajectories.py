@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .reference import gaussian_log_prob
 
 
 @dataclass
@@ -63,7 +62,8 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
         policy (variance sigma^2 dt), as off-policy objectives need.
     pathwise: keep the graph through the states (reparametrisation; for the KL/PIS objective).
     """
-    target, drift, sigma = sampler.target, sampler.drift, sampler.reference.sigma
+    target, drift, ref = sampler.target, sampler.drift, sampler.reference
+    sigma = ref.sigma
     B, N = grid.shape[0], grid.shape[1] - 1
     dtype, device = grid.dtype, grid.device
     need_score = drift.needs_score
@@ -82,16 +82,16 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
         if lr is not None:
             step_r.append(lr)
         x_in = x if pathwise else x.detach()
-        mu = drift(x_in, t, score)
+        mu = ref.project(drift(x_in, t, score))
         var = sigma ** 2 * dt
-        eps = torch.randn_like(x)
+        eps = ref.noise_like(x)
         if pathwise:
             x_next = x + mu * dt[:, None] + var.sqrt()[:, None] * eps
         else:
             std = (sigma ** 2 * dt + explore ** 2).sqrt()
             x_next = (x_in + mu.detach() * dt[:, None] + std[:, None] * eps).detach()
-        log_pf.append(gaussian_log_prob(x_next, x_in + mu * dt[:, None], var))
-        log_pb.append(sampler.reference.backward_log_prob(x_in, x_next, t, t_next))
+        log_pf.append(ref.step_log_prob(x_next, x_in + mu * dt[:, None], var))
+        log_pb.append(ref.backward_log_prob(x_in, x_next, t, t_next))
         x = x_next
         xs.append(x)
     if pathwise:
@@ -141,9 +141,9 @@ def backward_rollout(sampler, x_final: torch.Tensor, grid: torch.Tensor, *,
             score_inner = torch.cat([s0[:, None], s_inner], 1).reshape(B * N, d)
     if log_r is None:
         log_r = target.log_prob(x_final).detach()
-    mu = drift(X[:, :-1].reshape(B * N, d), grid[:, :-1].reshape(-1), score_inner).view(B, N, d)
+    mu = ref.project(drift(X[:, :-1].reshape(B * N, d), grid[:, :-1].reshape(-1), score_inner)).view(B, N, d)
     dt = grid[:, 1:] - grid[:, :-1]
-    log_pf = gaussian_log_prob(X[:, 1:], X[:, :-1] + mu * dt[..., None], ref.sigma ** 2 * dt)
+    log_pf = ref.step_log_prob(X[:, 1:], X[:, :-1] + mu * dt[..., None], ref.sigma ** 2 * dt)
     log_pb = ref.backward_log_prob(X[:, :-1], X[:, 1:], grid[:, :-1], grid[:, 1:])
     step = None
     if need_step_rewards:

@@ -147,6 +147,12 @@ class Target:
     def _energy(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def make_reference(self, sigma: float):
+        """The reference process of this target's state space (pinned Brownian on R^d; particle
+        targets return a centre-of-mass-free one)."""
+        from ..sde.reference import PinnedBrownian
+        return PinnedBrownian(sigma)
+
     def info(self) -> dict:
         return {"name": self.name, "dim": self.dim, "log_Z": self.log_Z, "has_samples": self.has_samples}
 

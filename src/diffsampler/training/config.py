@@ -66,7 +66,8 @@ class TrainConfig:
             if not cond:
                 raise ConfigError(f"config key {key!r} = {getattr(self, key)!r}: {msg}")
 
-        choices = {"drift": ("langevin", "mlp"), "objective": tuple(OBJECTIVES), "behaviour": BEHAVIOURS,
+        from ..nets import DRIFTS
+        choices = {"drift": tuple(DRIFTS), "objective": tuple(OBJECTIVES), "behaviour": BEHAVIOURS,
                    "train_grid": GRID_KINDS, "eval_grid": GRID_KINDS, "buffer_priority": ("rank", "uniform"),
                    "dtype": ("float32", "float64")}
         for k, opts in choices.items():
