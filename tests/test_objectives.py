@@ -7,7 +7,14 @@ from diffsampler.objectives import make_objective
 from diffsampler.sde import backward_rollout, forward_rollout, make_grid
 from conftest import shifted_gaussian
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def exact_sampler(target, mean, dim, offset=0.0):

@@ -7,7 +7,14 @@ import torch
 import diffsampler as ds
 from diffsampler.sde import PinnedBrownian, backward_rollout, gaussian_log_prob, make_grid
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 @pytest.mark.parametrize("sigma", [0.5, 1.0, 10.0])
