@@ -33,6 +33,8 @@ class TrainConfig:
     behaviour: str = "forward"         # forward (on-policy + exploration) | mixed | backward (replay)
     exploration: float = 0.0           # extra behaviour-noise std, decayed linearly to 0 ...
     exploration_until: float = 0.5     # ... at this fraction of the iterations
+    offpolicy_data: str = "replay"     # buffer content for mixed/backward: replay (own samples) |
+                                       # target_samples (the target's exact/reference samples; not data-free)
     buffer_size: int = 20000           # replay buffer of terminal states for mixed/backward
     buffer_priority: str = "rank"      # rank (weight 1/(k N + rank), low energy first) | uniform
     buffer_rank_k: float = 0.01
@@ -45,7 +47,7 @@ class TrainConfig:
     lr_log_Z: float = 1e-1
     lr_flow: float = 1e-3
     grad_clip: float = 0.0             # max gradient norm; 0 disables
-    log_Z_init: float = 0.0
+    log_Z_init: float | None = None    # None: the mean log-weight of the first training batch
     # evaluation
     eval_grid: str = "uniform"
     eval_steps: int = 100
@@ -69,6 +71,7 @@ class TrainConfig:
         from ..nets import DRIFTS
         choices = {"drift": tuple(DRIFTS), "objective": tuple(OBJECTIVES), "behaviour": BEHAVIOURS,
                    "train_grid": GRID_KINDS, "eval_grid": GRID_KINDS, "buffer_priority": ("rank", "uniform"),
+                   "offpolicy_data": ("replay", "target_samples"),
                    "dtype": ("float32", "float64")}
         for k, opts in choices.items():
             need(getattr(self, k) in opts, k, f"must be one of {list(opts)}")
@@ -88,7 +91,7 @@ class TrainConfig:
         need(self.threads >= 0, "threads", "must be >= 0")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
              "must be cpu, cuda, cuda:N or auto")
-        need(math.isfinite(self.log_Z_init), "log_Z_init", "must be finite")
+        need(self.log_Z_init is None or math.isfinite(self.log_Z_init), "log_Z_init", "must be finite")
         need(not (self.objective == "kl" and self.behaviour != "forward"), "behaviour",
              "the KL (PIS) objective differentiates through forward rollouts; use behaviour=forward")
         need(not (self.objective == "ml" and self.behaviour == "forward"), "behaviour",

@@ -33,7 +33,7 @@ def resolve_device(name: str) -> torch.device:
 def build_sampler(target: Target, cfg: TrainConfig) -> DiffusionSampler:
     s = DiffusionSampler(target, drift=cfg.drift, width=cfg.width, depth=cfg.depth,
                          time_features=cfg.time_features, score_clip=cfg.score_clip, sigma=cfg.sigma,
-                         flow=make_objective(cfg.objective).needs_flow, log_Z_init=cfg.log_Z_init,
+                         flow=make_objective(cfg.objective).needs_flow, log_Z_init=cfg.log_Z_init or 0.0,
                          default_steps=cfg.eval_steps)
     return s.to(device=resolve_device(cfg.device), dtype=getattr(torch, cfg.dtype))
 
@@ -85,16 +85,32 @@ class Trainer:
                                     need_step_rewards=self.objective.needs_flow)
         tr = forward_rollout(s, grid, explore=self.exploration(), pathwise=self.objective.pathwise,
                              need_step_rewards=self.objective.needs_flow)
-        if cfg.behaviour != "forward":
+        if cfg.behaviour != "forward" and cfg.offpolicy_data == "replay":
             self.buffer.add(tr.terminal.detach(), tr.log_r.detach())
         return tr
 
+    def fill_buffer_from_target(self) -> None:
+        """offpolicy_data=target_samples: fill the buffer with the target's own samples and their
+        true log R (counted as 'search' energy calls). Not data-free: for amortisation studies."""
+        if not self.target.has_samples:
+            raise ConfigError(f"config key 'offpolicy_data' = 'target_samples': target "
+                              f"{self.target.name!r} has no samples")
+        x = self.target.sample(self.cfg.buffer_size).to(self.sampler.log_Z)
+        with torch.no_grad(), self.target.counter.use("search"):
+            log_r = torch.cat([self.target.log_prob(c) for c in x.split(4096)])
+        self.buffer.add(x, log_r)
+
     def step(self) -> float:
+        if self.iteration == 0 and self.cfg.behaviour != "forward" and self.cfg.offpolicy_data == "target_samples":
+            self.fill_buffer_from_target()
         with self.target.counter.use("train"):
             try:
                 traj = self.trajectories()
             except NonFiniteError as e:
                 raise TrainingError(f"iteration {self.iteration}: non-finite energy during rollout: {e}") from None
+        if self.iteration == 0 and self.cfg.log_Z_init is None:
+            with torch.no_grad():  # warm start: log Z <- mean log w of the first batch (an ELBO)
+                self.sampler.log_Z.copy_(traj.log_w.mean())
         loss = self.objective(traj, self.sampler)
         if not torch.isfinite(loss):
             raise TrainingError(f"iteration {self.iteration}: non-finite loss ({loss.item()}); "

@@ -1,0 +1,62 @@
+"""The command line: interfaces users' scripts rely on, and clear errors on bad input."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def cli(*args, ok=True):
+    r = subprocess.run([sys.executable, "-m", "diffsampler", *args], capture_output=True, text=True, timeout=300)
+    if ok:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_targets_json():
+    rows = json.loads(cli("targets", "--json").stdout)
+    by = {r["name"]: r for r in rows}
+    assert by["manywell32"]["dim"] == 32 and abs(by["manywell32"]["log_Z"] - 164.6957) < 1e-3
+    assert by["gmm40"]["has_samples"] is True
+
+
+def test_energy_command(tmp_path):
+    np.save(tmp_path / "x.npy", np.stack([np.zeros(32), np.ones(32)]).astype(np.float32))
+    cli("energy", "manywell32", str(tmp_path / "x.npy"), "-o", str(tmp_path / "e.npy"))
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), [0.0, -80.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("array,msg", [
+    (np.zeros((3, 31)), "shape"),
+    (np.array([[np.nan] * 32]), "NaN"),
+])
+def test_energy_bad_input(tmp_path, array, msg):
+    np.save(tmp_path / "x.npy", array)
+    r = cli("energy", "manywell32", str(tmp_path / "x.npy"), "-o", str(tmp_path / "e.npy"), ok=False)
+    assert r.returncode != 0 and msg in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_target_and_bad_config(tmp_path):
+    r = cli("train", "manywel32", "--out", str(tmp_path / "a"), ok=False)
+    assert r.returncode == 2 and "unknown target 'manywel32'" in r.stderr and "manywell32" in r.stderr
+    r = cli("train", "gmm25", "batchsize=3", "--out", str(tmp_path / "b"), ok=False)
+    assert r.returncode == 2 and "'batchsize'" in r.stderr and "batch_size" in r.stderr
+    r = cli("train", "gmm25", "lr=-1", "--out", str(tmp_path / "c"), ok=False)
+    assert r.returncode == 2 and "'lr'" in r.stderr
+    assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_train_eval_sample_roundtrip(tmp_path):
+    run = str(tmp_path / "run")
+    small = ["width=16", "depth=1", "time_features=8", "batch_size=32", "train_steps=5", "eval_steps=10",
+             "eval_samples=300", "iterations=30", "threads=1"]
+    out = cli("train", "gmm25", *small, "--out", run, "-q").stdout
+    assert "ELBO" in out and "EUBO" in out
+    rep = json.loads(cli("eval", run, "--steps", "12", "-n", "200", "--json").stdout)
+    assert rep["eval_steps"] == 12 and rep["nfe"] == 12 and rep["target"] == "gmm25"
+    cli("sample", run, "-n", "50", "--steps", "8", "-o", str(tmp_path / "s.npz"))
+    z = np.load(tmp_path / "s.npz")
+    assert z["x"].shape == (50, 2) and z["log_w"].shape == (50,) and np.isfinite(z["log_w"]).all()
+    r = cli("train", "gmm25", *small, "--out", run, ok=False)  # refuses to overwrite a run
+    assert r.returncode == 2 and "--resume" in r.stderr
