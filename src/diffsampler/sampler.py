@@ -7,6 +7,7 @@ from torch import nn
 
 from .nets import LogFlow, make_drift
 from .sde import backward_rollout, forward_rollout, make_grid
+from .sde.integrators import make_integrator
 from .targets import Target
 
 
@@ -24,11 +25,13 @@ class DiffusionSampler(nn.Module):
         self.log_Z = nn.Parameter(torch.tensor(float(log_Z_init)))
         self.flow = LogFlow(d, width, depth, time_features) if flow else None
         self.default_steps = int(default_steps)
+        self.integrator = "euler_maruyama"   # the integrator last used by `sample`
 
     @property
-    def nfe_per_step(self) -> int:
-        """Network evaluations per sample per step (Euler-Maruyama: one drift pass)."""
-        return 1
+    def nfe_per_step(self) -> float:
+        """Drift evaluations per sample per step of the integrator last used by `sample`
+        (Euler-Maruyama, one drift pass, until then; see `sde.integrators`)."""
+        return make_integrator(self.integrator).nfe_per_step
 
     def rollout(self, batch: int, steps: int, grid: str = "uniform", **kw):
         p = next(self.parameters())
@@ -42,16 +45,26 @@ class DiffusionSampler(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, steps: int | None = None, grid: str = "uniform",
-               batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-        """n samples x (n, d) and their log-weights log w (n,) (see `sde.trajectories`).
-        Energy calls are counted in the 'eval' phase."""
+               batch_size: int = 4096, integrator="euler_maruyama") -> tuple[torch.Tensor, torch.Tensor]:
+        """n samples x (n, d) and their log-weights log w (n,) (see `sde.trajectories`), simulated
+        with `integrator` (a name in `sde.integrators.INTEGRATORS` or an integrator object; its
+        log w is exact for its own kernels). Energy calls are counted in the 'eval' phase."""
         steps = steps or self.default_steps
+        integ = make_integrator(integrator)
+        self.integrator = integ
         xs, lws = [], []
+        p = next(self.parameters())
         with self.target.counter.use("eval"):
             for i in range(0, n, batch_size):
-                tr = self.rollout(min(batch_size, n - i), steps, grid)
-                xs.append(tr.terminal)
-                lws.append(tr.log_w)
+                b = min(batch_size, n - i)
+                if integ.name == "euler_maruyama":
+                    tr = self.rollout(b, steps, grid)
+                    xs.append(tr.terminal)
+                    lws.append(tr.log_w)
+                else:
+                    sim = integ.simulate(self, make_grid(grid, b, steps, device=p.device, dtype=p.dtype))
+                    xs.append(sim.x)
+                    lws.append(sim.log_w)
         return torch.cat(xs), torch.cat(lws)
 
     @torch.no_grad()

@@ -1,12 +1,26 @@
 """Networks: time embedding, drifts (MLP / Langevin-parametrised), log-flow; `make_drift` builds a
 drift by name (`DRIFTS` maps names to factories f(dim, width, depth, time_features, score_clip))."""
 from .drift import LangevinDrift, MLPDrift
+from .egnn import EGNNDrift, EGNNFeatures, EGNNLayer
 from .flow import LogFlow
 from .time_embedding import HarmonicEmbedding, mlp
+
+
+def _egnn(target, width: int, depth: int, tf: int, clip: float, langevin: bool) -> EGNNDrift:
+    n, D = getattr(target, "n_particles", 0), getattr(target, "spatial_dim", 0)
+    if not (n and D):
+        raise ValueError(f"the EGNN drift needs a particle target (n_particles, spatial_dim); "
+                         f"{getattr(target, 'name', target)!r} is not one")
+    return EGNNDrift(n, D, width, depth, tf, clip, langevin=langevin)
+
 
 DRIFTS = {
     "langevin": lambda target, w, d, tf, clip: LangevinDrift(target.dim, w, d, tf, clip),
     "mlp": lambda target, w, d, tf, clip: MLPDrift(target.dim, w, d, tf),
+    # particle targets: equivariant, CoM-free; "egnn" needs no score (SGDS's LJ budgets), the
+    # Langevin variant adds NN(t) * P clip(grad log R) (one energy call per state).
+    "egnn": lambda target, w, d, tf, clip: _egnn(target, w, d, tf, clip, langevin=False),
+    "egnn_langevin": lambda target, w, d, tf, clip: _egnn(target, w, d, tf, clip, langevin=True),
 }
 
 
@@ -16,4 +30,5 @@ def make_drift(name: str, target, width: int, depth: int, time_features: int, sc
     return DRIFTS[name](target, width, depth, time_features, score_clip)
 
 
-__all__ = ["HarmonicEmbedding", "mlp", "MLPDrift", "LangevinDrift", "LogFlow", "DRIFTS", "make_drift"]
+__all__ = ["HarmonicEmbedding", "mlp", "MLPDrift", "LangevinDrift", "LogFlow", "DRIFTS", "make_drift",
+           "EGNNDrift", "EGNNFeatures", "EGNNLayer"]

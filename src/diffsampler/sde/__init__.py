@@ -1,7 +1,8 @@
 """Reference process, time grids and trajectories of the learned SDE."""
 from .grids import GRID_KINDS, make_grid
+from .mean_free import MeanFreePinnedBrownian
 from .reference import PinnedBrownian, gaussian_log_prob
 from .trajectories import Trajectories, backward_rollout, forward_rollout, log_mean_exp
 
-__all__ = ["GRID_KINDS", "make_grid", "PinnedBrownian", "gaussian_log_prob", "Trajectories",
+__all__ = ["GRID_KINDS", "make_grid", "PinnedBrownian", "MeanFreePinnedBrownian", "gaussian_log_prob", "Trajectories",
            "forward_rollout", "backward_rollout", "log_mean_exp"]

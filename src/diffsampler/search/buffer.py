@@ -4,6 +4,9 @@ Sampling is uniform or rank-prioritised (Tripp et al., 2020, as used by gfn-diff
 with the N stored points ranked by log R (rank 0 = highest reward, i.e. lowest energy),
     P(i) ∝ 1 / (k N + rank(i)).
 When full, the lowest-reward points are evicted first ("rank" buffers) or the oldest ("uniform").
+With `dedup=tol`, a new point is dropped when it falls in the same cell of the grid of side tol
+(tol = 0: exact equality) as a stored point or an earlier new point, e.g. the repeated states of
+rejected MCMC moves.
 """
 from __future__ import annotations
 
@@ -13,9 +16,13 @@ from ..errors import NonFiniteError, ShapeError
 
 
 class ReplayBuffer:
-    def __init__(self, dim: int, capacity: int = 20000, priority: str = "rank", rank_k: float = 0.01) -> None:
+    def __init__(self, dim: int, capacity: int = 20000, priority: str = "rank", rank_k: float = 0.01,
+                 dedup: float | None = None) -> None:
         if priority not in ("rank", "uniform"):
             raise ValueError(f"unknown buffer priority {priority!r}; expected 'rank' or 'uniform'")
+        if dedup is not None and not dedup >= 0:
+            raise ValueError(f"buffer dedup tolerance must be >= 0 or None, got {dedup}")
+        self.dedup = dedup
         self.dim, self.capacity, self.priority, self.rank_k = dim, int(capacity), priority, float(rank_k)
         self.x = torch.empty(0, dim)
         self.log_r = torch.empty(0)
@@ -24,14 +31,17 @@ class ReplayBuffer:
         return self.x.shape[0]
 
     def add(self, x: torch.Tensor, log_r: torch.Tensor) -> int:
-        """Store rows with finite true log R; returns how many were stored (non-finite rows are
-        dropped, never stored)."""
+        """Store rows with finite true log R; returns how many were stored (non-finite rows, and
+        duplicates when `dedup` is set, are dropped, never stored)."""
         x, log_r = x.detach().cpu(), log_r.detach().cpu()
         if x.dim() != 2 or x.shape[1] != self.dim or log_r.shape != (x.shape[0],):
             raise ShapeError(f"buffer.add: expected x (B, {self.dim}) and log_r (B,), got "
                              f"{tuple(x.shape)} and {tuple(log_r.shape)}")
         ok = torch.isfinite(log_r) & torch.isfinite(x).all(1)
         x, log_r = x[ok].to(self.x.dtype), log_r[ok].to(self.x.dtype)
+        if self.dedup is not None:
+            new = self._novel(x)
+            x, log_r = x[new], log_r[new]
         self.x = torch.cat([self.x, x])
         self.log_r = torch.cat([self.log_r, log_r])
         if len(self) > self.capacity:
@@ -41,7 +51,17 @@ class ReplayBuffer:
             else:
                 keep = torch.arange(len(self) - self.capacity, len(self))
             self.x, self.log_r = self.x[keep], self.log_r[keep]
-        return int(ok.sum())
+        return x.shape[0]
+
+    def _novel(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) mask of new rows whose grid cell is held neither by a stored row nor an earlier new row."""
+        allx = torch.cat([self.x, x])
+        keys = allx if self.dedup == 0 else torch.floor(allx / self.dedup)
+        _, inv = torch.unique(keys, dim=0, return_inverse=True)
+        first = torch.full((int(inv.max()) + 1,) if inv.numel() else (0,), allx.shape[0], dtype=torch.long)
+        first = first.scatter_reduce(0, inv, torch.arange(allx.shape[0]), reduce="amin")
+        n_old = len(self)
+        return (first[inv] == torch.arange(allx.shape[0]))[n_old:]
 
     def weights(self) -> torch.Tensor:
         """Sampling probabilities of the stored points, (N,)."""

@@ -11,6 +11,8 @@ from .custom import EnergyFunctionTarget, from_energy
 from .funnel import Funnel
 from .gmm import GMM25, GMM40, GaussianMixture
 from .manywell import ManyWell
+from .particles import (DoubleWell4, LennardJones, MeanFreeGaussian, ParticleSymmetry, ParticleTarget,
+                        data_file)
 
 _REGISTRY: dict[str, Callable[[], Target]] = {
     "gmm40": GMM40,
@@ -19,6 +21,10 @@ _REGISTRY: dict[str, Callable[[], Target]] = {
     "manywell32": lambda: ManyWell(32),
     "manywell64": lambda: ManyWell(64),
     "manywell128": lambda: ManyWell(128),
+    "dw4": DoubleWell4,
+    "lj13": lambda: LennardJones(13, pairs_counted=2),
+    "lj55": lambda: LennardJones(55, pairs_counted=2),
+    "lj13_bgflow": lambda: LennardJones(13, pairs_counted=1),
 }
 
 
@@ -49,4 +55,6 @@ def get(name: str | Target) -> Target:
 
 
 __all__ = ["Target", "EnergyCounter", "PHASES", "get", "names", "register", "from_energy",
-           "EnergyFunctionTarget", "GMM40", "GMM25", "GaussianMixture", "Funnel", "ManyWell"]
+           "EnergyFunctionTarget", "GMM40", "GMM25", "GaussianMixture", "Funnel", "ManyWell",
+           "ParticleTarget", "ParticleSymmetry", "DoubleWell4", "LennardJones", "MeanFreeGaussian",
+           "data_file"]

@@ -20,6 +20,7 @@ BEHAVIOURS = ("forward", "mixed", "backward")
 class TrainConfig:
     """Everything that defines a training run. See docs/CONFIG.md for the meaning of each key."""
 
+    recipe: str = "custom"             # a named bundle of the keys below (training/recipes.py)
     # learner network
     drift: str = "langevin"            # 'langevin' (mu = NN1 + NN2(t) clip(score)) or 'mlp'
     width: int = 128
@@ -33,11 +34,33 @@ class TrainConfig:
     behaviour: str = "forward"         # forward (on-policy + exploration) | mixed | backward (replay)
     exploration: float = 0.0           # extra behaviour-noise std, decayed linearly to 0 ...
     exploration_until: float = 0.5     # ... at this fraction of the iterations
-    offpolicy_data: str = "replay"     # buffer content for mixed/backward: replay (own samples) |
-                                       # target_samples (the target's exact/reference samples; not data-free)
+    offpolicy_data: str = "replay"     # buffer content for mixed/backward: replay (own samples), search
+                                       # (searcher samples only), target_samples (not data-free)
     buffer_size: int = 20000           # replay buffer of terminal states for mixed/backward
     buffer_priority: str = "rank"      # rank (weight 1/(k N + rank), low energy first) | uniform
     buffer_rank_k: float = 0.01
+    # searcher and SGDS rounds (Kim et al. 2025)
+    searcher: str = "none"             # none | mala | ais | pt | underdamped: run at the start of each round
+    rounds: int = 1                    # iterations are split evenly between rounds
+    search_chains: int = 3000
+    search_steps: int = 100            # MCMC steps per chain; for AIS the number of annealing levels
+    search_inner: int = 20             # AIS: MALA steps per annealing level
+    search_burnin: int = 0             # MCMC steps discarded (with step-size adaptation)
+    search_thin: int = 10              # keep every k-th MCMC state
+    search_step_size: float = 0.01
+    search_temperatures: int = 4       # parallel tempering: number of temperatures
+    search_t_max: float = 10.0         # parallel tempering: highest temperature
+    search_friction: float = 1.0       # underdamped Langevin friction
+    rnd_alpha: float = 0.0             # novelty weight in E - alpha * RND(x) for rounds > 1; 0: no RND
+    rnd_width: int = 256
+    rnd_lr: float = 1e-3
+    reinit: bool = True                # re-initialise the learner (and RND predictor) between rounds
+    keep_log_Z: bool = True            # keep the learned log Z across a re-initialisation
+    log_Z_from_searcher: bool = True   # initialise log Z from the searcher's estimate (AIS)
+    ml_warmup: int = 0                 # per round: iterations of backward maximum likelihood first
+    local_search_every: int = 0        # TB+LS: every k iterations run MALA on buffer samples; 0: off
+    local_search_steps: int = 200
+    local_search_batch: int = 300
     # optimisation
     train_grid: str = "random"         # uniform | random | equidistant
     train_steps: int = 10
@@ -71,17 +94,23 @@ class TrainConfig:
         from ..nets import DRIFTS
         choices = {"drift": tuple(DRIFTS), "objective": tuple(OBJECTIVES), "behaviour": BEHAVIOURS,
                    "train_grid": GRID_KINDS, "eval_grid": GRID_KINDS, "buffer_priority": ("rank", "uniform"),
-                   "offpolicy_data": ("replay", "target_samples"),
+                   "offpolicy_data": ("replay", "search", "target_samples"),
+                   "searcher": ("none", "mala", "ais", "pt", "underdamped"),
                    "dtype": ("float32", "float64")}
         for k, opts in choices.items():
             need(getattr(self, k) in opts, k, f"must be one of {list(opts)}")
         for k in ("width", "depth", "time_features", "train_steps", "batch_size", "eval_steps",
-                  "eval_samples", "checkpoint_every", "log_every", "buffer_size"):
+                  "eval_samples", "checkpoint_every", "log_every", "buffer_size", "rounds", "search_chains",
+                  "search_steps", "search_inner", "search_thin", "search_temperatures", "rnd_width",
+                  "local_search_steps", "local_search_batch"):
             need(getattr(self, k) >= 1, k, "must be >= 1")
         need(self.iterations >= 0, "iterations", "must be >= 0")
-        for k in ("lr", "lr_log_Z", "lr_flow", "score_clip", "subtb_lambda", "buffer_rank_k"):
+        for k in ("search_burnin", "ml_warmup", "local_search_every"):
+            need(getattr(self, k) >= 0, k, "must be >= 0")
+        for k in ("lr", "lr_log_Z", "lr_flow", "score_clip", "subtb_lambda", "buffer_rank_k", "search_step_size",
+                  "search_t_max", "search_friction", "rnd_lr"):
             need(math.isfinite(getattr(self, k)) and getattr(self, k) > 0, k, "must be a finite number > 0")
-        for k in ("exploration", "grad_clip"):
+        for k in ("exploration", "grad_clip", "rnd_alpha"):
             need(math.isfinite(getattr(self, k)) and getattr(self, k) >= 0, k, "must be a finite number >= 0")
         need(0 <= self.exploration_until <= 1, "exploration_until", "must be in [0, 1]")
         need(self.sigma is None or (math.isfinite(self.sigma) and self.sigma > 0), "sigma", "must be > 0")
@@ -94,6 +123,10 @@ class TrainConfig:
         need(self.log_Z_init is None or math.isfinite(self.log_Z_init), "log_Z_init", "must be finite")
         need(not (self.objective == "kl" and self.behaviour != "forward"), "behaviour",
              "the KL (PIS) objective differentiates through forward rollouts; use behaviour=forward")
+        need(not (self.offpolicy_data == "search" and self.searcher == "none"), "offpolicy_data",
+             "'search' needs a searcher (set searcher=mala|ais|pt|underdamped)")
+        need(self.search_t_max >= 1, "search_t_max", "must be >= 1")
+        need(self.iterations >= self.rounds or self.iterations == 0, "rounds", "more rounds than iterations")
         need(not (self.objective == "ml" and self.behaviour == "forward"), "behaviour",
              "maximum likelihood needs backward trajectories from samples; use behaviour=backward or mixed")
         return self
@@ -101,6 +134,10 @@ class TrainConfig:
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """Build from keys; a 'recipe' key applies its bundle first, then the other keys."""
+        if d.get("recipe") not in (None, "custom"):
+            from .recipes import recipe
+            d = {**recipe(d["recipe"]), **d}
         known = {f.name for f in fields(cls)}
         for k in d:
             if k not in known:
@@ -113,7 +150,11 @@ class TrainConfig:
         return cfg.validate()
 
     def replace(self, **overrides) -> TrainConfig:
-        return TrainConfig.from_dict({**self.to_dict(), **overrides})
+        base = self.to_dict()
+        if overrides.get("recipe") not in (None, "custom", base["recipe"]):
+            from .recipes import recipe
+            base = {**base, **recipe(overrides["recipe"])}
+        return TrainConfig.from_dict({**base, **overrides, "recipe": overrides.get("recipe", base["recipe"])})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -129,10 +170,10 @@ def _coerce(key: str, value, typ):
     args = typing.get_args(typ)
     optional = (typing.get_origin(typ) in (typing.Union, types.UnionType)) and type(None) in args
     base = next((a for a in args if a is not type(None)), typ) if optional else typ
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
-        if optional:
-            return None
+    if value is None and not optional:
         raise ConfigError(f"config key {key!r} may not be None")
+    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))):
+        return None
     try:
         if base is bool:
             if isinstance(value, str):

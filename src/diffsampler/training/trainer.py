@@ -14,10 +14,11 @@ from ..errors import CheckpointError, ConfigError, NonFiniteError, TrainingError
 from ..objectives import make_objective
 from ..sampler import DiffusionSampler
 from ..sde import backward_rollout, forward_rollout, make_grid
-from ..search import ReplayBuffer
+from ..search import RND, ReplayBuffer
 from ..targets import Target
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .search_phase import local_search, run_search
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -54,17 +55,67 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.sampler = build_sampler(target, cfg)
         self.objective = make_objective(cfg.objective, cfg.subtb_lambda)
-        groups = [{"params": self.sampler.drift.parameters(), "lr": cfg.lr},
-                  {"params": [self.sampler.log_Z], "lr": cfg.lr_log_Z}]
-        if self.sampler.flow is not None:
-            groups.append({"params": self.sampler.flow.parameters(), "lr": cfg.lr_flow})
-        self.optimizer = torch.optim.Adam(groups)
+        self.ml = make_objective("ml")
+        self.optimizer = self._make_optimizer()
         self.buffer = ReplayBuffer(target.dim, cfg.buffer_size, cfg.buffer_priority, cfg.buffer_rank_k)
+        self.rnd = None
+        if cfg.rnd_alpha > 0:
+            p = self.sampler.log_Z
+            self.rnd = RND(target.dim, hidden=cfg.rnd_width, lr=cfg.rnd_lr,
+                           input_scale=self.sampler.reference.sigma).to(device=p.device, dtype=p.dtype)
+        self.iterations_per_round = max(1, -(-cfg.iterations // cfg.rounds))
+        self.searched_rounds = 0
+        self.warm_start_log_Z = cfg.log_Z_init is None
+        self.search_log: list[dict] = []
         self.iteration = 0
         self.train_seconds = 0.0
         self.stop_reason = "iterations"
         self.last_loss = float("nan")
         self.checkpoints_written = 0
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        groups = [{"params": self.sampler.drift.parameters(), "lr": cfg.lr},
+                  {"params": [self.sampler.log_Z], "lr": cfg.lr_log_Z}]
+        if self.sampler.flow is not None:
+            groups.append({"params": self.sampler.flow.parameters(), "lr": cfg.lr_flow})
+        return torch.optim.Adam(groups)
+
+    # -- rounds (SGDS): search -> buffer -> learner -> re-initialise ---------------------------
+    @property
+    def round(self) -> int:
+        return min(self.iteration // self.iterations_per_round, self.cfg.rounds - 1)
+
+    def start_round(self) -> None:
+        """At the first iteration of round r: search (on E - alpha*RND after round 1), fill the
+        buffer with TRUE rewards, then (r > 0) re-initialise the learner and the RND predictor."""
+        r, cfg = self.round, self.cfg
+        if cfg.searcher != "none":
+            p = self.sampler.log_Z
+            res = run_search(cfg, self.target, self.rnd if r > 0 else None, dtype=p.dtype, device=p.device)
+            stored = self.buffer.add(res.x, -res.energy)
+            self.search_log.append({"round": r + 1, **res.info, "stored": stored, "log_Z_hat": res.log_Z_hat})
+            self._log({"iteration": self.iteration, "search": self.search_log[-1],
+                       "energy_calls": self.target.counter.as_dict()})
+            if r == 0 and cfg.log_Z_from_searcher and res.log_Z_hat is not None:
+                with torch.no_grad():
+                    self.sampler.log_Z.fill_(res.log_Z_hat)
+                self.warm_start_log_Z = False
+        if r > 0 and cfg.reinit:
+            fresh = build_sampler(self.target, cfg)
+            keep = self.sampler.log_Z.detach().clone()
+            self.sampler.load_state_dict(fresh.state_dict())
+            if cfg.keep_log_Z:
+                with torch.no_grad():
+                    self.sampler.log_Z.copy_(keep)
+            else:
+                self.warm_start_log_Z = cfg.log_Z_init is None
+            self.optimizer = self._make_optimizer()
+            if self.rnd is not None:
+                self.rnd.reset()
+        self.searched_rounds = r + 1
+        if cfg.searcher != "none" or r > 0:
+            self.save()  # keep the search's work (and a re-initialisation) across a kill
 
     # -- one iteration -----------------------------------------------------------------------
     def exploration(self) -> float:
@@ -74,11 +125,15 @@ class Trainer:
             return 0.0
         return cfg.exploration * max(0.0, 1.0 - self.iteration / end)
 
+    def in_ml_warmup(self) -> bool:
+        return self.iteration - self.round * self.iterations_per_round < self.cfg.ml_warmup
+
     def trajectories(self):
         cfg, s = self.cfg, self.sampler
         p = s.log_Z
         grid = make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps, device=p.device, dtype=p.dtype)
-        use_backward = cfg.behaviour == "backward" or (cfg.behaviour == "mixed" and self.iteration % 2 == 1)
+        use_backward = (cfg.behaviour == "backward" or (cfg.behaviour == "mixed" and self.iteration % 2 == 1)
+                        or self.in_ml_warmup())
         if use_backward and len(self.buffer) > 0:
             x, log_r = self.buffer.sample(cfg.batch_size)
             return backward_rollout(s, x.to(p), grid, log_r=log_r.to(p),
@@ -101,17 +156,26 @@ class Trainer:
         self.buffer.add(x, log_r)
 
     def step(self) -> float:
-        if self.iteration == 0 and self.cfg.behaviour != "forward" and self.cfg.offpolicy_data == "target_samples":
+        cfg = self.cfg
+        if self.iteration == 0 and cfg.behaviour != "forward" and cfg.offpolicy_data == "target_samples":
             self.fill_buffer_from_target()
+        if cfg.local_search_every and self.iteration % cfg.local_search_every == 0 and len(self.buffer):
+            x0, _ = self.buffer.sample(cfg.local_search_batch)
+            x, e = local_search(cfg, self.target, x0.to(self.sampler.log_Z))
+            self.buffer.add(x, -e)
         with self.target.counter.use("train"):
             try:
                 traj = self.trajectories()
             except NonFiniteError as e:
                 raise TrainingError(f"iteration {self.iteration}: non-finite energy during rollout: {e}") from None
-        if self.iteration == 0 and self.cfg.log_Z_init is None:
+        if self.warm_start_log_Z:
             with torch.no_grad():  # warm start: log Z <- mean log w of the first batch (an ELBO)
                 self.sampler.log_Z.copy_(traj.log_w.mean())
-        loss = self.objective(traj, self.sampler)
+            self.warm_start_log_Z = False
+        if self.rnd is not None:
+            self.rnd.fit(traj.terminal.detach(), steps=1)
+        objective = self.ml if self.in_ml_warmup() else self.objective
+        loss = objective(traj, self.sampler)
         if not torch.isfinite(loss):
             raise TrainingError(f"iteration {self.iteration}: non-finite loss ({loss.item()}); "
                                 f"cause: {self._diagnose(traj)}")
@@ -148,7 +212,10 @@ class Trainer:
                 "iteration": self.iteration, "rng": rng, "config": self.cfg.to_dict(),
                 "target": {"name": self.target.name, "dim": self.target.dim},
                 "energy_calls": dict(self.target.counter.counts), "buffer": self.buffer.state_dict(),
-                "train_seconds": self.train_seconds}
+                "train_seconds": self.train_seconds, "searched_rounds": self.searched_rounds,
+                "warm_start_log_Z": self.warm_start_log_Z, "search_log": self.search_log,
+                "rnd": None if self.rnd is None else {"net": self.rnd.state_dict(),
+                                                      "optimizer": self.rnd.optimizer.state_dict()}}
 
     def load_state_dict(self, state: dict) -> None:
         try:
@@ -163,6 +230,12 @@ class Trainer:
         self.target.counter.load(state.get("energy_calls", {}))
         self.buffer.load_state_dict(state["buffer"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.searched_rounds = int(state.get("searched_rounds", 0))
+        self.warm_start_log_Z = bool(state.get("warm_start_log_Z", False))
+        self.search_log = list(state.get("search_log", []))
+        if self.rnd is not None and state.get("rnd") is not None:
+            self.rnd.load_state_dict(state["rnd"]["net"])
+            self.rnd.optimizer.load_state_dict(state["rnd"]["optimizer"])
 
     def save(self) -> None:
         if self.out:
@@ -207,6 +280,10 @@ class Trainer:
         try:
             while (reason := self.budget_exhausted()) is None:
                 t0 = time.perf_counter()
+                if self.round >= self.searched_rounds:
+                    self.start_round()
+                    if (reason := self.budget_exhausted()) is not None:
+                        break
                 loss = self.step()
                 self.iteration += 1
                 self.train_seconds += time.perf_counter() - t0

@@ -1,0 +1,154 @@
+"""Core benchmark (issue: core library): train-coarse / evaluate-fine on Manywell-32, GMM-40, Funnel,
+plus training throughput against the FLOP lower bound of the network pass.
+
+Writes benchmarks/out/core.json and benchmarks/out/core.md. Each case trains into its own run
+directory (benchmarks/out/runs/<case>) with checkpoints, so an interrupted benchmark resumes.
+
+    python benchmarks/core.py                       # all cases
+    python benchmarks/core.py --only mw32_random10 mw32_uniform100
+    python benchmarks/core.py --threads 1           # what docs/RESULTS.md reports
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+import diffsampler as ds
+from diffsampler.training.checkpoint import write_json
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+
+# One recipe per case; everything not named is the default config (TB, Langevin drift, batch 300).
+CASES = {
+    "mw32_random10": ("manywell32", dict(train_grid="random", train_steps=10, iterations=20000, width=128,
+                                         exploration=0.2, exploration_until=0.25)),
+    "mw32_uniform100": ("manywell32", dict(train_grid="uniform", train_steps=100, iterations=20000, width=128,
+                                           exploration=0.2, exploration_until=0.25)),
+    "gmm40_random10": ("gmm40", dict(train_grid="random", train_steps=10, iterations=10000, width=128,
+                                     exploration=0.2, exploration_until=0.25)),
+    "funnel_random10": ("funnel", dict(train_grid="random", train_steps=10, iterations=10000, width=128)),
+}
+GOALS = {
+    "mw32_random10": "ELBO ≥ 159.70 (within 5 of 164.70), EUBO − ELBO ≤ 8, ≤ 1200 s",
+    "gmm40_random10": "40/40 modes",
+    "funnel_random10": "|Δlog Z| ≤ 0.5",
+}
+
+
+def run_case(name: str, threads: int, max_seconds: float | None) -> dict:
+    target, cfg = CASES[name]
+    out = os.path.join(OUT, "runs", name)
+    resume = os.path.exists(os.path.join(out, "checkpoint.pt"))
+    if os.path.exists(os.path.join(out, "report.json")) and not resume:
+        raise SystemExit(f"{out} holds a finished run; delete it to rerun")
+    if os.path.isdir(out) and not resume:
+        os.rmdir(out)
+    t0 = time.perf_counter()
+    run = ds.train(target, out=out, resume=resume, threads=threads, eval_samples=2000, eval_steps=100,
+                   eval_every=2500, max_seconds=max_seconds, **cfg)
+    rep = dict(run.report)
+    rep["wall_seconds_total"] = round(time.perf_counter() - t0, 1)
+    rep["case"] = name
+    return rep
+
+
+def matmul_rate(threads: int) -> float:
+    """Measured float32 matmul throughput (FLOP/s) of this machine at `threads` threads."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    for _ in range(5):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(40):
+        a @ b
+    return 2 * 1024 ** 3 * 40 / (time.perf_counter() - t)
+
+
+def throughput(threads: int, width: int = 128, steps: int = 10, batch: int = 300, reps: int = 60) -> dict:
+    """Seconds per TB iteration on Manywell-32 vs the time the network FLOPs need at the matmul rate."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from diffsampler.objectives import make_objective
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    target = ds.targets.get("manywell32")
+    s = ds.DiffusionSampler(target, drift="langevin", width=width)
+    obj = make_objective("tb")
+    opt = torch.optim.Adam(s.parameters(), lr=1e-3)
+
+    def iteration():
+        tr = s.rollout(batch, steps, "random")
+        loss = obj(tr, s)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    with FlopCounterMode(display=False) as fc:
+        iteration()
+    flops = fc.get_total_flops()
+    for _ in range(5):
+        iteration()
+    t = time.perf_counter()
+    for _ in range(reps):
+        iteration()
+    sec = (time.perf_counter() - t) / reps
+    rate = matmul_rate(threads)
+    return {"width": width, "batch": batch, "steps": steps, "threads": threads, "seconds_per_iteration": sec,
+            "flops_per_iteration": flops, "matmul_flops_per_second": rate,
+            "flop_lower_bound_seconds": flops / rate, "ratio_lower_bound_to_measured": flops / rate / sec}
+
+
+def markdown(results: dict) -> str:
+    lines = ["| case | target | train grid | ELBO | EUBO | EUBO−ELBO | log Z (IS) | |Δlog Z| | ESS | W2 | coverage | "
+             "train s | iterations | energy calls (train) | goal |",
+             "|" + " --- |" * 15]
+    for name, r in results.get("cases", {}).items():
+        def f(k, fmt="{:.2f}"):
+            v = r.get(k)
+            return "n/a" if v is None else fmt.format(v)
+        lines.append(f"| {name} | {r['target']} | {r['train_grid']}×{r['train_steps']} | {f('elbo')} | {f('eubo')} | "
+                     f"{f('eubo_minus_elbo')} | {f('log_Z_is')} | {f('delta_log_Z_is')} | {f('ess', '{:.3f}')} | "
+                     f"{f('w2')} | {f('mode_coverage')} | {f('train_seconds', '{:.0f}')} | {r['iterations']} | "
+                     f"{r['energy_calls']['train']:,} | {GOALS.get(name, '')} |")
+    if "throughput" in results:
+        t = results["throughput"]
+        lines += ["", "| width | batch | steps | threads | s/iteration | GFLOP/iteration | matmul GFLOP/s | "
+                      "FLOP lower bound (s) | lower bound / measured |", "|" + " --- |" * 9,
+                  f"| {t['width']} | {t['batch']} | {t['steps']} | {t['threads']} | {t['seconds_per_iteration']:.4f} | "
+                  f"{t['flops_per_iteration'] / 1e9:.3f} | {t['matmul_flops_per_second'] / 1e9:.1f} | "
+                  f"{t['flop_lower_bound_seconds']:.4f} | {t['ratio_lower_bound_to_measured']:.2f} |"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="*", default=None, help=f"cases: {', '.join(CASES)} throughput")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-seconds", type=float, default=None, help="cap on training seconds per case")
+    a = p.parse_args(argv)
+    os.makedirs(os.path.join(OUT, "runs"), exist_ok=True)
+    path = os.path.join(OUT, "core.json")
+    results = json.load(open(path)) if os.path.exists(path) else {}
+    results["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
+                          "cpus": os.cpu_count(), "torch": torch.__version__, "python": sys.version.split()[0]}
+    results.setdefault("cases", {})
+    todo = a.only if a.only is not None else [*CASES, "throughput"]
+    for name in todo:
+        if name == "throughput":
+            results["throughput"] = throughput(a.threads)
+        else:
+            results["cases"][name] = run_case(name, a.threads, a.max_seconds)
+        write_json(path, results)
+        open(os.path.join(OUT, "core.md"), "w").write(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The Searcher phase of a training round (SGDS, Kim et al. 2025): run an MCMC searcher on the
+target energy E (round 1) or on the auxiliary energy E - alpha * novelty(x) (later rounds), and
+return its samples with their TRUE energies (the buffer must never hold a novelty-shifted reward).
+All energy calls are counted in the 'search' phase."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError
+from ..search import (MALA, auxiliary_potential, geometric_temperatures, run_ais, run_mala, run_tempering,
+                      run_underdamped, target_potential)
+
+SEARCHERS = ("none", "mala", "ais", "pt", "underdamped")
+
+
+@dataclass
+class SearchResult:
+    x: torch.Tensor            # (n, d) samples
+    energy: torch.Tensor       # (n,) true energies E(x)
+    log_Z_hat: float | None    # AIS estimate (log of an unbiased Z estimate); None for MCMC
+    info: dict
+
+
+def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu") -> SearchResult:
+    """One search phase as configured by `cfg` (searcher, search_* keys). `novelty`: an RND model
+    whose novelty enters the auxiliary energy when cfg.rnd_alpha > 0 (None in round 1)."""
+    name = cfg.searcher
+    aux = novelty is not None and cfg.rnd_alpha > 0
+    pot = auxiliary_potential(target, novelty, cfg.rnd_alpha) if aux else target_potential(target)
+    sigma = cfg.sigma if cfg.sigma is not None else target.sigma
+    x0 = sigma * torch.randn(cfg.search_chains, target.dim, dtype=dtype, device=device)
+    before = target.counter.counts["search"]
+    with target.counter.use("search"):
+        if name == "mala":
+            r = run_mala(pot, x0, cfg.search_steps, step_size=cfg.search_step_size, n_adapt=cfg.search_burnin,
+                         thin=cfg.search_thin)
+            x, e = r.flat()
+            res = SearchResult(x, e, None, {"acceptance": r.acceptance_rate, "n_reset": r.n_reset})
+        elif name == "ais":
+            if aux:
+                raise ConfigError("config key 'searcher' = 'ais': AIS on the auxiliary (novelty) energy is not "
+                                  "supported; use searcher=mala for rounds with rnd_alpha > 0, or rnd_alpha=0")
+            r = run_ais(target, cfg.search_chains, cfg.search_steps, s0=sigma, kernel=MALA(cfg.search_step_size),
+                        n_inner=cfg.search_inner, adapt=True, dtype=dtype, device=device)
+            ok = torch.isfinite(r.log_w)
+            res = SearchResult(r.x[ok], r.energy[ok], r.log_Z,
+                               {"acceptance": r.acceptance_rate, "n_reset": r.n_reset, "ais_ess": r.ess})
+        elif name == "pt":
+            temps = geometric_temperatures(cfg.search_temperatures, cfg.search_t_max)
+            r = run_tempering(target, x0, temps, cfg.search_steps, kernel=MALA(cfg.search_step_size),
+                              n_adapt=cfg.search_burnin, thin=cfg.search_thin)
+            x, e = r.flat()
+            res = SearchResult(x, e, None, {"swap_acceptance": [float(a) for a in r.swap_acceptance]})
+        elif name == "underdamped":
+            r = run_underdamped(pot, x0, cfg.search_steps, step_size=cfg.search_step_size,
+                                friction=cfg.search_friction, n_burn=cfg.search_burnin, thin=cfg.search_thin)
+            x, e = r.flat()
+            res = SearchResult(x, e, None, {"n_reset": r.n_reset})
+        else:
+            raise ConfigError(f"config key 'searcher' = {name!r}: expected one of {SEARCHERS}")
+    res.info["energy_calls"] = target.counter.counts["search"] - before
+    res.info["samples"] = int(res.x.shape[0])
+    return res
+
+
+def local_search(cfg, target, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """gfn-diffusion's local search: a few MALA steps on the plain target from buffer samples;
+    returns the final states and their true energies (calls counted as 'search')."""
+    with target.counter.use("search"):
+        r = run_mala(target_potential(target), x0, cfg.local_search_steps, step_size=cfg.search_step_size)
+    return r.x[-1], r.energy[-1]
