@@ -138,10 +138,11 @@ def main() -> None:
             "variance_rel_stderr": round((2 / (a.repeats - 1)) ** 0.5, 3)}
     with open(os.path.join(OUT, "orbit_variance.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
-    lines = [f"LJ-13, sigma = {meta['sigma']}, K = {a.K}, per-sample gradient variance (tr Cov) from "
-             f"{a.repeats} minibatches of {a.batch}; EGNN {a.width}x{a.depth} after {a.warmup} warm-up steps; "
-             f"relative std. error of each variance about {meta['variance_rel_stderr']:.0%}; {meta['wall_seconds']} s "
-             f"on {a.threads} thread(s).", "",
+    caption = (f"LJ-13, sigma = {meta['sigma']}, K = {a.K}, per-sample gradient variance (tr Cov) from "
+               f"{a.repeats} minibatches of {a.batch}; EGNN {a.width}x{a.depth} after {a.warmup} warm-up steps; "
+               f"relative std. error of each variance about {meta['variance_rel_stderr']:.0%}; "
+               f"{meta['wall_seconds']} s on {a.threads} thread(s).")
+    lines = [caption, "",
              "| t | augmentation (K=1) | orbit RB | ratio | mean ESS |", "| --- | --- | --- | --- | --- |"]
     for r in rows:
         ess = "" if r["ess_mean"] is None else f"{r['ess_mean']:.2f}"

@@ -211,17 +211,18 @@ class RandomizedMidpoint(_Calibrated):
 
     nfe_per_step = 2
 
-    def __init__(self, midpoint: str = "uniform", scale: float | None = None) -> None:
+    def __init__(self, midpoint: str = "uniform", scale: float | None = None, theta: float = 1.0) -> None:
         if midpoint not in ("uniform", "importance"):
             raise ConfigError(f"randomized midpoint: midpoint must be 'uniform' or 'importance', got {midpoint!r}")
-        self.midpoint, self.scale, self.calibrate = midpoint, scale, midpoint == "importance"
+        _check_theta(theta)
+        self.midpoint, self.scale, self.calibrate, self.theta = midpoint, scale, midpoint == "importance", float(theta)
         self.name = "randomized_midpoint" if midpoint == "uniform" else "randomized_midpoint_is"
 
     @torch.no_grad()
     def simulate(self, sampler, grid: Tensor) -> Simulation:
         _check_grid(sampler, grid)
         clock = self._clock(sampler, grid)
-        field, ref, sigma = DriftField(sampler), sampler.reference, sampler.reference.sigma
+        field, ref, sigma, th = DriftField(sampler), sampler.reference, sampler.reference.sigma, self.theta
         B, N = grid.shape[0], grid.shape[1] - 1
         x = grid.new_zeros(B, sampler.target.dim)
         incs = []
@@ -236,19 +237,26 @@ class RandomizedMidpoint(_Calibrated):
             tau = t + d1
             d2 = (1 - u) * h * r_t_tau                    # t' - tau
             r_tau_t = 1 - d2 * clock.kappa(tau)           # rho(tau, t')
-            nu = (sigma ** 2 * d1 * r_t_tau).sqrt()[:, None] * ref.noise_like(x)
-            x_mid = x + d1[:, None] * mu0 + nu
+            v_mid = sigma ** 2 * d1 * r_t_tau             # variance of the midpoint noise nu
+            nu_pred = ((1 + th) * v_mid).sqrt()[:, None] * ref.noise_like(x)
+            x_mid = x + d1[:, None] * mu0 + nu_pred
             mu_mid = field(x_mid, tau)
-            mean = x + (h * k_t)[:, None] * (x_mid - x) + (h * r_t_tau)[:, None] * mu_mid + r_tau_t[:, None] * nu
-            v_z = sigma ** 2 * d2 * r_tau_t
-            x_next = mean + v_z.sqrt()[:, None] * ref.noise_like(x)
+            c = (r_tau_t / (1 + th))[:, None]             # E[step noise | nu_pred] = c nu_pred
+            mean = x + (h * k_t)[:, None] * (x_mid - x) + (h * r_t_tau)[:, None] * mu_mid + c * nu_pred
+            v_aux = sigma ** 2 * d2 * r_tau_t + r_tau_t ** 2 * v_mid * th / (1 + th)
+            x_next = mean + v_aux.sqrt()[:, None] * ref.noise_like(x)
             em = x + h[:, None] * mu0
             incs.append(ref.backward_log_prob(x, x_next, t, t_next)
                         - ref.step_log_prob(x_next, em, sigma ** 2 * h * (1 - h * k_t))
-                        + ref.step_log_prob(x_next, em + r_tau_t[:, None] * nu, v_z)
-                        - ref.step_log_prob(x_next, mean, v_z))
+                        + ref.step_log_prob(x_next, em + c * nu_pred, v_aux)
+                        - ref.step_log_prob(x_next, mean, v_aux))
             x = x_next
         return _finish(sampler, x, incs, 2 * N, 2 * N)
+
+
+def _check_theta(theta: float) -> None:
+    if not (math.isfinite(theta) and theta >= 0):
+        raise ConfigError(f"randomized midpoint: theta must be a finite number >= 0, got {theta}")
 
 
 class PicardMidpoint:
@@ -257,10 +265,11 @@ class PicardMidpoint:
 
     name = "picard_midpoint"
 
-    def __init__(self, window: int = 4, rounds: int = 2) -> None:
+    def __init__(self, window: int = 4, rounds: int = 2, theta: float = 1.0) -> None:
         if int(window) < 1 or int(rounds) < 1:
             raise ConfigError(f"Picard midpoint: need window >= 1 and rounds >= 1, got {window}, {rounds}")
-        self.window, self.rounds = int(window), int(rounds)
+        _check_theta(theta)
+        self.window, self.rounds, self.theta = int(window), int(rounds), float(theta)
 
     @property
     def nfe_per_step(self) -> float:
@@ -269,7 +278,7 @@ class PicardMidpoint:
     @torch.no_grad()
     def simulate(self, sampler, grid: Tensor) -> Simulation:
         _check_grid(sampler, grid)
-        field, ref, sigma = DriftField(sampler), sampler.reference, sampler.reference.sigma
+        field, ref, sigma, th = DriftField(sampler), sampler.reference, sampler.reference.sigma, self.theta
         B, N, d = grid.shape[0], grid.shape[1] - 1, sampler.target.dim
         x = grid.new_zeros(B, d)
         incs, nfe, rounds, n = [], 0, 0, 0
@@ -283,18 +292,21 @@ class PicardMidpoint:
             s = u[:, :-1] + alpha * delta                                   # random points (B, R)
             seg = torch.diff(s, dim=1, prepend=t0[:, None])                 # Brownian segments
             noise = ref.noise_like(x.new_empty(B, R, d))
-            W = torch.cumsum(sigma * seg.sqrt()[..., None] * noise, 1)      # sigma (W(s_i) - W(t0))
+            W = torch.cumsum(sigma * ((1 + th) * seg).sqrt()[..., None] * noise, 1)  # predictor path
             y = x[:, None] + (s - t0[:, None])[..., None] * mu0[:, None] + W
-            for k in range(self.rounds):
+            for _ in range(self.rounds):
                 M = field(y.reshape(B * R, d), s.reshape(-1)).view(B, R, d)
                 dM = delta[..., None] * M
                 y = x[:, None] + torch.cumsum(dM, 1) - dM + alpha[..., None] * dM + W
-            mean = x + dM.sum(1) + W[:, -1]
-            v_z = sigma ** 2 * (1 - alpha[:, -1]) * delta[:, -1]
-            x_next = mean + v_z.sqrt()[:, None] * ref.noise_like(x)
+            drift_part = x + dM.sum(1)
+            w_last = W[:, -1] / (1 + th)                                    # E[sigma (W(t1)-W(t0)) | W_pred]
+            s_last = s[:, -1] - t0
+            v_aux = sigma ** 2 * ((H - s_last) + th * s_last / (1 + th))
+            x_next = drift_part + w_last + v_aux.sqrt()[:, None] * ref.noise_like(x)
             em = x + H[:, None] * mu0
             incs.append(ref.backward_log_prob(x, x_next, t0, t1) - ref.step_log_prob(x_next, em, sigma ** 2 * H)
-                        + ref.step_log_prob(x_next, em + W[:, -1], v_z) - ref.step_log_prob(x_next, mean, v_z))
+                        + ref.step_log_prob(x_next, em + w_last, v_aux)
+                        - ref.step_log_prob(x_next, drift_part + w_last, v_aux))
             x, n = x_next, n + R
             nfe, rounds = nfe + 1 + self.rounds * R, rounds + 1 + self.rounds
         return _finish(sampler, x, incs, nfe, rounds)

@@ -65,26 +65,30 @@ class AISResult:
 
 
 def run_ais(target: Target, n_chains: int, n_levels: int, *, s0: float = 1.0, kernel=None, n_inner: int = 1,
+            novelty=None, alpha: float = 0.0,
             betas: Tensor | None = None, adapt: bool = False, dtype: torch.dtype | None = None,
             device: torch.device | str | None = None) -> AISResult:
     """AIS with `n_chains` independent chains and `n_levels` (K) annealing levels. `kernel`: any
     object with init/step/rebase (default MALA(step_size=0.01)); `betas`: (K+1,) increasing from
-    0 to 1 (default linear)."""
+    0 to 1 (default linear). With `novelty` and alpha > 0 the path ends at the SGDS auxiliary
+    energy E - alpha * novelty(x) (the weights then estimate that density's normaliser); the
+    returned `energy` is always the TRUE E."""
     betas = linear_schedule(n_levels) if betas is None else torch.as_tensor(betas, dtype=torch.float64)
     _check_schedule(betas, n_levels, n_inner)
     kernel = MALA(0.01) if kernel is None else kernel
     dtype = dtype or torch.get_default_dtype()
     x = s0 * torch.randn(n_chains, target.dim, dtype=dtype, device=device)
     b = betas.tolist()
-    state = kernel.init(GeometricPath(target, b[1], s0), x)
+    state = kernel.init(GeometricPath(target, b[1], s0, novelty=novelty, alpha=alpha), x)
     calls = n_chains
     log_w = torch.full((n_chains,), 0.5 * target.dim * math.log(2 * math.pi * s0 ** 2), dtype=dtype, device=device)
     dead = torch.zeros(n_chains, dtype=torch.bool, device=device)
     acc = []
     for k in range(1, len(b)):
-        path = GeometricPath(target, b[k], s0)
+        path = GeometricPath(target, b[k], s0, novelty=novelty, alpha=alpha)
         p = state.point
-        log_w = log_w - (b[k] - b[k - 1]) * (p.E_true - path.prior_energy(p.x))
+        E_end = path.end_energy(p.x, p.E_true, p.grad_E)[0]
+        log_w = log_w - (b[k] - b[k - 1]) * (E_end - path.prior_energy(p.x))
         state = kernel.rebase(path, state)
         for _ in range(n_inner):
             state, info = kernel.step(path, state, adapt=adapt)

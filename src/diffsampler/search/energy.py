@@ -113,25 +113,33 @@ class TemperedPotential(Potential):
 
 
 class GeometricPath(Potential):
-    """U_b(x) = (1 - b) ||x||^2 / (2 s0^2) + b E(x): the geometric path between N(0, s0^2 I)
-    (b = 0) and the target (b = 1) used by annealed importance sampling (Neal, 2001)."""
+    """U_b(x) = (1 - b) ||x||^2 / (2 s0^2) + b E_end(x): the geometric path between N(0, s0^2 I)
+    (b = 0) and the end energy (b = 1) used by annealed importance sampling (Neal, 2001).
+    E_end = E, or the SGDS auxiliary energy E - alpha * novelty(x) when a novelty is given."""
 
-    def __init__(self, target: Target, b: float, s0: float = 1.0, phase: str = "search") -> None:
+    def __init__(self, target: Target, b: float, s0: float = 1.0, phase: str = "search",
+                 novelty: Callable[[Tensor], Tensor] | None = None, alpha: float = 0.0) -> None:
         super().__init__(target, phase)
         if not 0.0 <= float(b) <= 1.0:
             raise ValueError(f"geometric path: b must lie in [0, 1], got {b}")
         if not float(s0) > 0:
             raise ValueError(f"geometric path: s0 must be > 0, got {s0}")
         self.b, self.s0 = float(b), float(s0)
+        self.aux = None if novelty is None or alpha == 0 else AuxiliaryPotential(target, novelty, alpha, phase)
 
     def prior_energy(self, x: Tensor) -> Tensor:
         """U_0(x) = ||x||^2 / (2 s0^2) (unnormalised; Z_0 = (2 pi s0^2)^(d/2))."""
         return 0.5 * (x ** 2).sum(-1) / self.s0 ** 2
 
+    def end_energy(self, x: Tensor, E: Tensor, grad_E: Tensor) -> tuple[Tensor, Tensor]:
+        """(E_end, grad E_end) from the true (E, grad E); no energy call."""
+        return (E, grad_E) if self.aux is None else self.aux.combine(x, E, grad_E)
+
     def combine(self, x, E, grad_E):
         b = self.b
-        U = (1 - b) * self.prior_energy(x) + b * E
-        g = (1 - b) * x / self.s0 ** 2 + b * grad_E
+        Ee, gEe = self.end_energy(x, E, grad_E)
+        U = (1 - b) * self.prior_energy(x) + b * Ee
+        g = (1 - b) * x / self.s0 ** 2 + b * gEe
         return U, g
 
 

@@ -154,7 +154,8 @@ class ParticleTarget(Target):
         return self._data is not None or self.data_path is not None
 
     def reference_samples(self) -> torch.Tensor:
-        """All reference samples (N, dim), centre of mass removed, default dtype."""
+        """All reference samples (N, dim), centre of mass removed (kept in float64, returned in
+        the default dtype)."""
         if self._data is None:
             path = self.data_path
             if path is None:
@@ -164,15 +165,14 @@ class ParticleTarget(Target):
             a = np.load(path)
             if a.ndim != 2 or a.shape[1] != self.dim:
                 raise ShapeError(f"{self.name}: {path} has shape {a.shape}, expected (N, {self.dim})")
-            x = torch.as_tensor(a, dtype=torch.float64)
-            self._data = self.project(x).to(torch.get_default_dtype())
-        return self._data
+            self._data = self.project(torch.as_tensor(a, dtype=torch.float64))
+        return self._data.to(torch.get_default_dtype())
 
     def _sample(self, n: int) -> torch.Tensor:
-        data = self.reference_samples()
-        N = data.shape[0]
+        self.reference_samples()
+        N = self._data.shape[0]
         idx = torch.randperm(N)[:n] if n <= N else torch.randint(0, N, (n,))
-        return data[idx]
+        return self._data[idx].to(torch.get_default_dtype())
 
     def info(self) -> dict:
         return {**super().info(), "n_particles": self.n_particles, "spatial_dim": self.spatial_dim,

@@ -39,13 +39,13 @@ def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu") 
             x, e = r.flat()
             res = SearchResult(x, e, None, {"acceptance": r.acceptance_rate, "n_reset": r.n_reset})
         elif name == "ais":
-            if aux:
-                raise ConfigError("config key 'searcher' = 'ais': AIS on the auxiliary (novelty) energy is not "
-                                  "supported; use searcher=mala for rounds with rnd_alpha > 0, or rnd_alpha=0")
+            # step sizes adapt per chain along the path: log Z-hat is then consistent rather than
+            # exactly unbiased; it only initialises the learner's log Z.
             r = run_ais(target, cfg.search_chains, cfg.search_steps, s0=sigma, kernel=MALA(cfg.search_step_size),
-                        n_inner=cfg.search_inner, adapt=True, dtype=dtype, device=device)
+                        n_inner=cfg.search_inner, adapt=True, dtype=dtype, device=device,
+                        novelty=novelty if aux else None, alpha=cfg.rnd_alpha if aux else 0.0)
             ok = torch.isfinite(r.log_w)
-            res = SearchResult(r.x[ok], r.energy[ok], r.log_Z,
+            res = SearchResult(r.x[ok], r.energy[ok], None if aux else r.log_Z,
                                {"acceptance": r.acceptance_rate, "n_reset": r.n_reset, "ais_ess": r.ess})
         elif name == "pt":
             temps = geometric_temperatures(cfg.search_temperatures, cfg.search_t_max)
