@@ -147,6 +147,13 @@ class Target:
     def _energy(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def extra_metrics(self, x: torch.Tensor, x_true: torch.Tensor | None) -> dict:
+        """Target-specific sample metrics added to the report (particles: distance/energy W1/W2)."""
+        return {}
+
+    def extra_plots(self, x: torch.Tensor, x_true: torch.Tensor | None, directory: str, title: str = "") -> None:
+        """Target-specific PNG plots written to `directory` (particles: distance/energy histograms)."""
+
     def make_reference(self, sigma: float):
         """The reference process of this target's state space (pinned Brownian on R^d; particle
         targets return a centre-of-mass-free one)."""

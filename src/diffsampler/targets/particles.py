@@ -116,6 +116,19 @@ class ParticleTarget(Target):
             self._dv_c = float(dv)
 
     # -- energy ----------------------------------------------------------------------------------
+    def extra_metrics(self, x: torch.Tensor, x_true: torch.Tensor | None) -> dict:
+        """Distance and energy W1/W2 against the reference samples, equivariant W2 of positions."""
+        if x_true is None:
+            return {}
+        from ..evaluation.particles import particle_metrics
+        return particle_metrics(x, x_true, self)
+
+    def extra_plots(self, x: torch.Tensor, x_true: torch.Tensor | None, directory: str, title: str = "") -> None:
+        import os
+
+        from ..evaluation.particles import plot_particle_histograms
+        plot_particle_histograms(x, x_true, self, os.path.join(directory, "histograms.png"), title)
+
     def pair_energy(self, r: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 

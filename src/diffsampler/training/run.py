@@ -56,9 +56,9 @@ def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None) -> 
         "eval_steps": steps, "eval_grid": grid, "integrator": "euler_maruyama", "nfe": m["nfe"],
         "n_eval_samples": n, "config": run.config.to_dict(),
     }
-    for k in ("modes_covered", "n_modes", "right_well_freq_error"):
-        if k in m:
-            rep[k] = m[k]
+    standard = {"elbo", "eubo", "eubo_minus_elbo", "log_Z_is", "delta_log_Z_is", "delta_elbo", "ess", "w2", "mmd",
+                "mode_coverage", "nfe", "log_Z_true", "n_eval_samples", "eval_steps", "eval_grid"}
+    rep.update({k: v for k, v in m.items() if k not in standard})  # e.g. modes_covered, distance_w2
     if run.dir and subdir is not None:
         d = os.path.join(run.dir, subdir) if subdir else run.dir
         os.makedirs(d, exist_ok=True)
@@ -69,6 +69,7 @@ def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None) -> 
             f", EUBO {rep['eubo']:.2f}" if rep["eubo"] is not None else "")
         plot_samples(x, xt, run.target.plot_dims, os.path.join(d, "samples.png"), title)
         plot_marginals(x, xt, os.path.join(d, "marginals.png"))
+        run.target.extra_plots(ev.x.detach().cpu(), None if ev.x_true is None else ev.x_true.detach().cpu(), d, title)
     return rep
 
 

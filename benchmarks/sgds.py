@@ -1,0 +1,145 @@
+"""SGDS benchmark (issue: SGDS): recipes side by side at equal energy-call budgets.
+
+Every run uses the same learner (PIS MLP drift, batch 300, random 10-step training grid, 100-step
+uniform evaluation) so that the recipes are one flag apart. Energy calls are counted strictly: every
+evaluation of E or grad E, in search, training and evaluation (the MLP drift needs no score, so an
+on-policy iteration costs 300 calls and an off-policy one none).
+
+    python benchmarks/sgds.py --suite main        # 40GMM @ 12M, Manywell-32 @ 20M: sgds, tb, tb_ls
+    python benchmarks/sgds.py --suite mw128       # Manywell-128 @ 10M: sgds, tb_ls, tb
+    python benchmarks/sgds.py --suite ablation    # Manywell-64 @ 10M: sgds and its ablations
+Writes benchmarks/out/sgds_<suite>.{json,md} and a gap-versus-energy-calls plot per target.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import diffsampler as ds
+from diffsampler.training.checkpoint import write_json
+from diffsampler.training.recipes import RECIPES
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+LEARNER = dict(drift="mlp", train_grid="random", train_steps=10, batch_size=300, eval_steps=100,
+               eval_samples=2000, iterations=1_000_000, checkpoint_every=1000, log_every=200, threads=1)
+PER_TARGET = {
+    "gmm40": dict(width=128, search_step_size=0.5, rnd_alpha=100.0),
+    "manywell32": dict(width=128, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
+    "manywell64": dict(width=256, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
+    "manywell128": dict(width=256, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
+}
+SUITES = {
+    "main": [("gmm40", r, 12e6) for r in ("sgds", "tb", "tb_ls")]
+            + [("manywell32", r, 20e6) for r in ("sgds", "tb", "tb_ls")],
+    "mw128": [("manywell128", r, 10e6) for r in ("sgds", "tb_ls", "tb")],
+    "ablation": [("manywell64", r, 10e6) for r in ("sgds", "sgds_no_rnd", "sgds_finetune", "sgds_reset_log_Z",
+                                                   "ais_ml")],
+}
+PAPER = {("gmm40", "sgds"): "−0.40 / 0.33 / 0.73 (12M)", ("manywell32", "sgds"): "162.63 / 166.48 / 3.85 (20M)",
+         ("manywell128", "sgds"): "614.41 / 684.76 / 70.35 (20M)"}
+
+
+def config_for(target: str, recipe: str, budget: float) -> dict:
+    cfg = {**LEARNER, **PER_TARGET[target], "recipe": recipe, "max_energy_calls": int(budget)}
+    rec = RECIPES[recipe]
+    searcher = rec.get("searcher", "none")
+    if searcher == "none":  # baselines have no searcher: drop the search keys that would switch it on
+        cfg.pop("searcher", None)
+    elif "searcher" in PER_TARGET[target] and recipe != "ais_ml":
+        cfg["searcher"] = PER_TARGET[target]["searcher"]
+    # rounds split the learner's iterations: size them from the budget left after searching
+    search_calls = cfg.get("search_chains", 3000) * (
+        cfg.get("search_steps", 100) * cfg.get("search_inner", 20) if cfg.get("searcher", searcher) == "ais"
+        else cfg.get("search_steps", 100) + rec.get("search_burnin", 0))
+    rounds = rec.get("rounds", 1)
+    learner_calls = max(budget - rounds * search_calls, 300 * 100)
+    per_iteration = 300 if rec.get("behaviour", "forward") == "forward" else 150
+    cfg["iterations"] = int(learner_calls / per_iteration)
+    cfg["eval_every"] = max(500, cfg["iterations"] // 8)
+    return cfg
+
+
+def run_case(target: str, recipe: str, budget: float) -> dict:
+    name = f"{target}_{recipe}_{int(budget / 1e6)}M"
+    out = os.path.join(OUT, "runs", name)
+    resume = os.path.exists(os.path.join(out, "checkpoint.pt"))
+    if os.path.exists(os.path.join(out, "report.json")):
+        return {**json.load(open(os.path.join(out, "report.json"))), "case": name, "recipe": recipe,
+                "budget": budget, "curve": curve(out)}
+    if os.path.isdir(out) and not resume:
+        os.rmdir(out)
+    t0 = time.perf_counter()
+    run = ds.train(target, out=out, resume=resume, **config_for(target, recipe, budget))
+    rep = dict(run.report)
+    rep.update(case=name, recipe=recipe, budget=budget, wall_seconds=round(time.perf_counter() - t0, 1),
+               curve=curve(out))
+    return rep
+
+
+def curve(run_dir: str) -> list[dict]:
+    """(energy calls, ELBO, EUBO) at each in-run evaluation."""
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl")) if line.strip()]
+    return [{"calls": r["energy_calls"]["search"] + r["energy_calls"]["train"], "elbo": r["elbo"], "eubo": r["eubo"]}
+            for r in rows if r.get("elbo") is not None]
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| target | recipe | budget | energy calls (search / train) | ELBO | EUBO | EUBO−ELBO | coverage | "
+             "train s | paper SGDS (ELBO / EUBO / gap) |", "|" + " --- |" * 10]
+    for r in results:
+        ec = r["energy_calls"]
+
+        def f(k):
+            return "n/a" if r.get(k) is None else f"{r[k]:.2f}"
+        lines.append(f"| {r['target']} | {r['recipe']} | {r['budget'] / 1e6:.0f}M | {ec['search']:,} / {ec['train']:,} | "
+                     f"{f('elbo')} | {f('eubo')} | {f('eubo_minus_elbo')} | {f('mode_coverage')} | "
+                     f"{r.get('train_seconds') or 0:.0f} | {PAPER.get((r['target'], r['recipe']), '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    targets = sorted({r["target"] for r in results})
+    fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.8), squeeze=False)
+    for ax, t in zip(axes[0], targets):
+        for r in results:
+            if r["target"] != t or not r["curve"]:
+                continue
+            c = [p for p in r["curve"] if p["eubo"] is not None]
+            ax.plot([p["calls"] for p in c], [p["eubo"] - p["elbo"] for p in c], "o-", label=r["recipe"])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("energy calls (search + train)")
+        ax.set_ylabel("EUBO − ELBO")
+        ax.set_title(t)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=sorted(SUITES), default="main")
+    p.add_argument("--only", nargs="*", help="restrict to these recipes")
+    a = p.parse_args(argv)
+    os.makedirs(os.path.join(OUT, "runs"), exist_ok=True)
+    results = []
+    for target, recipe, budget in SUITES[a.suite]:
+        if a.only and recipe not in a.only:
+            continue
+        results.append(run_case(target, recipe, budget))
+        write_json(os.path.join(OUT, f"sgds_{a.suite}.json"), results)
+        open(os.path.join(OUT, f"sgds_{a.suite}.md"), "w").write(markdown(results))
+        plot(results, os.path.join(OUT, f"sgds_{a.suite}.png"))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
