@@ -49,7 +49,7 @@ def test_unknown_target_and_bad_config(tmp_path):
 
 def test_train_eval_sample_roundtrip(tmp_path):
     run = str(tmp_path / "run")
-    small = ["width=16", "depth=1", "time_features=8", "batch_size=32", "train_steps=5", "eval_steps=10",
+    small = ["recipe=tb", "width=16", "depth=1", "time_features=8", "batch_size=32", "train_steps=5", "eval_steps=10",
              "eval_samples=300", "iterations=30", "threads=1"]
     out = cli("train", "gmm25", *small, "--out", run, "-q").stdout
     assert "ELBO" in out and "EUBO" in out

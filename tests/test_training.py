@@ -11,7 +11,7 @@ import diffsampler as ds
 from diffsampler.errors import CheckpointError, ConfigError, TrainingError
 from diffsampler.training import REPORT_KEYS, TrainConfig, load_run, parse_overrides
 
-SMALL = dict(width=16, depth=1, time_features=8, batch_size=32, train_steps=5, eval_steps=10,
+SMALL = dict(recipe="tb", width=16, depth=1, time_features=8, batch_size=32, train_steps=5, eval_steps=10,
              eval_samples=200, checkpoint_every=5, log_every=5, threads=1)
 
 
@@ -120,6 +120,20 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path):
     json.dump(cfg, open(tmp_path / "r" / "config.json", "w"))
     with pytest.raises(CheckpointError, match="gmm25"):
         load_run(str(tmp_path / "r"))
+
+
+def test_default_recipe_is_sgds_and_runs_its_rounds(tmp_path):
+    run = ds.train("gmm25", out=str(tmp_path / "sgds"), progress=False,
+                   **dict(SMALL, recipe=None, iterations=20, search_chains=64, search_steps=5, search_inner=2,
+                          buffer_size=500))
+    cfg = run.config
+    assert cfg.recipe == "sgds" and cfg.searcher == "ais" and cfg.rounds == 2 and cfg.behaviour == "mixed"
+    rows = [json.loads(line) for line in open(tmp_path / "sgds" / "metrics.jsonl")]
+    searches = [r["search"] for r in rows if "search" in r]
+    assert [s["round"] for s in searches] == [1, 2]
+    # AIS: 64 chains evaluated at initialisation + 5 levels x 2 MALA steps x 64 chains, per round
+    assert all(s["energy_calls"] == 64 + 5 * 2 * 64 for s in searches)
+    assert run.report["energy_calls"]["search"] == 2 * (64 + 5 * 2 * 64)
 
 
 def test_user_energy_trains_through_the_api(tmp_path):

@@ -1,8 +1,11 @@
 """Reference process, time grids and trajectories of the learned SDE."""
 from .grids import GRID_KINDS, make_grid
+from .integrators import (INTEGRATORS, EulerMaruyama, ExponentialEuler, PicardMidpoint, RandomizedMidpoint, Simulation,
+                          fisher_scale, make_integrator)
 from .mean_free import MeanFreePinnedBrownian
 from .reference import PinnedBrownian, gaussian_log_prob
 from .trajectories import Trajectories, backward_rollout, forward_rollout, log_mean_exp
 
 __all__ = ["GRID_KINDS", "make_grid", "PinnedBrownian", "MeanFreePinnedBrownian", "gaussian_log_prob", "Trajectories",
-           "forward_rollout", "backward_rollout", "log_mean_exp"]
+           "forward_rollout", "backward_rollout", "log_mean_exp", "INTEGRATORS", "make_integrator", "Simulation",
+           "EulerMaruyama", "ExponentialEuler", "RandomizedMidpoint", "PicardMidpoint", "fisher_scale"]

@@ -110,3 +110,12 @@ class RandomizedMidpointLangevin:
         ones = torch.ones(B, dtype=x.dtype, device=x.device)
         info = StepInfo(ones, torch.ones_like(reset), ones * h, 2 * B, reset | reset_end, bad)
         return RMPLangevinState(new, v_new, state.anchor), info
+
+
+def run_rmp_langevin(potential: Potential, x0: Tensor, n_steps: int, *, step_size: float, friction: float = 2.0,
+                     kT: float = 1.0, n_burn: int = 0, thin: int = 1):
+    """Run randomized-midpoint Langevin chains from x0 (B, d): `n_burn` discarded steps, then
+    `n_steps` steps recording every `thin`-th state (see `search.mala.run_kernel`)."""
+    from .mala import run_kernel
+    return run_kernel(RandomizedMidpointLangevin(step_size, friction=friction, kT=kT), potential, x0, n_steps,
+                      n_adapt=n_burn, thin=thin)

@@ -99,7 +99,7 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
     metrics.jsonl, checkpoint.pt, report.json, plots); None keeps everything in memory.
     """
     target = get(target)
-    base = default_config(target) if config is None else (
+    base = default_config(target, overrides.pop("recipe", None)) if config is None else (
         TrainConfig.from_dict(config) if isinstance(config, dict) else config)
     if max_seconds is not None:
         overrides["max_seconds"] = max_seconds

@@ -1,0 +1,327 @@
+"""Integrator benchmark (issue 5): sample quality vs drift evaluations (NFE) for every integrator of
+`diffsampler.sde.integrators`, on trained samplers and on Gaussian targets with an exact drift.
+
+1. Trained samplers (GMM-40, Manywell-32, Funnel): ELBO, log Z (IS), ESS and W2 (2000 samples vs
+   2000 exact samples) at NFE in {10, 24, 50, 100, 200}. A finished run directory under
+   benchmarks/out/runs/ for the target is reused (the longest-trained one); otherwise a small one is
+   trained into benchmarks/out/runs/integrators_<target>.
+2. Picard (parallel-in-time) midpoint: sequential rounds vs quality on a 100-step grid.
+3. Dimension: Gaussian targets N(1, 0.5^2 I_d), sigma = 1, exact (Föllmer) drift, d = 8..512. Given
+   the integrator's uniform draws the law of x_1 is N(m_a 1, v_a I); with probe noise (one unit
+   draw per coordinate, as in tests/test_integrators.py) m_a and v_a are read off exactly and
+       W2_c(d)^2 = d E_a[(m_a - m)^2 + (sqrt(v_a) - s)^2]
+   (W2 of the coupling that matches the uniform draws; an upper bound on W2, tight as d grows).
+   Reported: NFE needed for W2_c <= 0.1 s and its log-log slope in d.
+
+    python benchmarks/integrators.py            # writes benchmarks/out/integrators.{json,md,png}
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+import diffsampler as ds
+from diffsampler.evaluation import ess_fraction, log_z_is, wasserstein2
+from diffsampler.sde import PinnedBrownian, make_grid
+from diffsampler.sde.integrators import (EulerMaruyama, ExponentialEuler, PicardMidpoint, RandomizedMidpoint,
+                                         fisher_scale)
+from diffsampler.training import load_run
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+NFES = [10, 24, 50, 100, 200]
+INTEGRATORS = {
+    "euler_maruyama": EulerMaruyama,
+    "exponential": ExponentialEuler,
+    "randomized_midpoint": RandomizedMidpoint,
+    "randomized_midpoint_is": lambda: RandomizedMidpoint("importance"),
+}
+TARGETS = {"gmm40": "gmm40", "manywell32": "manywell32", "funnel": "funnel"}
+
+
+# -- trained samplers ------------------------------------------------------------------------------
+def trained_run(target: str, iterations: int):
+    """The longest-trained finished run of `target` under benchmarks/out/runs, else a fresh one."""
+    best = None
+    for rep_path in glob.glob(os.path.join(OUT, "runs", "*", "report.json")):
+        rep = json.load(open(rep_path))
+        if rep.get("target") == target and (best is None or rep.get("iterations", 0) > best[1]):
+            best = (os.path.dirname(rep_path), rep.get("iterations", 0))
+    if best is not None:
+        try:
+            return load_run(best[0]), best[0]
+        except Exception as e:  # a run written by an older config schema
+            print(f"  cannot reuse {best[0]}: {e}")
+    out = os.path.join(OUT, "runs", f"integrators_{target}")
+    resume = os.path.exists(os.path.join(out, "checkpoint.pt"))
+    if os.path.isdir(out) and not resume:
+        os.rmdir(out)
+    run = ds.train(target, out=out, resume=resume, iterations=iterations, exploration=0.2, exploration_until=0.25,
+                   eval_samples=1000, progress=False, threads=1)
+    return run, out
+
+
+def metrics(sim, target, x_true) -> dict:
+    lw = sim.log_w.double()
+    ok = torch.isfinite(sim.x).all(1)
+    m = {"nfe": sim.nfe, "rounds": sim.rounds, "elbo": float(lw.mean()),
+         "elbo_se": float(lw.std() / math.sqrt(len(lw))), "log_Z_is": log_z_is(lw), "ess": ess_fraction(lw),
+         "w2": wasserstein2(sim.x[ok], x_true) if bool(ok.all()) else None}
+    m["delta_log_Z_is"] = None if target.log_Z is None else abs(m["log_Z_is"] - target.log_Z)
+    return m
+
+
+def quality_vs_nfe(sampler, target, n: int) -> dict:
+    x_true = target.sample(n)
+    res = {}
+    for name, make in INTEGRATORS.items():
+        integ = make()
+        if hasattr(integ, "calibrate") and integ.calibrate:  # Fisher scale once, counted separately
+            integ.scale = fisher_scale(sampler, steps=100)
+        rows, p = [], next(sampler.parameters())
+        for nfe in NFES:
+            steps = max(1, round(nfe / integ.nfe_per_step))
+            torch.manual_seed(0)
+            with target.counter.use("eval"):
+                sim = integ.simulate(sampler, make_grid("uniform", n, steps, dtype=p.dtype, device=p.device))
+            rows.append({"steps": steps, **metrics(sim, target, x_true)})
+        res[name] = {"scale": getattr(integ, "scale", None), "rows": rows}
+        print(f"  {name:24s} " + "  ".join(f"{r['nfe']}:{r['elbo']:.2f}/{r['w2']:.2f}" for r in rows), flush=True)
+    return res
+
+
+def picard_rounds(sampler, target, n: int, steps: int = 100) -> list[dict]:
+    x_true = target.sample(n)
+    rows = []
+    for window in (5, 10):
+        for rounds in (1, 2, 3, 4):
+            torch.manual_seed(0)
+            sim = PicardMidpoint(window, rounds).simulate(sampler, make_grid("uniform", n, steps))
+            rows.append({"window": window, "rounds_per_window": rounds, **metrics(sim, target, x_true)})
+    for em_steps in (20, 100):
+        torch.manual_seed(0)
+        sim = EulerMaruyama().simulate(sampler, make_grid("uniform", n, em_steps))
+        rows.append({"window": 0, "rounds_per_window": 1, **metrics(sim, target, x_true)})
+    return rows
+
+
+# -- dimension experiment (analytic drift, probe noise) --------------------------------------------
+class FollmerDrift(nn.Module):
+    """Exact drift of N(m, s^2 I) under the pinned Brownian reference sigma."""
+
+    needs_score = False
+
+    def __init__(self, sigma: float, m: float, s: float) -> None:
+        super().__init__()
+        self.s2, self.m, self.a = sigma ** 2, m, sigma ** 2 - s ** 2
+
+    def forward(self, x, t, score=None):
+        return ((self.s2 * self.m - self.a * x) / (self.s2 - self.a * t)[:, None])
+
+
+class ProbeNoise(PinnedBrownian):
+    """k-th Gaussian draw = unit vector in coordinate k + 1 (coordinate 0 is noise-free)."""
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__(sigma)
+        self.calls = 0
+
+    def noise_like(self, x):
+        out = torch.zeros_like(x)
+        v = out.view(x.shape[0], -1, x.shape[-1])
+        for i in range(v.shape[1]):
+            v[:, i, self.calls + 1 + i] = 1.0
+        self.calls += v.shape[1]
+        return out
+
+
+class StandIn:
+    def __init__(self, target, drift, reference) -> None:
+        self.target, self.drift, self.reference = target, drift, reference
+
+
+def per_coordinate_error(integ, steps: int, sigma=1.0, m=1.0, s=0.5, B=1000) -> float:
+    """sqrt(E_a[(m_a - m)^2 + (sqrt(v_a) - s)^2]) of x_1 per coordinate (float64)."""
+    ref = ProbeNoise(sigma)
+    dim = 2 + 2 * steps
+    target = ds.targets.from_energy(lambda x: 0.5 * ((x - m) ** 2).sum(-1) / s ** 2, dim=dim)
+    x = integ.simulate(StandIn(target, FollmerDrift(sigma, m, s), ref),
+                       make_grid("uniform", B, steps, dtype=torch.float64)).x[:, :ref.calls + 1]
+    m_a, v_a = x[:, 0], ((x[:, 1:] - x[:, :1]) ** 2).sum(1)
+    return float(((m_a - m) ** 2 + (v_a.sqrt() - s) ** 2).mean().sqrt())
+
+
+def dimension_experiment(dims=(8, 32, 128, 512), eps_rel=0.1, s=0.5) -> dict:
+    makers = {"euler_maruyama": EulerMaruyama, "randomized_midpoint": RandomizedMidpoint,
+              "randomized_midpoint(theta=0)": lambda: RandomizedMidpoint(theta=0.0),
+              "picard_midpoint(4,2)": lambda: PicardMidpoint(4, 2)}
+    steps_grid = [2, 4, 8, 16, 32, 64, 128, 256]
+    out = {}
+    for name, make in makers.items():
+        torch.manual_seed(0)
+        errs = [per_coordinate_error(make(), N, s=s) for N in steps_grid]
+        nfe_per_step = make().nfe_per_step
+        need = {}
+        for d in dims:
+            target_err = eps_rel * s / math.sqrt(d)
+            # first crossing below the threshold, interpolated log-log between grid points
+            nfe = None
+            for (n0, e0), (n1, e1) in zip(zip(steps_grid, errs), zip(steps_grid[1:], errs[1:])):
+                if e1 <= target_err < e0 or (e0 <= target_err and nfe is None and n0 == steps_grid[0]):
+                    if e0 <= target_err:
+                        nfe = n0 * nfe_per_step
+                    else:
+                        f = (math.log(e0) - math.log(target_err)) / (math.log(e0) - math.log(e1))
+                        nfe = math.exp(math.log(n0) + f * (math.log(n1) - math.log(n0))) * nfe_per_step
+                    break
+            need[d] = nfe
+        ok = [d for d in dims if need[d]]
+        slope = float(np.polyfit(np.log(ok), np.log([need[d] for d in ok]), 1)[0]) if len(ok) >= 2 else None
+        out[name] = {"steps": steps_grid, "per_coordinate_error": errs, "nfe_for_w2": need, "slope": slope}
+        print(f"  {name:30s} nfe(d) {need}  slope {slope}", flush=True)
+    return {"target": f"N(1, {s}^2 I_d), sigma = 1", "w2_threshold": f"{eps_rel} * s", "dims": list(dims),
+            "results": out}
+
+
+# -- report ----------------------------------------------------------------------------------------
+def goal_check(res: dict) -> dict:
+    """Randomized midpoint at <= 25 NFE vs Euler-Maruyama at 100 NFE: ELBO within 0.1, W2 within 5%."""
+    out = {}
+    for tname, r in res.items():
+        em = next(row for row in r["integrators"]["euler_maruyama"]["rows"] if row["nfe"] == 100)
+        for name in ("randomized_midpoint", "randomized_midpoint_is"):
+            row = next(row for row in r["integrators"][name]["rows"] if row["nfe"] == 24)
+            d_elbo = row["elbo"] - em["elbo"]
+            w2_ratio = None if row["w2"] is None or em["w2"] is None else row["w2"] / em["w2"]
+            out[f"{tname}/{name}"] = {"elbo_minus_em100": d_elbo, "w2_over_em100": w2_ratio,
+                                      "holds": bool(d_elbo >= -0.1 and w2_ratio is not None and w2_ratio <= 1.05)}
+    return out
+
+
+def write_markdown(rep: dict, path: str) -> None:
+    L = ["# Integrators: quality vs drift evaluations (NFE)", "",
+         f"{rep['n']} samples per cell; W2 against {rep['n']} exact samples; ELBO ± its standard error; "
+         "uniform grids; `steps = NFE / nfe_per_step`. Weights are exact for each integrator's own "
+         "(augmented) kernels.", ""]
+    for tname, r in rep["trained"].items():
+        L += [f"## {tname} (log Z = {r['log_Z']}; run {r['run_dir']})", "",
+              "| integrator | NFE | steps | ELBO | log Z (IS) | ESS | W2 |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name, ir in r["integrators"].items():
+            lab = name + (f" (scale {ir['scale']:.3g})" if ir["scale"] else "")
+            for row in ir["rows"]:
+                w2 = "n/a" if row["w2"] is None else f"{row['w2']:.3f}"
+                L.append(f"| {lab} | {row['nfe']} | {row['steps']} | {row['elbo']:.3f} ± {row['elbo_se']:.3f} | "
+                         f"{row['log_Z_is']:.3f} | {row['ess']:.3f} | {w2} |")
+        L.append("")
+    L += ["## Goal: randomized midpoint at 24 NFE vs Euler-Maruyama at 100 NFE", "",
+          "| case | ELBO − ELBO(EM,100) | W2 / W2(EM,100) | ELBO within 0.1 and W2 within 5% |",
+          "| --- | --- | --- | --- |"]
+    for k, g in rep["goal"].items():
+        w = "n/a" if g["w2_over_em100"] is None else f"{g['w2_over_em100']:.3f}"
+        L.append(f"| {k} | {g['elbo_minus_em100']:+.3f} | {w} | {'yes' if g['holds'] else 'no'} |")
+    p = rep["picard"]
+    L += ["", f"## Picard midpoint on {p['target']}: sequential rounds vs quality (100-step grid)", "",
+          "| window | rounds per window | sequential rounds | NFE | ELBO | ESS | W2 |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in p["rows"]:
+        w = "EM" if row["window"] == 0 else row["window"]
+        L.append(f"| {w} | {row['rounds_per_window']} | {row['rounds']} | {row['nfe']} | {row['elbo']:.3f} | "
+                 f"{row['ess']:.3f} | {row['w2']:.3f} |")
+    dm = rep["dimension"]
+    L += ["", f"## Dimension: NFE for W2 ≤ {dm['w2_threshold']} on {dm['target']} (exact drift)", "",
+          "| integrator | " + " | ".join(f"d = {d}" for d in dm["dims"]) + " | log-log slope |",
+          "| --- | " + " | ".join("---" for _ in dm["dims"]) + " | --- |"]
+    for name, r in dm["results"].items():
+        cells = ["n/a" if r["nfe_for_w2"][d] is None else f"{r['nfe_for_w2'][d]:.0f}" for d in dm["dims"]]
+        L.append(f"| {name} | " + " | ".join(cells) + f" | {r['slope']:.3f} |" if r["slope"] is not None else
+                 f"| {name} | " + " | ".join(cells) + " | n/a |")
+    L += ["", f"Wall time {rep['seconds']:.0f} s."]
+    open(path, "w").write("\n".join(L) + "\n")
+
+
+def plot(rep: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = list(rep["trained"])
+    fig, ax = plt.subplots(2, len(names) + 1, figsize=(4.2 * (len(names) + 1), 7.5))
+    for j, tname in enumerate(names):
+        r = rep["trained"][tname]
+        for name, ir in r["integrators"].items():
+            nf = [row["nfe"] for row in ir["rows"]]
+            ax[0, j].plot(nf, [row["elbo"] for row in ir["rows"]], "o-", label=name)
+            ax[1, j].plot(nf, [row["w2"] if row["w2"] is not None else np.nan for row in ir["rows"]], "o-", label=name)
+        if r["log_Z"] is not None:
+            ax[0, j].axhline(r["log_Z"], color="k", ls="--", lw=0.8)
+        ax[0, j].set_title(f"{tname}: ELBO")
+        ax[1, j].set_title(f"{tname}: W2")
+        for a in ax[:, j]:
+            a.set_xscale("log")
+            a.set_xlabel("NFE")
+        lo = min(row["elbo"] for ir in r["integrators"].values() for row in ir["rows"] if row["nfe"] >= 24)
+        ax[0, j].set_ylim(lo - 0.5, (r["log_Z"] if r["log_Z"] is not None else lo) + 0.5)
+    ax[0, 0].legend(fontsize=7)
+    dm = rep["dimension"]
+    for name, r in dm["results"].items():
+        ds_ = [d for d in dm["dims"] if r["nfe_for_w2"][d]]
+        ax[0, -1].plot(ds_, [r["nfe_for_w2"][d] for d in ds_], "o-", label=f"{name} (slope {r['slope']:.2f})")
+    ax[0, -1].set_xscale("log")
+    ax[0, -1].set_yscale("log")
+    ax[0, -1].set_xlabel("dimension d")
+    ax[0, -1].set_title(f"NFE for W2 <= {dm['w2_threshold']}")
+    ax[0, -1].legend(fontsize=7)
+    p = rep["picard"]
+    for w in (5, 10):
+        rows = [row for row in p["rows"] if row["window"] == w]
+        ax[1, -1].plot([row["rounds"] for row in rows], [row["w2"] for row in rows], "o-", label=f"Picard window {w}")
+    em = [row for row in p["rows"] if row["window"] == 0]
+    ax[1, -1].plot([row["rounds"] for row in em], [row["w2"] for row in em], "s--", label="Euler-Maruyama")
+    ax[1, -1].set_xlabel("sequential rounds")
+    ax[1, -1].set_title(f"{p['target']}: W2 vs rounds")
+    ax[1, -1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--iterations", type=int, default=2500, help="training iterations when no cached run exists")
+    ap.add_argument("--targets", nargs="*", default=list(TARGETS))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    os.makedirs(OUT, exist_ok=True)
+    t0 = time.perf_counter()
+    rep = {"n": args.n, "nfes": NFES, "trained": {}}
+    samplers = {}
+    for tname in args.targets:
+        run, run_dir = trained_run(TARGETS[tname], args.iterations)
+        print(f"{tname}: run {run_dir}", flush=True)
+        sampler, target = run.sampler.eval(), run.target
+        samplers[tname] = (sampler, target)
+        rep["trained"][tname] = {"run_dir": os.path.relpath(run_dir, OUT), "log_Z": target.log_Z,
+                                 "integrators": quality_vs_nfe(sampler, target, args.n)}
+    pick = "manywell32" if "manywell32" in samplers else next(iter(samplers))
+    print(f"Picard rounds on {pick}", flush=True)
+    rep["picard"] = {"target": pick, "rows": picard_rounds(*samplers[pick], args.n)}
+    print("dimension experiment", flush=True)
+    with torch.no_grad():
+        rep["dimension"] = dimension_experiment()
+    rep["goal"] = goal_check(rep["trained"])
+    rep["seconds"] = time.perf_counter() - t0
+    json.dump(rep, open(os.path.join(OUT, "integrators.json"), "w"), indent=1)
+    write_markdown(rep, os.path.join(OUT, "integrators.md"))
+    plot(rep, os.path.join(OUT, "integrators.png"))
+    print(json.dumps(rep["goal"], indent=1))
+    print(f"wrote {OUT}/integrators.{{json,md,png}} in {rep['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

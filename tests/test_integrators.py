@@ -1,0 +1,306 @@
+"""Integrators of the learned SDE (sde/integrators.py) and the randomized-midpoint Langevin searcher.
+
+Stand-in samplers carry an analytic drift, the reference and a Gaussian target, so every expected
+value below is in closed form."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import diffsampler as ds
+from diffsampler.errors import ConfigError
+from diffsampler.sde import PinnedBrownian, forward_rollout, make_grid
+from diffsampler.sde.integrators import (BridgeClock, EulerMaruyama, ExponentialEuler, PicardMidpoint,
+                                         RandomizedMidpoint, make_integrator)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+class Analytic(nn.Module):
+    """mu(x, t) = f(t) - lam(t) x, the same in every coordinate."""
+
+    needs_score = False
+
+    def __init__(self, f, lam) -> None:
+        super().__init__()
+        self.f, self.lam = f, lam
+
+    def forward(self, x, t, score=None):
+        return self.f(t)[:, None] - self.lam(t)[:, None] * x
+
+
+def follmer(sigma: float, m: float, s: float) -> Analytic:
+    """Exact drift of N(m, s^2 I) under the pinned Brownian reference (sigma): the process is the
+    Brownian bridge to m T at T = sigma^2 / a, a = sigma^2 - s^2: mu = (sigma^2 m - a x) / (sigma^2 - a t)."""
+    a = sigma ** 2 - s ** 2
+    return Analytic(lambda t: sigma ** 2 * m / (sigma ** 2 - a * t), lambda t: a / (sigma ** 2 - a * t))
+
+
+class StandIn:
+    def __init__(self, target, drift, reference) -> None:
+        self.target, self.drift, self.reference = target, drift, reference
+
+
+def gaussian(m: float, s: float, d: int, sigma: float):
+    """N(m 1, s^2 I) with its log Z = d/2 log(2 pi s^2) (E = |x - m|^2 / (2 s^2))."""
+    return ds.targets.from_energy(lambda x: 0.5 * ((x - m) ** 2).sum(-1) / s ** 2, dim=d,
+                                  log_Z=0.5 * d * math.log(2 * math.pi * s ** 2), sigma=sigma)
+
+
+class ProbeNoise(PinnedBrownian):
+    """The k-th Gaussian draw puts a unit in coordinate k (coordinate 0 never gets noise). With a
+    drift that is linear and identical in every coordinate, coordinate 0 is the mean of x_N given
+    the integrator's uniform draws and sum_k (x_k - x_0)^2 its variance: exact moments of the scheme,
+    with Monte Carlo only over the uniform draws."""
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__(sigma)
+        self.calls = 0
+
+    def noise_like(self, x):
+        out = torch.zeros_like(x)
+        v = out.view(x.shape[0], -1, x.shape[-1])
+        for i in range(v.shape[1]):
+            v[:, i, self.calls + 1 + i] = 1.0
+        self.calls += v.shape[1]
+        return out
+
+
+def exact_moments(integ, drift, steps: int, sigma: float, B: int = 6000):
+    ref = ProbeNoise(sigma)
+    st = StandIn(gaussian(0.0, 1.0, 2 + 2 * steps, sigma), drift, ref)
+    x = integ.simulate(st, make_grid("uniform", B, steps)).x[:, :ref.calls + 1]
+    mean_a, var_a = x[:, 0], ((x[:, 1:] - x[:, :1]) ** 2).sum(1)
+    return float(mean_a.mean()), float(var_a.mean() + mean_a.var())
+
+
+ALL = {
+    "em": lambda: EulerMaruyama(),
+    "exp": lambda: ExponentialEuler(scale=0.8),
+    "rmp": lambda: RandomizedMidpoint(),
+    "rmp_is": lambda: RandomizedMidpoint("importance", scale=0.8),
+    "picard": lambda: PicardMidpoint(window=2, rounds=2),
+}
+
+
+# -- Euler-Maruyama is the library's forward rollout ---------------------------------------------
+def test_euler_maruyama_reproduces_forward_rollout():
+    target = ds.targets.get("gmm25")
+    s = ds.DiffusionSampler(target, width=32, time_features=16).double()
+    for p in s.parameters():
+        p.data.normal_(0, 0.2)
+    grid = make_grid("random", 64, 9)
+    torch.manual_seed(3)
+    c0 = target.counter.total
+    tr = forward_rollout(s, grid)
+    c1 = target.counter.total
+    torch.manual_seed(3)
+    sim = EulerMaruyama().simulate(s, grid)
+    assert torch.equal(sim.x, tr.terminal) and torch.equal(sim.log_w, tr.log_w)
+    assert target.counter.total - c1 == c1 - c0 and sim.nfe == 9
+
+
+def test_sampler_sample_with_integrators():
+    target = gaussian(0.5, 1.0, 2, 1.0)
+    s = ds.DiffusionSampler(target, width=16, time_features=8).double()
+    torch.manual_seed(1)
+    x0, lw0 = s.sample(50, steps=6)
+    torch.manual_seed(1)
+    tr = s.rollout(50, 6)
+    assert torch.equal(x0, tr.terminal) and torch.equal(lw0, tr.log_w) and s.nfe_per_step == 1
+    x, lw = s.sample(50, steps=6, integrator="randomized_midpoint")
+    assert x.shape == (50, 2) and torch.isfinite(lw).all() and s.nfe_per_step == 2
+    from diffsampler.evaluation import evaluate
+    ev = evaluate(s, n=40, steps=5)
+    assert ev.metrics["nfe"] == 5  # evaluate() samples with Euler-Maruyama again
+    with pytest.raises(ConfigError, match="unknown integrator"):
+        s.sample(5, integrator="rk4")
+
+
+# -- weak order on an OU process with closed-form marginals -----------------------------------
+@pytest.mark.parametrize("name,order", [("em", 1), ("exp", 1), ("rmp", 2), ("rmp_is", 2), ("picard", 2)])
+def test_weak_order_on_ou(name, order):
+    # dX = (c - lam X) dt + sigma dW, X_0 = 0: E X_1 = c/lam (1 - e^-lam), Var X_1 = sigma^2 (1 - e^-2lam)/(2 lam).
+    # Log-log slope of |error| vs steps N in {8, 16, 32, 64} must be within 0.3 of -order (at least
+    # -order + 0.3 for the second-order schemes, whose fits run steeper before the asymptote).
+    sigma, lam, c = 1.0, 2.0, 3.0
+    m_ex = c / lam * (1 - math.exp(-lam))
+    v_ex = sigma ** 2 * (1 - math.exp(-2 * lam)) / (2 * lam)
+    drift = Analytic(lambda t: torch.full_like(t, c), lambda t: torch.full_like(t, lam))
+    Ns = [8, 16, 32, 64]
+    torch.manual_seed(0)
+    moms = [exact_moments(ALL[name](), drift, N, sigma) for N in Ns]
+    for k, exact in ((0, m_ex), (1, v_ex)):
+        err = [abs(mo[k] - exact) for mo in moms]
+        slope = np.polyfit(np.log(Ns), np.log(err), 1)[0]
+        if order == 1:
+            assert abs(slope + 1) <= 0.3, (name, k, err, slope)
+        else:
+            assert -order - 1.5 <= slope <= -order + 0.3, (name, k, err, slope)
+
+
+def test_picard_rounds_converge():
+    # More Picard rounds per window: the error of the mean shrinks (window of 4 steps, N = 8).
+    drift = Analytic(lambda t: torch.full_like(t, 3.0), lambda t: torch.full_like(t, 2.0))
+    m_ex = 1.5 * (1 - math.exp(-2.0))
+    errs = [abs(exact_moments(PicardMidpoint(4, r), drift, 8, 1.0)[0] - m_ex) for r in (1, 2, 3)]
+    assert errs[0] > 2 * errs[1] > 4 * errs[2], errs
+
+
+def test_picard_with_one_point_is_randomized_midpoint():
+    st = StandIn(gaussian(0.3, 0.7, 3, 1.2), follmer(1.2, 0.0, 1.0), PinnedBrownian(1.2))
+    g = make_grid("random", 200, 7)
+    torch.manual_seed(5)
+    a = RandomizedMidpoint(theta=0.5).simulate(st, g)
+    torch.manual_seed(5)
+    b = PicardMidpoint(1, 1, theta=0.5).simulate(st, g)
+    torch.testing.assert_close(a.x, b.x, rtol=0, atol=1e-12)
+    torch.testing.assert_close(a.log_w, b.log_w, rtol=0, atol=1e-9)
+
+
+# -- the midpoint estimator of the drift integral is unbiased over the uniform draw ---------------
+def test_midpoint_integral_is_unbiased():
+    # Noise-free coordinate of x_1 for a state-independent drift c(t) = 1 + cos(5t):
+    # E[x_1] = int_0^1 c = 1 + sin(5)/5 for the randomized midpoint on a coarse grid (Euler is off).
+    drift = Analytic(lambda t: 1 + torch.cos(5 * t), lambda t: torch.zeros_like(t))
+    torch.manual_seed(0)
+    B, exact = 200_000, 1 + math.sin(5) / 5
+    for integ in (RandomizedMidpoint(theta=0.5), PicardMidpoint(2, 1)):
+        ref = ProbeNoise(1.0)
+        x = integ.simulate(StandIn(gaussian(0, 1, 8, 1.0), drift, ref), make_grid("uniform", B, 2)).x[:, 0]
+        assert abs(float(x.mean()) - exact) < 4 * float(x.std()) / math.sqrt(B)
+    em = EulerMaruyama().simulate(StandIn(gaussian(0, 1, 8, 1.0), drift, ProbeNoise(1.0)),
+                                  make_grid("uniform", 4, 2)).x[0, 0]
+    assert abs(float(em) - exact) > 0.25
+
+
+def test_importance_sampled_midpoint_is_unbiased_for_the_exponential_integral():
+    # Linear drift mu = kappa(t) (D(t) - x) with the integrator's own kappa: the exact mean of X_1
+    # is int_0^1 (T - 1)/(T - u)^2 D(u) du, and the importance-sampled midpoint estimates it without bias.
+    sigma, s = 1.0, 0.5
+    clock = BridgeClock(sigma, s)
+    T = sigma ** 2 / clock.a
+    D = lambda t: 2 + torch.sin(4 * t)  # noqa: E731
+    drift = Analytic(lambda t: clock.kappa(t) * D(t), clock.kappa)
+    u = torch.linspace(0, 1, 200_001)
+    exact = float(torch.trapezoid((T - 1) / (T - u) ** 2 * D(u), u))
+    B = 200_000
+    torch.manual_seed(0)
+    x = RandomizedMidpoint("importance", scale=s, theta=0.5).simulate(
+        StandIn(gaussian(0, 1, 8, sigma), drift, ProbeNoise(sigma)), make_grid("uniform", B, 2)).x[:, 0]
+    assert abs(float(x.mean()) - exact) < 4 * float(x.std()) / math.sqrt(B)
+
+
+# -- importance weights --------------------------------------------------------------------------
+EXACT_CASES = [  # (integrator, target std s): the integrator's kernels are the exact transitions
+    (EulerMaruyama(), 1.3), (ExponentialEuler(scale=1.3), 1.3), (RandomizedMidpoint(), 1.3),
+    (PicardMidpoint(3, 2), 1.3), (ExponentialEuler(scale=0.4), 0.4), (ExponentialEuler(scale=2.5), 2.5),
+    (RandomizedMidpoint("importance", scale=0.4), 0.4), (RandomizedMidpoint("importance", scale=2.5), 2.5)]
+
+
+@pytest.mark.parametrize("integ,s", EXACT_CASES, ids=lambda v: getattr(v, "name", str(v)))
+def test_log_weights_exact_for_exact_drift(integ, s):
+    # Target N(0.7, s^2 I), sigma = 1.3, exact drift (for s = sigma: mu = m): every log w = log Z.
+    sigma, d = 1.3, 3
+    target = gaussian(0.7, s, d, sigma)
+    st = StandIn(target, follmer(sigma, 0.7, s), PinnedBrownian(sigma))
+    sim = integ.simulate(st, make_grid("random", 500, 7))
+    torch.testing.assert_close(sim.log_w, torch.full_like(sim.log_w, target.log_Z), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["em", "exp", "exp_fisher", "rmp", "rmp_is", "picard"])
+def test_log_weights_unbiased_for_wrong_drift(name):
+    # Drift of N(0.5, 1.0^2) used for the target N(0.7, 0.8^2): E[w] = Z (mean of w/Z is 1 within
+    # 4 standard errors) and E[log w] < log Z.
+    sigma, d, B = 1.0, 2, 40_000
+    target = gaussian(0.7, 0.8, d, sigma)
+    integ = ExponentialEuler() if name == "exp_fisher" else ALL[name]()
+    st = StandIn(target, follmer(sigma, 0.5, 1.0), PinnedBrownian(sigma))
+    torch.manual_seed(0)
+    lw = integ.simulate(st, make_grid("uniform", B, 10)).log_w - target.log_Z
+    w = lw.exp()
+    assert abs(float(w.mean()) - 1) < 4 * float(w.std()) / math.sqrt(B), (float(w.mean()), float(w.std()))
+    assert float(lw.mean()) < 0
+    if name == "exp_fisher":
+        # Fisher scale d / E|grad log R|^2 at the sampler's own samples N(0.5, 1): 0.8^2 / sqrt(1.04)
+        assert integ.scale == pytest.approx(0.64 / math.sqrt(1.04), rel=0.1)
+
+
+def test_bad_input_is_rejected():
+    st = StandIn(gaussian(0, 1, 2, 1.0), follmer(1.0, 0.0, 1.0), PinnedBrownian(1.0))
+    with pytest.raises(ValueError, match="start at 0"):
+        EulerMaruyama().simulate(st, torch.tensor([[0.0, 0.5, 0.4, 1.0]]))
+    with pytest.raises(ConfigError):
+        RandomizedMidpoint(theta=-1)
+    with pytest.raises(ConfigError):
+        ExponentialEuler(scale=0.0).simulate(st, make_grid("uniform", 2, 3))
+    with pytest.raises(ConfigError):
+        make_integrator("heun")
+
+
+# -- randomized-midpoint underdamped Langevin ----------------------------------------------------
+def test_ou_noise_covariance_matches_van_loan():
+    from scipy.linalg import expm
+
+    from diffsampler.search.rmp_langevin import ou_noise_cov
+    for gamma, s in [(2.0, 0.3), (0.5, 1.7), (10.0, 0.01)]:
+        A = np.array([[0.0, 1.0], [0.0, -gamma]])
+        Q = np.diag([0.0, 2 * gamma])
+        M = expm(np.block([[-A, Q], [np.zeros((2, 2)), A.T]]) * s)
+        S = M[2:, 2:].T @ M[:2, 2:]
+        sxx, sxv, svv = (float(v) for v in ou_noise_cov(torch.tensor(s), gamma))
+        np.testing.assert_allclose([sxx, sxv, svv], [S[0, 0], S[0, 1], S[1, 1]], rtol=1e-7, atol=1e-14)
+
+
+def _potential(energy, d):
+    from diffsampler.search.energy import TemperedPotential
+    return TemperedPotential(ds.targets.from_energy(energy, dim=d))
+
+
+def test_rmp_langevin_free_particle_law_and_constant_force_mean():
+    from diffsampler.search.rmp_langevin import RandomizedMidpointLangevin, ou_noise_cov
+    gamma, h, B = 1.5, 0.7, 200_000
+    k = RandomizedMidpointLangevin(h, friction=gamma)
+    x0, v0 = torch.full((B, 1), 0.3), torch.full((B, 1), -0.4)
+    # U = 0: the step is the exact OU transition (mean x + phi v, e^-gh v; covariance S(h)).
+    pot = _potential(lambda x: 0 * x.sum(-1), 1)
+    st, info = k.step(pot, k.init(pot, x0, v0))
+    phi = (1 - math.exp(-gamma * h)) / gamma
+    zx, zv = st.x[:, 0] - 0.3 - phi * (-0.4), st.v[:, 0] + 0.4 * math.exp(-gamma * h)
+    S = torch.cov(torch.stack([zx, zv]))
+    sxx, sxv, svv = (float(v) for v in ou_noise_cov(torch.tensor(h), gamma))
+    np.testing.assert_allclose(S.numpy(), [[sxx, sxv], [sxv, svv]], rtol=0.02)
+    assert abs(float(zx.mean())) < 4 * math.sqrt(sxx / B) and info.energy_calls == 2 * B
+    # U = c x: the force integrals are unbiased over alpha, so the mean is the exact one.
+    c = 2.0
+    pot = _potential(lambda x: c * x.sum(-1), 1)
+    st, _ = k.step(pot, k.init(pot, x0, v0))
+    psi = (h - phi) / gamma
+    assert abs(float(st.x.mean()) - (0.3 + phi * (-0.4) - psi * c)) < 4 * math.sqrt(sxx / B)
+    assert abs(float(st.v.mean()) - (-0.4 * math.exp(-gamma * h) - phi * c)) < 4 * math.sqrt(svv / B)
+
+
+def test_rmp_langevin_samples_a_gaussian():
+    # U = |x|^2 / (2 s^2): after burn-in the chains' x has mean 0 and variance s^2 within 3%
+    # (the step-size bias at h = 0.3 s is below 1%).
+    from diffsampler.search.rmp_langevin import RandomizedMidpointLangevin
+    s, d, B = 1.5, 4, 4000
+    pot = _potential(lambda x: 0.5 * (x ** 2).sum(-1) / s ** 2, d)
+    k = RandomizedMidpointLangevin(0.3 * s, friction=1.0)
+    st = k.init(pot, torch.zeros(B, d))
+    xs = []
+    for i in range(150):
+        st, _ = k.step(pot, st)
+        if i >= 100:
+            xs.append(st.x)
+    x = torch.stack(xs)
+    assert abs(float(x.mean())) < 0.05 * s
+    assert abs(float(x.var()) / s ** 2 - 1) < 0.03
