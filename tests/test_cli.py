@@ -58,5 +58,10 @@ def test_train_eval_sample_roundtrip(tmp_path):
     cli("sample", run, "-n", "50", "--steps", "8", "-o", str(tmp_path / "s.npz"))
     z = np.load(tmp_path / "s.npz")
     assert z["x"].shape == (50, 2) and z["log_w"].shape == (50,) and np.isfinite(z["log_w"]).all()
+    cli("sample", run, "-n", "40", "--steps", "6", "--integrator", "randomized_midpoint", "-o", str(tmp_path / "m.npz"))
+    z = np.load(tmp_path / "m.npz")
+    assert z["x"].shape == (40, 2) and int(z["nfe"]) == 12 and str(z["integrator"]) == "randomized_midpoint"
+    rep = json.loads(cli("eval", run, "--steps", "6", "-n", "100", "--integrator", "exponential", "--json").stdout)
+    assert rep["integrator"] == "exponential" and rep["nfe"] == 6 and rep["eubo"] is None
     r = cli("train", "gmm25", *small, "--out", run, ok=False)  # refuses to overwrite a run
     assert r.returncode == 2 and "--resume" in r.stderr

@@ -69,7 +69,7 @@ def _eval(args) -> int:
     from .training import load_run, summary_table
 
     run = load_run(args.run_dir)
-    rep = run.evaluate(steps=args.steps, grid=args.grid, n=args.n)
+    rep = run.evaluate(steps=args.steps, grid=args.grid, n=args.n, integrator=args.integrator)
     if args.json:
         print(json.dumps(rep))
     else:
@@ -82,10 +82,18 @@ def _sample(args) -> int:
     from .training import load_run
 
     run = load_run(args.run_dir)
-    x, log_w = run.sampler.sample(args.n, steps=args.steps)
-    np.savez(args.output, x=x.detach().cpu().numpy(), log_w=log_w.detach().cpu().numpy())
-    print(f"wrote {args.n} samples to {args.output}")
+    x, log_w = run.sampler.sample(args.n, steps=args.steps, integrator=args.integrator)
+    steps = args.steps or run.sampler.default_steps
+    nfe = int(round(steps * run.sampler.nfe_per_step))
+    np.savez(args.output, x=x.detach().cpu().numpy(), log_w=log_w.detach().cpu().numpy(),
+             integrator=np.array(args.integrator), nfe=np.array(nfe))
+    print(f"wrote {args.n} samples to {args.output} ({args.integrator}, {nfe} drift evaluations per sample)")
     return 0
+
+
+def _integrators() -> list[str]:
+    from .sde.integrators import INTEGRATORS
+    return list(INTEGRATORS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,12 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=None)
     s.add_argument("--grid", default=None, choices=["uniform", "random", "equidistant"])
     s.add_argument("-n", type=int, default=None, help="number of samples")
+    s.add_argument("--integrator", default="euler_maruyama", choices=_integrators())
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_eval)
     s = sub.add_parser("sample", help="draw samples with log-weights to an .npz (x, log_w)")
     s.add_argument("run_dir")
     s.add_argument("-n", type=int, required=True)
     s.add_argument("--steps", type=int, default=None)
+    s.add_argument("--integrator", default="euler_maruyama", choices=_integrators())
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(fn=_sample)
     return p

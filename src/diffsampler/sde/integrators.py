@@ -28,30 +28,41 @@ Kernels (h = t' - t, mu_n = mu(x_n, t)):
   RandomizedMidpoint  (Shen & Lee 2019; Gupta, Cai & Chen 2024) 2 drift calls per step. Draw
                   U ~ U[0, 1]; midpoint time tau - t = U h / (1 - (1-U) h kappa(t)) (uniform, U h,
                   when kappa = 0; otherwise tau has density ∝ (T - u)^-2 on [t, t'], the weight of
-                  the exponential integral: the importance-sampled midpoint); midpoint noise
-                  nu = sigma sqrt((tau-t) rho(t,tau)) xi_1 and x_mid = x + (tau - t) mu_n + nu; then
-                  x' = x + h kappa(t) (x_mid - x) + h rho(t,tau) mu(x_mid, tau) + rho(tau,t') nu + zeta,
-                  zeta ~ N(0, sigma^2 (t'-tau) rho(tau,t')): the same Brownian path drives the
-                  midpoint and the step (its increment over [t, tau] is shared). For kappa = 0:
-                  x' = x + h mu(x_mid, tau) + nu + zeta, and E_U[h mu(X_tau, tau)] = int mu(X_u, u) du.
-                  Auxiliaries a = (U, nu): q(U) = 1, q(nu | U) Gaussian, q(x' | x, U, nu) Gaussian.
-                  Backward auxiliaries: L(U) = 1 and L(nu | x, x', U) = the bridge of the step's noise
-                  given its drift-corrected total r = x' - x - h mu_n (exact posterior when mu is
-                  constant over the step). All Gaussian normalisers cancel and the increment is
+                  the exponential integral: the importance-sampled midpoint of the notes). With
+                  v_m = sigma^2 (tau-t) rho(t,tau) the variance of the path's noise nu at tau,
+                      x_mid = x + (tau - t) mu_n + nu_p,   nu_p = nu + e,  e ~ N(0, theta v_m) indep.,
+                      x'    = x + h kappa(t) (x_mid - x) + h rho(t,tau) mu(x_mid, tau) + [noise of the step],
+                  where the step's noise rho(tau,t') nu + zeta (zeta ~ N(0, sigma^2 (t'-tau) rho(tau,t')))
+                  is the same Brownian path that the midpoint saw through nu_p: given nu_p it is
+                  N(c nu_p, v_a), c = rho(tau,t')/(1+theta), v_a = sigma^2 (t'-tau) rho(tau,t')
+                  + rho(tau,t')^2 v_m theta/(1+theta). For kappa = 0: x' = x + h mu(x_mid, tau) + nu
+                  + zeta and E_U[h mu(X_tau, tau)] = int_t^t' mu(X_u, u) du. theta = 0 is Shen-Lee's exact
+                  coupling; theta > 0 keeps v_a >= sigma^2 h theta/(1+theta) > 0 (see the weights) and
+                  changes the step's variance only at O(h^3) (weak order 2 is kept; tests).
+                  Weights on the augmented space, auxiliaries a = (U, nu_p):
+                  q(U) = 1, q(nu_p | U) = N(0, (1+theta) v_m), q(x' | x, U, nu_p) = N(mean', v_a);
+                  backward: L(U) = 1 and L(nu_p | x, x', U) = the Gaussian conditional of nu_p given
+                  that the step's total noise equals r = x' - x - h mu_n (the exact posterior if mu
+                  were constant over the step). The Gaussian normalisers cancel and the increment is
                       log pi_bwd - log N(x'; x + h mu_n, sigma^2 h rho(t,t'))
-                      + log N(x'; x + h mu_n + rho(tau,t') nu, v_z) - log N(x'; mean', v_z),
-                  v_z = sigma^2 (t'-tau) rho(tau,t'): the ExponentialEuler weight of the same step plus
-                  a penalty -|Delta|^2/(2 v_z) - zeta.Delta/v_z, Delta = mean' - x - h mu_n - rho nu, for
-                  the drift change across the step. As U -> 1 (v_z -> 0) the penalty grows like
-                  1/(1-U): E[log w] picks up a term that grows with log(#draws) while w stays unbiased.
-  PicardMidpoint  the parallel-in-time variant (Gupta, Cai & Chen 2024, sec. 5): windows of
-                  `window` grid steps [u_{i-1}, u_i]; one random point s_i = u_{i-1} + alpha_i delta_i
-                  per sub-step; Picard rounds y_i <- x + sum_{j<i} delta_j mu(y_j, s_j)
-                  + alpha_i delta_i mu(y_i, s_i) + sigma (W(s_i) - W(t)), all R drift calls of a round
-                  in one batched call, started from y_i = x + (s_i - t) mu_n + sigma (W(s_i) - W(t));
-                  the window ends at x' = x + sum_j delta_j mu(y_j, s_j) + sigma (W(t') - W(t)). Weights
-                  as above with the Brownian values at s_1..s_R as auxiliaries (multi-point bridge);
-                  window = rounds = 1 is RandomizedMidpoint.
+                      + log N(x'; x + h mu_n + c nu_p, v_a) - log N(x'; mean', v_a):
+                  the ExponentialEuler weight of the same step minus a penalty of mean
+                  |mean' - x - h mu_n - c nu_p|^2 / (2 v_a) for the drift change over the step (the
+                  KL between the forward posterior of the auxiliaries and L). It is O(h^2 |grad mu|^2 d)
+                  per step, the order of Euler's own ELBO gap, so at equal NFE the ELBO is not better
+                  than Euler's even though the samples are second order. With theta = 0, v_a -> 0 as
+                  U -> 1 and E[log w] diverges (logarithmically) although E[w] = Z still holds.
+  PicardMidpoint  the parallel-in-time variant (Gupta, Cai & Chen 2024): windows of `window` grid
+                  steps [u_{i-1}, u_i]; one random point s_i = u_{i-1} + alpha_i delta_i per sub-step;
+                  predictor path P (the Brownian path seen with independent noise of relative
+                  variance theta, as above); Picard rounds
+                      y_i <- x + sum_{j<i} delta_j mu(y_j, s_j) + alpha_i delta_i mu(y_i, s_i) + P(s_i),
+                  all R drift calls of a round in one batched call, started from
+                  y_i = x + (s_i - t) mu_n + P(s_i); the window ends at
+                  x' = x + sum_j delta_j mu(y_j, s_j) + sigma (W(t') - W(t)), whose noise given the
+                  auxiliaries P(s_1..s_R) is N(P(s_R)/(1+theta), sigma^2 (t' - s_R) + theta sigma^2
+                  (s_R - t)/(1+theta)). Weights as for RandomizedMidpoint (the window is one transition;
+                  L = multi-point bridge); window = rounds = 1 is RandomizedMidpoint with kappa = 0.
 
 Probability-flow (ODE) variants are not provided: the pinned reference starts from the point mass
 x_0 = 0, where the marginal score is singular, so the ODE would carry every sample along one path
@@ -211,7 +222,7 @@ class RandomizedMidpoint(_Calibrated):
 
     nfe_per_step = 2
 
-    def __init__(self, midpoint: str = "uniform", scale: float | None = None, theta: float = 1.0) -> None:
+    def __init__(self, midpoint: str = "uniform", scale: float | None = None, theta: float = 0.5) -> None:
         if midpoint not in ("uniform", "importance"):
             raise ConfigError(f"randomized midpoint: midpoint must be 'uniform' or 'importance', got {midpoint!r}")
         _check_theta(theta)
@@ -265,7 +276,7 @@ class PicardMidpoint:
 
     name = "picard_midpoint"
 
-    def __init__(self, window: int = 4, rounds: int = 2, theta: float = 1.0) -> None:
+    def __init__(self, window: int = 4, rounds: int = 2, theta: float = 0.5) -> None:
         if int(window) < 1 or int(rounds) < 1:
             raise ConfigError(f"Picard midpoint: need window >= 1 and rounds >= 1, got {window}, {rounds}")
         _check_theta(theta)

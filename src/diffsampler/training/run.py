@@ -31,16 +31,17 @@ class Run:
     dir: str | None = None
 
     def evaluate(self, steps: int | None = None, grid: str | None = None, n: int | None = None,
-                 save: bool = True) -> dict:
+                 save: bool = True, integrator: str = "euler_maruyama") -> dict:
         """Recompute the metrics (and plots under RUN_DIR/eval/ when saved)."""
         rep = make_report(self, steps or self.config.eval_steps, grid or self.config.eval_grid,
-                          n or self.config.eval_samples, subdir="eval" if save else None)
+                          n or self.config.eval_samples, subdir="eval" if save else None, integrator=integrator)
         return rep
 
 
-def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None) -> dict:
+def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None,
+                integrator: str = "euler_maruyama") -> dict:
     """Evaluate and assemble the report dict (keys REPORT_KEYS plus extras). Unknown -> None."""
-    ev = evaluate(run.sampler, n=n, steps=steps, grid=grid)
+    ev = evaluate(run.sampler, n=n, steps=steps, grid=grid, integrator=integrator)
     m = ev.metrics
     prev = run.report or {}
     rep = {
@@ -53,11 +54,11 @@ def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None) -> 
         "train_seconds": prev.get("train_seconds"), "iterations": prev.get("iterations"),
         "stop_reason": prev.get("stop_reason"),
         "train_steps": run.config.train_steps, "train_grid": run.config.train_grid,
-        "eval_steps": steps, "eval_grid": grid, "integrator": "euler_maruyama", "nfe": m["nfe"],
+        "eval_steps": steps, "eval_grid": grid, "integrator": m["integrator"], "nfe": m["nfe"],
         "n_eval_samples": n, "config": run.config.to_dict(),
     }
     standard = {"elbo", "eubo", "eubo_minus_elbo", "log_Z_is", "delta_log_Z_is", "delta_elbo", "ess", "w2", "mmd",
-                "mode_coverage", "nfe", "log_Z_true", "n_eval_samples", "eval_steps", "eval_grid"}
+                "mode_coverage", "nfe", "log_Z_true", "n_eval_samples", "eval_steps", "eval_grid", "integrator"}
     rep.update({k: v for k, v in m.items() if k not in standard})  # e.g. modes_covered, distance_w2
     if run.dir and subdir is not None:
         d = os.path.join(run.dir, subdir) if subdir else run.dir
