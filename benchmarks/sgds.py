@@ -26,8 +26,8 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 LEARNER = dict(drift="mlp", train_grid="random", train_steps=10, batch_size=300, eval_steps=100,
                eval_samples=2000, iterations=1_000_000, checkpoint_every=1000, log_every=200, threads=1)
 PER_TARGET = {
-    "gmm40": dict(width=128, search_step_size=0.5, rnd_alpha=100.0),
-    "manywell32": dict(width=128, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
+    "gmm40": dict(width=64, search_step_size=0.5, rnd_alpha=100.0),
+    "manywell32": dict(width=64, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
     "manywell64": dict(width=256, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
     "manywell128": dict(width=256, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
 }
