@@ -28,7 +28,7 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 MW32 = dict(width=128, iterations=20000)
 CASES = {
     # on-policy TB (+ exploration 0.5 decayed to 0 at half of the run), Langevin drift
-    "mw32_tb_random10": ("manywell32", dict(MW32, train_grid="random", train_steps=10, exploration=0.5,
+    "mw32_tb_random10": ("manywell32", dict(MW32, recipe="tb", train_grid="random", train_steps=10, exploration=0.5,
                                             exploration_until=0.5)),
     # the same learner and objective (TB) with off-policy buffer data from an AIS searcher (recipe sgds)
     "mw32_sgds_random10": ("manywell32", dict(MW32, recipe="sgds", searcher="ais", train_grid="random",
@@ -36,15 +36,15 @@ CASES = {
     # the fine uniform training grid, 20 minutes of training at most. Exploration noise is per step
     # (gfn-diffusion's convention), so 0.5 / sqrt(10) = 0.158 on 100 steps adds the same total
     # variance to a trajectory as 0.5 does on 10 steps.
-    "mw32_tb_uniform100": ("manywell32", dict(MW32, train_grid="uniform", train_steps=100, exploration=0.158,
+    "mw32_tb_uniform100": ("manywell32", dict(MW32, recipe="tb", train_grid="uniform", train_steps=100, exploration=0.158,
                                               exploration_until=0.5, max_seconds=1200)),
     "mw32_sgds_uniform100": ("manywell32", dict(MW32, recipe="sgds", searcher="ais", train_grid="uniform",
                                                 train_steps=100, max_seconds=1200)),
-    "gmm40_tb_random10": ("gmm40", dict(width=128, iterations=10000, train_grid="random", train_steps=10,
+    "gmm40_tb_random10": ("gmm40", dict(recipe="tb", width=128, iterations=10000, train_grid="random", train_steps=10,
                                         exploration=0.5, exploration_until=0.5)),
     "gmm40_sgds_random10": ("gmm40", dict(width=128, iterations=10000, recipe="sgds", searcher="ais",
                                           train_grid="random", train_steps=10)),
-    "funnel_tb_random10": ("funnel", dict(width=128, iterations=10000, train_grid="random", train_steps=10)),
+    "funnel_tb_random10": ("funnel", dict(recipe="tb", width=128, iterations=10000, train_grid="random", train_steps=10)),
 }
 GOALS = {
     "mw32_tb_random10": "ELBO ≥ 159.70, EUBO − ELBO ≤ 8, ≤ 1200 s",

@@ -26,7 +26,7 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 LEARNER = dict(drift="mlp", train_grid="random", train_steps=10, batch_size=300, eval_steps=100,
                eval_samples=2000, iterations=1_000_000, checkpoint_every=1000, log_every=200, threads=1)
 PER_TARGET = {
-    "gmm40": dict(width=64, search_step_size=0.5, rnd_alpha=100.0),
+    "gmm40": dict(width=64, searcher="mala", search_step_size=0.5, rnd_alpha=100.0),
     "manywell32": dict(width=64, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
     "manywell64": dict(width=256, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
     "manywell128": dict(width=256, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
@@ -48,8 +48,8 @@ def config_for(target: str, recipe: str, budget: float) -> dict:
     searcher = rec.get("searcher", "none")
     if searcher == "none":  # baselines have no searcher: drop the search keys that would switch it on
         cfg.pop("searcher", None)
-    elif "searcher" in PER_TARGET[target] and recipe != "ais_ml":
-        cfg["searcher"] = PER_TARGET[target]["searcher"]
+    elif recipe == "ais_ml":
+        cfg["searcher"] = "ais"
     # rounds split the learner's iterations: size them from the budget left after searching
     search_calls = cfg.get("search_chains", 3000) * (
         cfg.get("search_steps", 100) * cfg.get("search_inner", 20) if cfg.get("searcher", searcher) == "ais"
