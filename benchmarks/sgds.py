@@ -5,7 +5,8 @@ uniform evaluation) so that the recipes are one flag apart. Energy calls are cou
 evaluation of E or grad E, in search, training and evaluation (the MLP drift needs no score, so an
 on-policy iteration costs 300 calls and an off-policy one none).
 
-    python benchmarks/sgds.py --suite main        # 40GMM @ 12M, Manywell-32 @ 20M: sgds, tb, tb_ls
+    python benchmarks/sgds.py --suite gmm40       # 40GMM @ 12M: sgds, tb, tb_ls
+    python benchmarks/sgds.py --suite mw32        # Manywell-32 @ 20M: sgds, tb, tb_ls
     python benchmarks/sgds.py --suite mw128       # Manywell-128 @ 10M: sgds, tb_ls, tb
     python benchmarks/sgds.py --suite ablation    # Manywell-64 @ 10M: sgds and its ablations
 Writes benchmarks/out/sgds_<suite>.{json,md} and a gap-versus-energy-calls plot per target.
@@ -32,8 +33,8 @@ PER_TARGET = {
     "manywell128": dict(width=256, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
 }
 SUITES = {
-    "main": [("gmm40", r, 12e6) for r in ("sgds", "tb", "tb_ls")]
-            + [("manywell32", r, 20e6) for r in ("sgds", "tb", "tb_ls")],
+    "gmm40": [("gmm40", r, 12e6) for r in ("sgds", "tb", "tb_ls")],
+    "mw32": [("manywell32", r, 20e6) for r in ("sgds", "tb", "tb_ls")],
     "mw128": [("manywell128", r, 10e6) for r in ("sgds", "tb_ls", "tb")],
     "ablation": [("manywell64", r, 10e6) for r in ("sgds", "sgds_no_rnd", "sgds_finetune", "sgds_reset_log_Z",
                                                    "ais_ml")],
@@ -125,7 +126,7 @@ def plot(results: list[dict], path: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", choices=sorted(SUITES), default="main")
+    p.add_argument("--suite", choices=sorted(SUITES), default="gmm40")
     p.add_argument("--only", nargs="*", help="restrict to these recipes")
     a = p.parse_args(argv)
     os.makedirs(os.path.join(OUT, "runs"), exist_ok=True)
