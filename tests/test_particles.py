@@ -334,3 +334,18 @@ def test_equivariant_w2_is_zero_between_symmetric_copies_and_metrics(tmp_path):
     path = tmp_path / "hist.png"
     plot_particle_histograms(x * 1.1, gx, t, str(path))
     assert path.stat().st_size > 5000
+
+
+def test_orbit_ml_warmup_runs_in_the_trainer(tmp_path):
+    """SGDS-style ML warm-up with the orbit Rao-Blackwell target on a symmetric target; the
+    orbit steps cost no energy calls, and a target without symmetry is refused by name."""
+    import diffsampler as ds
+    from diffsampler.errors import ConfigError
+
+    t = ds.targets.get("dw4")
+    run = ds.train(t, progress=False, recipe="tb", behaviour="mixed", offpolicy_data="replay", drift="egnn",
+                   width=16, depth=1, time_features=8, batch_size=16, train_steps=4, iterations=6, ml_warmup=3,
+                   orbit_K=4, eval_steps=4, eval_samples=32, threads=1)
+    assert run.report["iterations"] == 6
+    with pytest.raises(ConfigError, match="orbit_K"):
+        ds.train("gmm25", progress=False, recipe="tb", orbit_K=4, iterations=2, threads=1)

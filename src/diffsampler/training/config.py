@@ -58,6 +58,9 @@ class TrainConfig:
     keep_log_Z: bool = True            # keep the learned log Z across a re-initialisation
     log_Z_from_searcher: bool = True   # initialise log Z from the searcher's estimate (AIS)
     ml_warmup: int = 0                 # per round: iterations of backward maximum likelihood first
+    orbit_K: int = 0                   # symmetric targets: ML with the orbit Rao-Blackwell target over K
+                                       # group elements (Tong et al. 2025); 0: plain ML on backward paths
+    orbit_t_threshold: float | None = None  # spend group samples only where t < this (high noise)
     local_search_every: int = 0        # TB+LS: every k iterations run MALA on buffer samples; 0: off
     local_search_steps: int = 200
     local_search_batch: int = 300
@@ -105,7 +108,7 @@ class TrainConfig:
                   "local_search_steps", "local_search_batch"):
             need(getattr(self, k) >= 1, k, "must be >= 1")
         need(self.iterations >= 0, "iterations", "must be >= 0")
-        for k in ("search_burnin", "ml_warmup", "local_search_every"):
+        for k in ("search_burnin", "ml_warmup", "local_search_every", "orbit_K"):
             need(getattr(self, k) >= 0, k, "must be >= 0")
         for k in ("lr", "lr_log_Z", "lr_flow", "score_clip", "subtb_lambda", "buffer_rank_k", "search_step_size",
                   "search_t_max", "search_friction", "rnd_lr"):
@@ -126,6 +129,8 @@ class TrainConfig:
         need(not (self.offpolicy_data == "search" and self.searcher == "none"), "offpolicy_data",
              "'search' needs a searcher (set searcher=mala|ais|pt|underdamped)")
         need(self.search_t_max >= 1, "search_t_max", "must be >= 1")
+        need(self.orbit_t_threshold is None or 0 < self.orbit_t_threshold <= 1, "orbit_t_threshold",
+             "must be in (0, 1]")
         need(self.iterations >= self.rounds or self.iterations == 0, "rounds", "more rounds than iterations")
         need(not (self.objective == "ml" and self.behaviour == "forward"), "behaviour",
              "maximum likelihood needs backward trajectories from samples; use behaviour=backward or mixed")

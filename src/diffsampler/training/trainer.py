@@ -56,6 +56,13 @@ class Trainer:
         self.sampler = build_sampler(target, cfg)
         self.objective = make_objective(cfg.objective, cfg.subtb_lambda)
         self.ml = make_objective("ml")
+        self.orbit = None
+        if cfg.orbit_K > 0:
+            if getattr(target, "symmetry", None) is None:
+                raise ConfigError(f"config key 'orbit_K' = {cfg.orbit_K}: target {target.name!r} declares no "
+                                  "symmetry group")
+            from ..objectives.orbit import OrbitMaximumLikelihood
+            self.orbit = OrbitMaximumLikelihood(cfg.orbit_K, cfg.orbit_t_threshold)
         self.optimizer = self._make_optimizer()
         self.buffer = ReplayBuffer(target.dim, cfg.buffer_size, cfg.buffer_priority, cfg.buffer_rank_k)
         self.rnd = None
@@ -163,6 +170,9 @@ class Trainer:
             x0, _ = self.buffer.sample(cfg.local_search_batch)
             x, e = local_search(cfg, self.target, x0.to(self.sampler.log_Z))
             self.buffer.add(x, -e)
+        ml_phase = self.in_ml_warmup() or cfg.objective == "ml"
+        if self.orbit is not None and ml_phase and len(self.buffer) > 0:
+            return self._orbit_step()
         with self.target.counter.use("train"):
             try:
                 traj = self.trajectories()
@@ -188,6 +198,22 @@ class Trainer:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
         if not torch.isfinite(norm):
             raise TrainingError(f"iteration {self.iteration}: non-finite gradient norm ({norm.item()})")
+        self.optimizer.step()
+        return loss.item()
+
+    def _orbit_step(self) -> float:
+        """One maximum-likelihood step with the orbit Rao-Blackwell target on buffer samples
+        (no rollout: the loss draws its own bridge states; no energy calls)."""
+        cfg, p = self.cfg, self.sampler.log_Z
+        y, _ = self.buffer.sample(cfg.batch_size)
+        grid = make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps, device=p.device, dtype=p.dtype)
+        loss = self.orbit.loss(self.sampler, y.to(p), grid)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"iteration {self.iteration}: non-finite orbit ML loss ({loss.item()})")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.sampler.parameters(), cfg.grad_clip)
         self.optimizer.step()
         return loss.item()
 
