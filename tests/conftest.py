@@ -6,6 +6,15 @@ import torch
 import diffsampler as ds
 
 
+@pytest.fixture
+def float64():
+    """Run a test module in float64 (exactness checks), restoring the default dtype after."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

@@ -16,12 +16,7 @@ from diffsampler.sde.integrators import (BridgeClock, EulerMaruyama, Exponential
                                          RandomizedMidpoint, make_integrator)
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 class Analytic(nn.Module):

@@ -9,12 +9,7 @@ from conftest import shifted_gaussian
 
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def exact_sampler(target, mean, dim, offset=0.0):

@@ -18,12 +18,7 @@ from diffsampler.targets import LennardJones, MeanFreeGaussian, ParticleSymmetry
 from diffsampler.targets.particles import LJ_SOFT_CORE
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def needs_data(name):

@@ -9,12 +9,7 @@ from diffsampler.sde import PinnedBrownian, backward_rollout, gaussian_log_prob,
 
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 @pytest.mark.parametrize("sigma", [0.5, 1.0, 10.0])

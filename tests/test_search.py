@@ -13,12 +13,7 @@ from diffsampler.search import (MALA, RND, ULA, ReplayBuffer, UnderdampedLangevi
 from diffsampler.search.energy import ChainState
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 class RowCounter:
