@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -57,7 +58,10 @@ def _train(args) -> int:
     from .training import parse_overrides, summary_table, train
 
     overrides = parse_overrides(args.overrides)
-    out = args.out or os.path.join("runs", f"{args.target}")
+    if args.resume and not args.out:
+        from .errors import ConfigError
+        raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+    out = args.out or os.path.join("runs", f"{args.target}-{time.strftime('%Y%m%d-%H%M%S')}")
     run = train(args.target, out=out, resume=args.resume, max_seconds=args.max_seconds,
                 progress=not args.quiet, **overrides)
     print(summary_table(run.report))
@@ -110,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train a sampler: diffsampler train TARGET [key=value ...]")
     s.add_argument("target")
     s.add_argument("overrides", nargs="*", help="config overrides key=value")
-    s.add_argument("--out", help="run directory (default runs/TARGET)")
+    s.add_argument("--out", help="run directory (default runs/TARGET-DATE-TIME)")
     s.add_argument("--max-seconds", type=float, default=None)
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
