@@ -74,9 +74,11 @@ def test_run_directory_contents_and_report(tmp_path):
 def test_budgets_stop_the_run():
     run = ds.train("gmm25", progress=False, **dict(SMALL, iterations=10_000, max_energy_calls=1000))
     assert run.report["stop_reason"] == "max_energy_calls"
-    # forward TB with the Langevin drift costs 1 + (N-1) B + B calls per iteration
+    # forward TB with the Langevin drift costs 1 + (N-1) B + B calls per iteration, and the log Z
+    # warm start one more on-policy rollout of the same cost
     per_it = 1 + 4 * 32 + 32
-    assert run.report["iterations"] == math.ceil(1000 / per_it)
+    assert run.report["iterations"] == math.ceil(1000 / per_it) - 1
+    assert run.report["energy_calls"]["train"] == (run.report["iterations"] + 1) * per_it
 
 
 def test_nan_energy_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):

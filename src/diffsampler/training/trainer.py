@@ -179,9 +179,7 @@ class Trainer:
             except NonFiniteError as e:
                 raise TrainingError(f"iteration {self.iteration}: non-finite energy during rollout: {e}") from None
         if self.warm_start_log_Z:
-            with torch.no_grad():  # warm start: log Z <- mean log w of the first batch (an ELBO)
-                self.sampler.log_Z.copy_(traj.log_w.mean())
-            self.warm_start_log_Z = False
+            self.warm_start()
         if self.rnd is not None:
             self.rnd.fit(traj.terminal.detach(), steps=1)
         objective = self.ml if self.in_ml_warmup() else self.objective
@@ -200,6 +198,18 @@ class Trainer:
             raise TrainingError(f"iteration {self.iteration}: non-finite gradient norm ({norm.item()})")
         self.optimizer.step()
         return loss.item()
+
+    def warm_start(self) -> None:
+        """log Z <- mean log w of one on-policy batch (an ELBO estimate), so early TB gradients are
+        not dominated by a log Z hundreds of nats off. On-policy (no exploration): explored
+        trajectories have log w far below the policy's. Costs one rollout's energy calls ('train')."""
+        cfg, p = self.cfg, self.sampler.log_Z
+        grid = make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps, device=p.device, dtype=p.dtype)
+        with torch.no_grad(), self.target.counter.use("train"):
+            lw = forward_rollout(self.sampler, grid).log_w
+        with torch.no_grad():
+            self.sampler.log_Z.copy_(lw[torch.isfinite(lw)].mean())
+        self.warm_start_log_Z = False
 
     def _orbit_step(self) -> float:
         """One maximum-likelihood step with the orbit Rao-Blackwell target on buffer samples
