@@ -16,7 +16,7 @@ def exact_sampler(target, mean, dim, offset=0.0):
     """MLP drift whose output is the constant `mean + offset` (the exact drift when offset = 0)."""
     s = ds.DiffusionSampler(target, drift="mlp", width=16, time_features=8).double()
     with torch.no_grad():
-        s.drift.joint[-1].bias.fill_(mean + offset)
+        s.drift.joint[-1].bias.fill_((mean + offset) / s.drift.scale)  # mu = sigma * NN(x / sigma, t)
         s.log_Z.fill_(target.log_Z)
     return s
 

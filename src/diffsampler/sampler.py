@@ -16,12 +16,14 @@ class DiffusionSampler(nn.Module):
 
     def __init__(self, target: Target, *, drift: str = "langevin", width: int = 128, depth: int = 2,
                  time_features: int = 64, score_clip: float = 100.0, sigma: float | None = None,
-                 flow: bool = False, log_Z_init: float = 0.0, default_steps: int = 100) -> None:
+                 flow: bool = False, log_Z_init: float = 0.0, default_steps: int = 100,
+                 scale_by_sigma: bool = True) -> None:
         super().__init__()
         self.target = target
         self.reference = target.make_reference(sigma if sigma is not None else target.sigma)
         d = target.dim
-        self.drift = make_drift(drift, target, width, depth, time_features, score_clip)
+        self.drift = make_drift(drift, target, width, depth, time_features, score_clip,
+                                scale=self.reference.sigma if scale_by_sigma else 1.0)
         self.log_Z = nn.Parameter(torch.tensor(float(log_Z_init)))
         self.flow = LogFlow(d, width, depth, time_features) if flow else None
         self.default_steps = int(default_steps)

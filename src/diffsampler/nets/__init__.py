@@ -1,5 +1,5 @@
 """Networks: time embedding, drifts (MLP / Langevin-parametrised), log-flow; `make_drift` builds a
-drift by name (`DRIFTS` maps names to factories f(dim, width, depth, time_features, score_clip))."""
+drift by name (`DRIFTS` maps names to factories f(target, width, depth, time_features, score_clip, scale=1.0))."""
 from .drift import LangevinDrift, MLPDrift
 from .egnn import EGNNDrift, EGNNFeatures, EGNNLayer
 from .flow import LogFlow
@@ -15,19 +15,21 @@ def _egnn(target, width: int, depth: int, tf: int, clip: float, langevin: bool) 
 
 
 DRIFTS = {
-    "langevin": lambda target, w, d, tf, clip: LangevinDrift(target.dim, w, d, tf, clip),
-    "mlp": lambda target, w, d, tf, clip: MLPDrift(target.dim, w, d, tf),
+    "langevin": lambda target, w, d, tf, clip, scale=1.0: LangevinDrift(target.dim, w, d, tf, clip, scale),
+    "mlp": lambda target, w, d, tf, clip, scale=1.0: MLPDrift(target.dim, w, d, tf, scale),
     # particle targets: equivariant, CoM-free; "egnn" needs no score (SGDS's LJ budgets), the
     # Langevin variant adds NN(t) * P clip(grad log R) (one energy call per state).
-    "egnn": lambda target, w, d, tf, clip: _egnn(target, w, d, tf, clip, langevin=False),
-    "egnn_langevin": lambda target, w, d, tf, clip: _egnn(target, w, d, tf, clip, langevin=True),
+    "egnn": lambda target, w, d, tf, clip, scale=1.0: _egnn(target, w, d, tf, clip, langevin=False),
+    "egnn_langevin": lambda target, w, d, tf, clip, scale=1.0: _egnn(target, w, d, tf, clip, langevin=True),
 }
 
 
-def make_drift(name: str, target, width: int, depth: int, time_features: int, score_clip: float):
+def make_drift(name: str, target, width: int, depth: int, time_features: int, score_clip: float,
+               scale: float = 1.0):
+    """Build drift `name`; `scale`: the reference sigma the MLP drifts work in units of."""
     if name not in DRIFTS:
         raise ValueError(f"unknown drift {name!r}; expected one of {sorted(DRIFTS)}")
-    return DRIFTS[name](target, width, depth, time_features, score_clip)
+    return DRIFTS[name](target, width, depth, time_features, score_clip, scale=scale)
 
 
 __all__ = ["HarmonicEmbedding", "mlp", "MLPDrift", "LangevinDrift", "LogFlow", "DRIFTS", "make_drift",

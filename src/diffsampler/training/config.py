@@ -28,6 +28,7 @@ class TrainConfig:
     time_features: int = 64
     score_clip: float = 100.0
     sigma: float | None = None         # reference-process std; None: the target's own
+    scale_by_sigma: bool = True        # MLP drifts work in units of sigma: mu = sigma NN(x / sigma, t)
     # objective and behaviour policy
     objective: str = "tb"              # tb | vargrad | subtb | db | kl | ml
     subtb_lambda: float = 2.0

@@ -35,7 +35,7 @@ def build_sampler(target: Target, cfg: TrainConfig) -> DiffusionSampler:
     s = DiffusionSampler(target, drift=cfg.drift, width=cfg.width, depth=cfg.depth,
                          time_features=cfg.time_features, score_clip=cfg.score_clip, sigma=cfg.sigma,
                          flow=make_objective(cfg.objective).needs_flow, log_Z_init=cfg.log_Z_init or 0.0,
-                         default_steps=cfg.eval_steps)
+                         default_steps=cfg.eval_steps, scale_by_sigma=cfg.scale_by_sigma)
     return s.to(device=resolve_device(cfg.device), dtype=getattr(torch, cfg.dtype))
 
 
