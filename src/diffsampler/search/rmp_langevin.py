@@ -21,12 +21,14 @@ Interface as the other searcher kernels: `init(potential, x0)`, `step(potential,
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 
 from ..errors import ConfigError
 from .energy import ChainState, Potential, StepInfo, make_anchor, repair
+
+from .underdamped import UnderdampedState
 
 Tensor = torch.Tensor
 
@@ -39,19 +41,8 @@ def ou_noise_cov(s: Tensor, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
     return (2 / gamma) * (s - 2 * phi + phi2), gamma * phi ** 2, 2 * gamma * phi2
 
 
-@dataclass
-class RMPLangevinState:
-    point: ChainState
-    v: Tensor          # (B, d) velocities
-    anchor: ChainState
-
-    @property
-    def x(self) -> Tensor:
-        return self.point.x
-
-    @property
-    def E_true(self) -> Tensor:
-        return self.point.E_true
+# Same state record as the underdamped (BAOAB/OBABO) kernel: position point, velocities, reset anchor.
+RMPLangevinState = UnderdampedState
 
 
 class RandomizedMidpointLangevin:
