@@ -13,3 +13,5 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 cd "$(dirname "$0")"
 "$PY" -m pip install -q -e ".[dev]"
+# pyenv installs console scripts behind shims: refresh them so `diffsampler` is on PATH at once.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
