@@ -44,6 +44,9 @@ CASES = {
                                         exploration=0.5, exploration_until=0.5)),
     "gmm40_sgds_random10": ("gmm40", dict(width=128, iterations=10000, recipe="sgds", searcher="ais",
                                           train_grid="random", train_steps=10)),
+    # MALA searcher whose chains start wide enough (std 20 vs sigma 10) to reach the corner modes
+    "gmm40_sgds_mala_random10": ("gmm40", dict(width=128, iterations=10000, recipe="sgds", searcher="mala",
+                                               search_init_std=20.0, train_grid="random", train_steps=10)),
     "funnel_tb_random10": ("funnel", dict(recipe="tb", width=128, iterations=10000, train_grid="random", train_steps=10)),
 }
 GOALS = {
@@ -51,6 +54,7 @@ GOALS = {
     "mw32_sgds_random10": "ELBO ≥ 159.70, EUBO − ELBO ≤ 8, ≤ 1200 s",
     "gmm40_tb_random10": "40/40 modes",
     "gmm40_sgds_random10": "40/40 modes",
+    "gmm40_sgds_mala_random10": "40/40 modes",
     "funnel_tb_random10": "abs Δlog Z ≤ 0.5",
 }
 

@@ -27,7 +27,8 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
 LEARNER = dict(drift="mlp", train_grid="random", train_steps=10, batch_size=300, eval_steps=100,
                eval_samples=2000, iterations=1_000_000, checkpoint_every=1000, log_every=200, threads=1)
 PER_TARGET = {
-    "gmm40": dict(width=64, searcher="mala", search_step_size=0.5, rnd_alpha=100.0),
+    # chains start at N(0, 20^2) (sigma = 10): wide enough to reach the corner modes at |x| ~ 50
+    "gmm40": dict(width=64, searcher="mala", search_step_size=0.5, rnd_alpha=100.0, search_init_std=20.0),
     "manywell32": dict(width=64, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
     "manywell64": dict(width=256, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
     "manywell128": dict(width=256, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),

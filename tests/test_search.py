@@ -69,6 +69,23 @@ def test_mala_adapts_step_size_towards_0574():
     assert r.state.step_size.min() > 0.05        # grew from 1e-3
 
 
+def test_search_phase_adapts_within_its_burn_in_and_starts_where_told():
+    """The searcher's burn-in (search_burnin steps at search_adapt_rate) must take a step size
+    that is 100x too small to the 0.574 regime; chains start at N(0, search_init_std^2)."""
+    from diffsampler.training.config import TrainConfig
+    from diffsampler.training.search_phase import run_search
+    m, s = torch.zeros(4), 2 * torch.ones(4)
+    t = gaussian(m, s)
+    cfg = TrainConfig.from_dict({"searcher": "mala", "search_chains": 500, "search_steps": 50,
+                                 "search_burnin": 100, "search_step_size": 0.01, "search_thin": 50})
+    res = run_search(cfg, t)
+    assert abs(res.info["acceptance"] - 0.574) < 0.06
+    assert_moments(res.x, m, s, 500)                     # 500 chains, one sample each after burn-in
+    far = TrainConfig.from_dict({**cfg.to_dict(), "search_init_std": 50.0, "search_burnin": 0,
+                                 "search_steps": 1, "search_thin": 1, "search_step_size": 1e-6})
+    assert run_search(far, t).x.std() > 30                # one tiny step from the N(0, 50^2) start
+
+
 # ---- AIS ------------------------------------------------------------------------------------------
 def test_ais_z_hat_unbiased_and_weighted_moments():
     m, s = torch.tensor([1.0, -0.5, 0.5]), torch.tensor([0.7, 1.0, 0.5])

@@ -34,6 +34,20 @@ def test_manywell_energy_values():
     assert abs(t.energy(y).item() - 16 * -4.5) < 1e-12
 
 
+def test_manywell_closed_form_gradient_matches_autograd():
+    t = ds.targets.get("manywell32")
+    x = 2 * torch.randn(64, 32, dtype=torch.float64)
+    lr, score = t.log_reward_and_score(x)            # closed form (no second derivatives needed)
+    xg = x.clone().requires_grad_(True)
+    e = t.energy(xg)
+    (g,) = torch.autograd.grad(e.sum(), xg)
+    torch.testing.assert_close(lr, -e.detach(), rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(score, -g, rtol=1e-12, atol=1e-10)
+    assert t.counter.counts["train"] == 128          # one call per row on either path
+    lr2, s2 = t.log_reward_and_score(xg, create_graph=True)   # the autograd path, kept for PIS
+    torch.testing.assert_close(s2.detach(), score, rtol=1e-12, atol=1e-10)
+
+
 def test_manywell_sampler_matches_quadrature_cdf():
     torch.manual_seed(1)
     t = ds.targets.ManyWell(2)

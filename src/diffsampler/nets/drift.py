@@ -30,9 +30,17 @@ class MLPDrift(nn.Module):
         self.state_enc = nn.Linear(dim, width)
         self.joint = mlp(width, width, dim, depth, zero_last=True)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, d), t (B,) -> drift (B, d)."""
-        return self.scale * self.joint(self.state_enc(x / self.scale) + self.time_enc(self.time_emb(t)))
+    def time_context(self, t: torch.Tensor) -> torch.Tensor:
+        """The x-independent part of the network, t (M,) -> (M, width). A rollout knows its whole
+        time grid in advance, so it computes this once for all steps (one large matmul instead of
+        N small ones) and passes the rows of each step as `context`."""
+        return self.time_enc(self.time_emb(t))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, d), t (B,) -> drift (B, d); context: time_context(t), if already computed."""
+        c = self.time_context(t) if context is None else context
+        return self.scale * self.joint(self.state_enc(x / self.scale) + c)
 
 
 class LangevinDrift(nn.Module):
@@ -47,8 +55,14 @@ class LangevinDrift(nn.Module):
         self.scale = mlp(self.time_emb.out_dim, width, 1, 1, zero_last=True)
         nn.init.constant_(self.scale[-1].bias, 0.01)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor | None = None) -> torch.Tensor:
+    def time_context(self, t: torch.Tensor) -> torch.Tensor:
+        """t (M,) -> (M, width + 1): the base network's time context and the scalar NN_2(t)."""
+        return torch.cat([self.base.time_context(t), self.scale(self.time_emb(t))], -1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
         if score is None:
             raise ValueError("LangevinDrift needs the target score grad log R(x)")
+        c = self.time_context(t) if context is None else context
         s = score.clamp(-self.score_clip, self.score_clip)
-        return self.base(x, t) + self.scale(self.time_emb(t)) * s
+        return self.base(x, t, context=c[:, :-1]) + c[:, -1:] * s

@@ -69,6 +69,9 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
     need_score = drift.needs_score
     x = torch.zeros(B, target.dim, dtype=dtype, device=device)
     xs, log_pf, log_pb, step_r = [x], [], [], []
+    context = None
+    if hasattr(drift, "time_context"):   # the x-independent part of the drift, for all steps at once
+        context = drift.time_context(grid[:, :N].T.reshape(-1)).view(N, B, -1)
     for n in range(N):
         t, t_next = grid[:, n], grid[:, n + 1]
         dt = t_next - t
@@ -82,7 +85,7 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
         if lr is not None:
             step_r.append(lr)
         x_in = x if pathwise else x.detach()
-        mu = ref.project(drift(x_in, t, score))
+        mu = ref.project(drift(x_in, t, score) if context is None else drift(x_in, t, score, context=context[n]))
         var = sigma ** 2 * dt
         eps = ref.noise_like(x)
         if pathwise:

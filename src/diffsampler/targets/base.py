@@ -114,6 +114,15 @@ class Target:
 
         With create_graph=False the result is detached from x (no second derivatives).
         """
+        if not create_graph and type(self)._energy_and_grad is not Target._energy_and_grad:
+            self._check_input(x)
+            e, g = self._energy_and_grad(x.detach())
+            self.counter.add(x.shape[0])
+            self._check_output(x, e, check_finite)
+            if check_finite and not torch.isfinite(g).all():
+                raise NonFiniteError(f"{self.name}: energy gradient is non-finite at "
+                                     f"{int((~torch.isfinite(g)).any(-1).sum())} of {x.shape[0]} points")
+            return -e, -g
         with torch.enable_grad():
             xg = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
             e = self.energy(xg, check_finite=check_finite)
@@ -145,6 +154,12 @@ class Target:
         return None
 
     def _energy(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _energy_and_grad(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Optional closed-form (E(x), grad E(x)), (B,), (B, d), uncounted. Targets that define it
+        skip autograd in `log_reward_and_score` when no second derivatives are needed (a speed-up
+        only: tests check it against autograd)."""
         raise NotImplementedError
 
     def extra_metrics(self, x: torch.Tensor, x_true: torch.Tensor | None) -> dict:

@@ -48,7 +48,9 @@ class TrainConfig:
     search_inner: int = 20             # AIS: MALA steps per annealing level
     search_burnin: int = 0             # MCMC steps discarded (with step-size adaptation)
     search_thin: int = 10              # keep every k-th MCMC state
-    search_step_size: float = 0.01
+    search_step_size: float = 0.01     # initial MCMC step size (adapted during burn-in)
+    search_adapt_rate: float = 0.3     # MALA/PT burn-in: log h += rate * (acceptance - 0.574) per step
+    search_init_std: float | None = None  # MALA/PT/underdamped chains start at N(0, s^2 I); None: sigma
     search_temperatures: int = 4       # parallel tempering: number of temperatures
     search_t_max: float = 10.0         # parallel tempering: highest temperature
     search_friction: float = 1.0       # underdamped Langevin friction
@@ -112,12 +114,14 @@ class TrainConfig:
         for k in ("search_burnin", "ml_warmup", "local_search_every", "orbit_K"):
             need(getattr(self, k) >= 0, k, "must be >= 0")
         for k in ("lr", "lr_log_Z", "lr_flow", "score_clip", "subtb_lambda", "buffer_rank_k", "search_step_size",
-                  "search_t_max", "search_friction", "rnd_lr"):
+                  "search_t_max", "search_friction", "rnd_lr", "search_adapt_rate"):
             need(math.isfinite(getattr(self, k)) and getattr(self, k) > 0, k, "must be a finite number > 0")
         for k in ("exploration", "grad_clip", "rnd_alpha"):
             need(math.isfinite(getattr(self, k)) and getattr(self, k) >= 0, k, "must be a finite number >= 0")
         need(0 <= self.exploration_until <= 1, "exploration_until", "must be in [0, 1]")
         need(self.sigma is None or (math.isfinite(self.sigma) and self.sigma > 0), "sigma", "must be > 0")
+        need(self.search_init_std is None or (math.isfinite(self.search_init_std) and self.search_init_std > 0),
+             "search_init_std", "must be > 0")
         need(self.max_seconds is None or self.max_seconds > 0, "max_seconds", "must be > 0")
         need(self.max_energy_calls is None or self.max_energy_calls > 0, "max_energy_calls", "must be > 0")
         need(self.eval_every >= 0, "eval_every", "must be >= 0")

@@ -30,12 +30,15 @@ def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu") 
     aux = novelty is not None and cfg.rnd_alpha > 0
     pot = auxiliary_potential(target, novelty, cfg.rnd_alpha) if aux else target_potential(target)
     sigma = cfg.sigma if cfg.sigma is not None else target.sigma
-    x0 = sigma * torch.randn(cfg.search_chains, target.dim, dtype=dtype, device=device)
+    init_std = cfg.search_init_std if cfg.search_init_std is not None else sigma
+    x0 = init_std * torch.randn(cfg.search_chains, target.dim, dtype=dtype, device=device)
+    if hasattr(target, "project"):   # particle systems: start on the zero-centre-of-mass subspace
+        x0 = target.project(x0)
     before = target.counter.counts["search"]
     with target.counter.use("search"):
         if name == "mala":
             r = run_mala(pot, x0, cfg.search_steps, step_size=cfg.search_step_size, n_adapt=cfg.search_burnin,
-                         thin=cfg.search_thin)
+                         thin=cfg.search_thin, adapt_rate=cfg.search_adapt_rate)
             x, e = r.flat()
             res = SearchResult(x, e, None, {"acceptance": r.acceptance_rate, "n_reset": r.n_reset})
         elif name == "ais":
@@ -49,7 +52,7 @@ def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu") 
                                {"acceptance": r.acceptance_rate, "n_reset": r.n_reset, "ais_ess": r.ess})
         elif name == "pt":
             temps = geometric_temperatures(cfg.search_temperatures, cfg.search_t_max)
-            r = run_tempering(target, x0, temps, cfg.search_steps, kernel=MALA(cfg.search_step_size),
+            r = run_tempering(target, x0, temps, cfg.search_steps, kernel=MALA(cfg.search_step_size, adapt_rate=cfg.search_adapt_rate),
                               n_adapt=cfg.search_burnin, thin=cfg.search_thin)
             x, e = r.flat()
             res = SearchResult(x, e, None, {"swap_acceptance": [float(a) for a in r.swap_acceptance]})
@@ -60,6 +63,8 @@ def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu") 
             res = SearchResult(x, e, None, {"n_reset": r.n_reset})
         else:
             raise ConfigError(f"config key 'searcher' = {name!r}: expected one of {SEARCHERS}")
+    if hasattr(target, "project"):   # E is translation invariant: store the centred configurations
+        res.x = target.project(res.x)
     res.info["energy_calls"] = target.counter.counts["search"] - before
     res.info["samples"] = int(res.x.shape[0])
     return res
