@@ -51,8 +51,9 @@ def test_train_eval_sample_roundtrip(tmp_path):
     run = str(tmp_path / "run")
     small = ["recipe=tb", "width=16", "depth=1", "time_features=8", "batch_size=32", "train_steps=5", "eval_steps=10",
              "eval_samples=300", "iterations=30", "threads=1"]
-    out = cli("train", "gmm25", *small, "--out", run, "-q").stdout
+    out = cli("train", "gmm25", *small, "max_seconds=500", "--max-seconds", "600", "--out", run, "-q").stdout
     assert "ELBO" in out and "EUBO" in out
+    assert json.load(open(tmp_path / "run" / "config.json"))["max_seconds"] == 600   # the flag wins
     rep = json.loads(cli("eval", run, "--steps", "12", "-n", "200", "--json").stdout)
     assert rep["eval_steps"] == 12 and rep["nfe"] == 12 and rep["target"] == "gmm25"
     cli("sample", run, "-n", "50", "--steps", "8", "-o", str(tmp_path / "s.npz"))

@@ -58,12 +58,13 @@ def _train(args) -> int:
     from .training import parse_overrides, summary_table, train
 
     overrides = parse_overrides(args.overrides)
+    if args.max_seconds is not None:     # the flag and a max_seconds=... override: the flag wins
+        overrides["max_seconds"] = args.max_seconds
     if args.resume and not args.out:
         from .errors import ConfigError
         raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
     out = args.out or os.path.join("runs", f"{args.target}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run = train(args.target, out=out, resume=args.resume, max_seconds=args.max_seconds,
-                progress=not args.quiet, **overrides)
+    run = train(args.target, out=out, resume=args.resume, progress=not args.quiet, **overrides)
     print(summary_table(run.report))
     print(f"run directory: {out}")
     return 0

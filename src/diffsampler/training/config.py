@@ -50,7 +50,7 @@ class TrainConfig:
     search_thin: int = 10              # keep every k-th MCMC state
     search_step_size: float = 0.01     # initial MCMC step size (adapted during burn-in)
     search_adapt_rate: float = 0.3     # MALA/PT burn-in: log h += rate * (acceptance - 0.574) per step
-    search_init_std: float | None = None  # MALA/PT/underdamped chains start at N(0, s^2 I); None: sigma
+    search_init_std: float | None = None  # chains start at N(0, s^2 I) (AIS: its base); None: sigma
     search_temperatures: int = 4       # parallel tempering: number of temperatures
     search_t_max: float = 10.0         # parallel tempering: highest temperature
     search_friction: float = 1.0       # underdamped Langevin friction

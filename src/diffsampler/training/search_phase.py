@@ -44,7 +44,7 @@ def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu") 
         elif name == "ais":
             # step sizes adapt per chain along the path: log Z-hat is then consistent rather than
             # exactly unbiased; it only initialises the learner's log Z.
-            r = run_ais(target, cfg.search_chains, cfg.search_steps, s0=sigma, kernel=MALA(cfg.search_step_size),
+            r = run_ais(target, cfg.search_chains, cfg.search_steps, s0=init_std, kernel=MALA(cfg.search_step_size),
                         n_inner=cfg.search_inner, adapt=True, dtype=dtype, device=device,
                         novelty=novelty if aux else None, alpha=cfg.rnd_alpha if aux else 0.0)
             ok = torch.isfinite(r.log_w)
