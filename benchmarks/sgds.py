@@ -31,7 +31,8 @@ PER_TARGET = {
     "gmm40": dict(width=64, searcher="mala", search_step_size=0.5, rnd_alpha=100.0, search_init_std=20.0),
     "manywell32": dict(width=64, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
     "manywell64": dict(width=256, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
-    "manywell128": dict(width=256, searcher="ais", search_chains=3000, search_steps=100, search_inner=20),
+    # 10M calls: AIS of 2000 chains x 100 levels x 10 MALA steps = 2M per round leaves 6M to the learner
+    "manywell128": dict(width=256, searcher="ais", search_chains=2000, search_steps=100, search_inner=10),
 }
 SUITES = {
     "gmm40": [("gmm40", r, 12e6) for r in ("sgds", "tb", "tb_ls")],
@@ -52,6 +53,10 @@ def config_for(target: str, recipe: str, budget: float) -> dict:
         cfg.pop("searcher", None)
     elif recipe == "ais_ml":
         cfg["searcher"] = "ais"
+    if target == "manywell128" and recipe.startswith("sgds") and recipe != "sgds_reset_log_Z":
+        # the SGDS paper's log Z learning rate (1e-3) once AIS has initialised log Z: at 0.1 log Z
+        # fell from the AIS estimate (654) to the learner's batch mean (~490) within 7,000 iterations
+        cfg["lr_log_Z"] = 1e-3
     # rounds split the learner's iterations: size them from the budget left after searching
     search_calls = cfg.get("search_chains", 3000) * (
         cfg.get("search_steps", 100) * cfg.get("search_inner", 20) if cfg.get("searcher", searcher) == "ais"

@@ -145,3 +145,26 @@ def test_user_energy_trains_through_the_api(tmp_path):
     assert set(REPORT_KEYS) <= set(run.report)
     assert abs(run.report["elbo"] - u.log_Z) < 0.5
     assert run.report["eubo"] >= run.report["elbo"] - 0.05
+
+
+@pytest.mark.parametrize("mode", ["mean", "logmeanexp"])
+def test_log_Z_warm_start_uses_the_first_batch(mode):
+    """log Z <- mean log w ('mean', an ELBO estimate) or log mean w ('logmeanexp', the IS estimate)
+    of one on-policy batch; the IS choice is >= the mean (Jensen) and ignores very low outliers."""
+    from diffsampler.sde import forward_rollout, make_grid
+    from diffsampler.training import Trainer
+    cfg = TrainConfig.from_dict(dict(SMALL, log_Z_warm_start=mode))
+    tr = Trainer(ds.targets.get("gmm25"), cfg, progress=False)
+    state = torch.get_rng_state()
+    tr.warm_start()
+    torch.set_rng_state(state)
+    grid = make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps)
+    with torch.no_grad():
+        lw = forward_rollout(tr.sampler, grid).log_w
+    want = lw.mean() if mode == "mean" else torch.logsumexp(lw, 0) - math.log(lw.numel())
+    assert torch.allclose(tr.sampler.log_Z.detach(), want, atol=1e-5)
+    assert not tr.warm_start_log_Z
+    if mode == "logmeanexp":
+        assert tr.sampler.log_Z.item() >= lw.mean().item()
+    with pytest.raises(ConfigError, match="'log_Z_warm_start'"):
+        TrainConfig.from_dict({"log_Z_warm_start": "median"})

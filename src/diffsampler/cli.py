@@ -84,12 +84,13 @@ def _eval(args) -> int:
 
 
 def _sample(args) -> int:
+    from .sde.integrators import make_integrator, nfe_for
     from .training import load_run
 
     run = load_run(args.run_dir)
     x, log_w = run.sampler.sample(args.n, steps=args.steps, integrator=args.integrator)
     steps = args.steps or run.sampler.default_steps
-    nfe = int(round(steps * run.sampler.nfe_per_step))
+    nfe = nfe_for(make_integrator(args.integrator), steps)
     np.savez(args.output, x=x.detach().cpu().numpy(), log_w=log_w.detach().cpu().numpy(),
              integrator=np.array(args.integrator), nfe=np.array(nfe))
     print(f"wrote {args.n} samples to {args.output} ({args.integrator}, {nfe} drift evaluations per sample)")

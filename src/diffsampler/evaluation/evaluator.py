@@ -25,7 +25,7 @@ def evaluate(sampler, n: int = 2000, steps: int = 100, grid: str = "uniform",
     `integrator` simulates the forward samples (its log w is exact for its own kernels). The EUBO
     needs the backward density of the same kernels, which we have for Euler-Maruyama only, so it is
     None for the other integrators. Unknown quantities are None. Energy calls count as 'eval'."""
-    from ..sde.integrators import make_integrator
+    from ..sde.integrators import make_integrator, nfe_for
     integ = make_integrator(integrator)
     target = sampler.target
     was_training = sampler.training
@@ -33,7 +33,7 @@ def evaluate(sampler, n: int = 2000, steps: int = 100, grid: str = "uniform",
     x, log_w = sampler.sample(n, steps=steps, grid=grid, integrator=integ)
     m: dict = {"elbo": elbo(log_w), "log_Z_is": log_z_is(log_w), "ess": ess_fraction(log_w),
                "n_eval_samples": n, "eval_steps": steps, "eval_grid": grid, "integrator": integ.name,
-               "nfe": int(round(steps * integ.nfe_per_step))}
+               "nfe": nfe_for(integ, steps)}
     lz = target.log_Z
     m["log_Z_true"] = lz
     m["delta_log_Z_is"] = None if lz is None else abs(m["log_Z_is"] - lz)

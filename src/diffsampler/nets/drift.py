@@ -64,5 +64,6 @@ class LangevinDrift(nn.Module):
         if score is None:
             raise ValueError("LangevinDrift needs the target score grad log R(x)")
         c = self.time_context(t) if context is None else context
+        c_base, c_scale = c.split([c.shape[-1] - 1, 1], -1)   # one backward (cat), not two zero-filled slices
         s = score.clamp(-self.score_clip, self.score_clip)
-        return self.base(x, t, context=c[:, :-1]) + c[:, -1:] * s
+        return self.base(x, t, context=c_base) + c_scale * s

@@ -71,7 +71,9 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
     xs, log_pf, log_pb, step_r = [x], [], [], []
     context = None
     if hasattr(drift, "time_context"):   # the x-independent part of the drift, for all steps at once
-        context = drift.time_context(grid[:, :N].T.reshape(-1)).view(N, B, -1)
+        # unbind, not context[n]: indexing would make every step's backward write a zero-filled
+        # copy of the whole (N, B, width) tensor; unbind's backward stacks the N gradients once
+        context = drift.time_context(grid[:, :N].T.reshape(-1)).view(N, B, -1).unbind(0)
     for n in range(N):
         t, t_next = grid[:, n], grid[:, n + 1]
         dt = t_next - t

@@ -76,7 +76,9 @@ class TrainConfig:
     lr_log_Z: float = 1e-1
     lr_flow: float = 1e-3
     grad_clip: float = 0.0             # max gradient norm; 0 disables
-    log_Z_init: float | None = None    # None: the mean log-weight of the first training batch
+    log_Z_init: float | None = None    # None: warm-start from the first training batch (log_Z_warm_start)
+    log_Z_warm_start: str = "mean"     # 'mean' (ELBO of the batch) or 'logmeanexp' (IS estimate: robust
+                                       # to a few trajectories with log w thousands of nats low)
     # evaluation
     eval_grid: str = "uniform"
     eval_steps: int = 100
@@ -102,7 +104,7 @@ class TrainConfig:
                    "train_grid": GRID_KINDS, "eval_grid": GRID_KINDS, "buffer_priority": ("rank", "uniform"),
                    "offpolicy_data": ("replay", "search", "target_samples"),
                    "searcher": ("none", "mala", "ais", "pt", "underdamped"),
-                   "dtype": ("float32", "float64")}
+                   "dtype": ("float32", "float64"), "log_Z_warm_start": ("mean", "logmeanexp")}
         for k, opts in choices.items():
             need(getattr(self, k) in opts, k, f"must be one of {list(opts)}")
         for k in ("width", "depth", "time_features", "train_steps", "batch_size", "eval_steps",

@@ -3,6 +3,7 @@ with budgets, NaN guard, metrics, checkpoints and exact resume."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -200,15 +201,25 @@ class Trainer:
         return loss.item()
 
     def warm_start(self) -> None:
-        """log Z <- mean log w of one on-policy batch (an ELBO estimate), so early TB gradients are
-        not dominated by a log Z hundreds of nats off. On-policy (no exploration): explored
-        trajectories have log w far below the policy's. Costs one rollout's energy calls ('train')."""
+        """Initialise log Z from one on-policy batch of log-weights w_i, so early TB gradients are
+        not dominated by a log Z hundreds of nats off: 'mean' sets log Z = mean_i log w_i (an ELBO
+        estimate); 'logmeanexp' sets log Z = log (1/B) sum_i w_i (the IS estimate, still a lower
+        bound in expectation, but set by the best trajectories instead of dragged down by a few
+        with log w thousands of nats low, e.g. overlapping particles). On-policy (no exploration):
+        explored trajectories have log w far below the policy's. Costs one rollout's energy calls
+        ('train')."""
         cfg, p = self.cfg, self.sampler.log_Z
         grid = make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps, device=p.device, dtype=p.dtype)
         with torch.no_grad(), self.target.counter.use("train"):
             lw = forward_rollout(self.sampler, grid).log_w
+        lw = lw[torch.isfinite(lw)]
+        if lw.numel() == 0:
+            raise TrainingError("log Z warm start: every log-weight of the first batch is non-finite")
         with torch.no_grad():
-            self.sampler.log_Z.copy_(lw[torch.isfinite(lw)].mean())
+            if cfg.log_Z_warm_start == "logmeanexp":
+                self.sampler.log_Z.copy_(torch.logsumexp(lw, 0) - math.log(lw.numel()))
+            else:
+                self.sampler.log_Z.copy_(lw.mean())
         self.warm_start_log_Z = False
 
     def _orbit_step(self) -> float:
