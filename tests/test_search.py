@@ -286,3 +286,23 @@ def test_chainstate_where_and_take():
     w = s.where(torch.tensor([True, False, True]), o)
     assert w.x[:, 0].tolist() == [1, 0, 1] and w.U.tolist() == [1, 0, 1]
     assert w.take(torch.tensor([1, 0, 2])).U.tolist() == [0, 1, 1]
+
+
+def test_rmp_langevin_is_a_training_searcher():
+    """searcher=rmp_langevin runs the randomized-midpoint Langevin kernel in the search phase:
+    2 counted energy calls per chain and step (+1 at the start), samples near the target's moments
+    (unadjusted: a small step-size bias), and the trainer stores their TRUE rewards."""
+    from diffsampler.training.config import TrainConfig
+    from diffsampler.training.search_phase import run_search
+    m, s = torch.zeros(3), torch.ones(3)
+    t = gaussian(m, s)
+    cfg = TrainConfig.from_dict({"searcher": "rmp_langevin", "search_chains": 400, "search_steps": 40,
+                                 "search_burnin": 40, "search_step_size": 0.2, "search_thin": 40,
+                                 "search_friction": 2.0, "search_init_std": 1.0})
+    c0 = t.counter.counts["search"]
+    res = run_search(cfg, t)
+    assert res.info["energy_calls"] == t.counter.counts["search"] - c0 == 400 * (1 + 2 * 80)
+    assert res.x.shape == (400, 3) and torch.isfinite(res.x).all()
+    assert abs(float(res.x.mean())) < 0.1 and abs(float(res.x.var()) - 1) < 0.15
+    with t.counter.use("eval"):
+        torch.testing.assert_close(res.energy, t.energy(res.x), rtol=0, atol=1e-10)

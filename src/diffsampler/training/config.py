@@ -41,7 +41,7 @@ class TrainConfig:
     buffer_priority: str = "rank"      # rank (weight 1/(k N + rank), low energy first) | uniform
     buffer_rank_k: float = 0.01
     # searcher and SGDS rounds (Kim et al. 2025)
-    searcher: str = "none"             # none | mala | ais | pt | underdamped: run at the start of each round
+    searcher: str = "none"             # none | mala | ais | pt | underdamped | rmp_langevin: run each round
     rounds: int = 1                    # iterations are split evenly between rounds
     search_chains: int = 3000
     search_steps: int = 100            # MCMC steps per chain; for AIS the number of annealing levels
@@ -53,7 +53,7 @@ class TrainConfig:
     search_init_std: float | None = None  # chains start at N(0, s^2 I) (AIS: its base); None: sigma
     search_temperatures: int = 4       # parallel tempering: number of temperatures
     search_t_max: float = 10.0         # parallel tempering: highest temperature
-    search_friction: float = 1.0       # underdamped Langevin friction
+    search_friction: float = 1.0       # underdamped / randomized-midpoint Langevin friction
     rnd_alpha: float = 0.0             # novelty weight in E - alpha * RND(x) for rounds > 1; 0: no RND
     rnd_width: int = 256
     rnd_lr: float = 1e-3
@@ -103,7 +103,7 @@ class TrainConfig:
         choices = {"drift": tuple(DRIFTS), "objective": tuple(OBJECTIVES), "behaviour": BEHAVIOURS,
                    "train_grid": GRID_KINDS, "eval_grid": GRID_KINDS, "buffer_priority": ("rank", "uniform"),
                    "offpolicy_data": ("replay", "search", "target_samples"),
-                   "searcher": ("none", "mala", "ais", "pt", "underdamped"),
+                   "searcher": ("none", "mala", "ais", "pt", "underdamped", "rmp_langevin"),
                    "dtype": ("float32", "float64"), "log_Z_warm_start": ("mean", "logmeanexp")}
         for k, opts in choices.items():
             need(getattr(self, k) in opts, k, f"must be one of {list(opts)}")
@@ -134,7 +134,7 @@ class TrainConfig:
         need(not (self.objective == "kl" and self.behaviour != "forward"), "behaviour",
              "the KL (PIS) objective differentiates through forward rollouts; use behaviour=forward")
         need(not (self.offpolicy_data == "search" and self.searcher == "none"), "offpolicy_data",
-             "'search' needs a searcher (set searcher=mala|ais|pt|underdamped)")
+             "'search' needs a searcher (set searcher=mala|ais|pt|underdamped|rmp_langevin)")
         need(self.search_t_max >= 1, "search_t_max", "must be >= 1")
         need(self.orbit_t_threshold is None or 0 < self.orbit_t_threshold <= 1, "orbit_t_threshold",
              "must be in (0, 1]")

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..search import (MALA, auxiliary_potential, geometric_temperatures, run_ais, run_mala, run_tempering,
-                      run_underdamped, target_potential)
+from ..search import (MALA, auxiliary_potential, geometric_temperatures, run_ais, run_mala, run_rmp_langevin,
+                      run_tempering, run_underdamped, target_potential)
 
-SEARCHERS = ("none", "mala", "ais", "pt", "underdamped")
+SEARCHERS = ("none", "mala", "ais", "pt", "underdamped", "rmp_langevin")
 
 
 @dataclass
@@ -59,6 +59,11 @@ def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu") 
         elif name == "underdamped":
             r = run_underdamped(pot, x0, cfg.search_steps, step_size=cfg.search_step_size,
                                 friction=cfg.search_friction, n_burn=cfg.search_burnin, thin=cfg.search_thin)
+            x, e = r.flat()
+            res = SearchResult(x, e, None, {"n_reset": r.n_reset})
+        elif name == "rmp_langevin":   # Shen-Lee randomized-midpoint underdamped Langevin (unadjusted)
+            r = run_rmp_langevin(pot, x0, cfg.search_steps, step_size=cfg.search_step_size,
+                                 friction=cfg.search_friction, n_burn=cfg.search_burnin, thin=cfg.search_thin)
             x, e = r.flat()
             res = SearchResult(x, e, None, {"n_reset": r.n_reset})
         else:
