@@ -30,11 +30,13 @@ class MLPDrift(nn.Module):
         self.state_enc = nn.Linear(dim, width)
         self.joint = mlp(width, width, dim, depth, zero_last=True)
 
-    def time_context(self, t: torch.Tensor) -> torch.Tensor:
+    def time_context(self, t: torch.Tensor, basis: torch.Tensor | None = None) -> torch.Tensor:
         """The x-independent part of the network, t (M,) -> (M, width). A rollout knows its whole
         time grid in advance, so it computes this once for all steps (one large matmul instead of
-        N small ones) and passes the rows of each step as `context`."""
-        return self.time_enc(self.time_emb(t))
+        N small ones) and passes the rows of each step as `context`. basis: the harmonic basis
+        of t, if already computed (see `HarmonicEmbedding.embed_linear`)."""
+        h = self.time_emb.embed_linear(self.time_enc[0], t, basis)
+        return self.time_enc[1:](h)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor | None = None,
                 context: torch.Tensor | None = None) -> torch.Tensor:
@@ -55,15 +57,17 @@ class LangevinDrift(nn.Module):
         self.scale = mlp(self.time_emb.out_dim, width, 1, 1, zero_last=True)
         nn.init.constant_(self.scale[-1].bias, 0.01)
 
-    def time_context(self, t: torch.Tensor) -> torch.Tensor:
-        """t (M,) -> (M, width + 1): the base network's time context and the scalar NN_2(t)."""
-        return torch.cat([self.base.time_context(t), self.scale(self.time_emb(t))], -1)
+    def time_context(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """t (M,) -> ((M, width), (M, 1)): the base network's time context and the scalar NN_2(t)
+        (a pair, not one concatenated tensor: no copy forward, no split/cat backward)."""
+        basis = self.time_emb.basis(t)   # both embeddings have the same frequencies: one sin/cos pass
+        nn2 = self.scale[1:](self.time_emb.embed_linear(self.scale[0], basis=basis))
+        return self.base.time_context(t, basis), nn2
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor | None = None,
-                context: torch.Tensor | None = None) -> torch.Tensor:
+                context: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         if score is None:
             raise ValueError("LangevinDrift needs the target score grad log R(x)")
-        c = self.time_context(t) if context is None else context
-        c_base, c_scale = c.split([c.shape[-1] - 1, 1], -1)   # one backward (cat), not two zero-filled slices
+        c_base, c_scale = self.time_context(t) if context is None else context
         s = score.clamp(-self.score_clip, self.score_clip)
         return self.base(x, t, context=c_base) + c_scale * s

@@ -1,9 +1,18 @@
 """Harmonic time embedding of PIS (Zhang & Chen, 2022):
-    emb(t) = [sin(w t + phi), cos(w t + phi)],  w = linspace(0.1, 100, K),  phi learned (K,)."""
+    emb(t) = [sin(w t + phi), cos(w t + phi)],  w = linspace(0.1, 100, K),  phi learned (K,).
+
+A linear layer that reads this embedding can instead read the phase-free basis
+b(t) = [sin(w t), cos(w t)] through a rotated weight (angle addition):
+    W emb(t) = (W_s cos(phi) - W_c sin(phi)) sin(w t) + (W_s sin(phi) + W_c cos(phi)) cos(w t),
+with W = [W_s, W_c]. b(t) has no parameters, so it is computed once per time grid (shared by every
+embedding with the same frequencies) and never differentiated; only the small (width, 2K) weight
+rotation carries the phase gradient. `embed_linear` computes this; it equals `linear(emb(t))`.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class HarmonicEmbedding(nn.Module):
@@ -17,6 +26,21 @@ class HarmonicEmbedding(nn.Module):
         """t (B,) -> (B, 2K)."""
         a = t[:, None] * self.freqs[None] + self.phase[None]
         return torch.cat([torch.sin(a), torch.cos(a)], -1)
+
+    def basis(self, t: torch.Tensor) -> torch.Tensor:
+        """The phase-free basis [sin(w t), cos(w t)], t (B,) -> (B, 2K)."""
+        a = t[:, None] * self.freqs[None]
+        return torch.cat([torch.sin(a), torch.cos(a)], -1)
+
+    def embed_linear(self, linear: nn.Linear, t: torch.Tensor | None = None,
+                     basis: torch.Tensor | None = None) -> torch.Tensor:
+        """linear(self(t)) computed from the basis (given, or computed from t) by angle addition."""
+        if basis is None:
+            basis = self.basis(t)
+        w_s, w_c = linear.weight.chunk(2, dim=1)
+        cp, sp = torch.cos(self.phase), torch.sin(self.phase)
+        w = torch.cat([w_s * cp - w_c * sp, w_s * sp + w_c * cp], 1)
+        return F.linear(basis, w, linear.bias)
 
 
 def mlp(d_in: int, width: int, d_out: int, depth: int, zero_last: bool = False) -> nn.Sequential:

@@ -44,6 +44,14 @@ class Trajectories:
         return self.x[:, -1]
 
 
+def _per_step(context, N: int, B: int) -> list:
+    """Split a time context computed on all N*B (step-major) times into N per-step contexts; a
+    context is a tensor (N*B, k) or a tuple of them (each split alike)."""
+    if isinstance(context, torch.Tensor):
+        return list(context.view(N, B, -1).unbind(0))
+    return list(zip(*(c.view(N, B, -1).unbind(0) for c in context)))
+
+
 def _reward_and_score_at_origin(target, batch: int, dtype, device, need_score: bool):
     """x_0 = 0 for every trajectory: evaluate once (one energy call) and broadcast."""
     z = torch.zeros(1, target.dim, dtype=dtype, device=device)
@@ -68,12 +76,12 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
     dtype, device = grid.dtype, grid.device
     need_score = drift.needs_score
     x = torch.zeros(B, target.dim, dtype=dtype, device=device)
-    xs, log_pf, log_pb, step_r = [x], [], [], []
+    xs, mus, step_r = [x], [], []
     context = None
     if hasattr(drift, "time_context"):   # the x-independent part of the drift, for all steps at once
         # unbind, not context[n]: indexing would make every step's backward write a zero-filled
         # copy of the whole (N, B, width) tensor; unbind's backward stacks the N gradients once
-        context = drift.time_context(grid[:, :N].T.reshape(-1)).view(N, B, -1).unbind(0)
+        context = _per_step(drift.time_context(grid[:, :N].T.reshape(-1)), N, B)
     for n in range(N):
         t, t_next = grid[:, n], grid[:, n + 1]
         dt = t_next - t
@@ -88,17 +96,21 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
             step_r.append(lr)
         x_in = x if pathwise else x.detach()
         mu = ref.project(drift(x_in, t, score) if context is None else drift(x_in, t, score, context=context[n]))
-        var = sigma ** 2 * dt
         eps = ref.noise_like(x)
         if pathwise:
-            x_next = x + mu * dt[:, None] + var.sqrt()[:, None] * eps
+            x_next = x + mu * dt[:, None] + (sigma ** 2 * dt).sqrt()[:, None] * eps
         else:
             std = (sigma ** 2 * dt + explore ** 2).sqrt()
             x_next = (x_in + mu.detach() * dt[:, None] + std[:, None] * eps).detach()
-        log_pf.append(ref.step_log_prob(x_next, x_in + mu * dt[:, None], var))
-        log_pb.append(ref.backward_log_prob(x_in, x_next, t, t_next))
+        mus.append(mu)
         x = x_next
         xs.append(x)
+    # the per-step log-densities of all steps in one batched pass (the states are all known now)
+    X = torch.stack(xs, 1)                                   # (B, N+1, d)
+    dts = grid[:, 1:] - grid[:, :-1]                         # (B, N)
+    X_prev = X[:, :-1] if pathwise else X[:, :-1].detach()
+    log_pf = ref.step_log_prob(X[:, 1:], X_prev + torch.stack(mus, 1) * dts[..., None], sigma ** 2 * dts)
+    log_pb = ref.backward_log_prob(X_prev, X[:, 1:], grid[:, :-1], grid[:, 1:])
     if pathwise:
         log_r = target.log_prob(x)
     else:
@@ -106,8 +118,7 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
     step = None
     if need_step_rewards:
         step = torch.stack(step_r + [log_r.detach()], 1)
-    return Trajectories(torch.stack(xs, 1), grid, torch.stack(log_pf, 1), torch.stack(log_pb, 1),
-                        log_r, step)
+    return Trajectories(X, grid, log_pf, log_pb, log_r, step)
 
 
 def backward_rollout(sampler, x_final: torch.Tensor, grid: torch.Tensor, *,
