@@ -55,7 +55,7 @@ PAPER = {("gmm40", "sgds"): "−0.40 / 0.33 / 0.73 (12M)", ("manywell32", "sgds"
          ("manywell128", "ais_ml"): "244.85 / 840.45 / 595.60 (20M)"}
 
 
-def config_for(target: str, recipe: str, budget: float) -> dict:
+def config_for(target: str, recipe: str, budget: float, overrides: dict | None = None) -> dict:
     cfg = {**LEARNER, **PER_TARGET[target], "recipe": recipe, "max_energy_calls": int(budget)}
     rec = RECIPES[recipe]
     searcher = rec.get("searcher", "none")
@@ -67,6 +67,7 @@ def config_for(target: str, recipe: str, budget: float) -> dict:
         # the SGDS paper's log Z learning rate (1e-3) once AIS has initialised log Z: at 0.1 log Z
         # fell from the AIS estimate (654) to the learner's batch mean (~490) within 7,000 iterations
         cfg["lr_log_Z"] = 1e-3
+    cfg.update(overrides or {})
     # rounds split the learner's iterations: size them from the budget left after searching
     search_calls = cfg.get("search_chains", 3000) * (
         cfg.get("search_steps", 100) * cfg.get("search_inner", 20) if cfg.get("searcher", searcher) == "ais"
@@ -90,8 +91,13 @@ def calls_per_iteration(cfg: dict, rec: dict) -> float:
     return {"forward": forward, "backward": backward, "mixed": (forward + backward) / 2}[behaviour] or 1
 
 
-def run_case(target: str, recipe: str, budget: float) -> dict:
-    name = f"{target}_{recipe}_{int(budget / 1e6)}M"
+def suffix(overrides: dict) -> str:
+    return "".join(f"_{k}{v}" for k, v in sorted(overrides.items()))
+
+
+def run_case(target: str, recipe: str, budget: float, overrides: dict | None = None) -> dict:
+    overrides = overrides or {}
+    name = f"{target}_{recipe}_{int(budget / 1e6)}M{suffix(overrides)}"
     out = os.path.join(OUT, "runs", name)
     resume = os.path.exists(os.path.join(out, "checkpoint.pt"))
     if os.path.exists(os.path.join(out, "report.json")):
@@ -100,7 +106,7 @@ def run_case(target: str, recipe: str, budget: float) -> dict:
     if os.path.isdir(out) and not resume:
         os.rmdir(out)
     t0 = time.perf_counter()
-    run = ds.train(target, out=out, resume=resume, **config_for(target, recipe, budget))
+    run = ds.train(target, out=out, resume=resume, **config_for(target, recipe, budget, overrides))
     rep = dict(run.report)
     rep.update(case=name, recipe=recipe, budget=budget, wall_seconds=round(time.perf_counter() - t0, 1),
                curve=curve(out))
@@ -155,16 +161,23 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=sorted(SUITES), default="gmm40")
     p.add_argument("--only", nargs="*", help="restrict to these recipes")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every case (the run names and output files get a suffix)")
     a = p.parse_args(argv)
+    from diffsampler.training.config import TrainConfig, parse_overrides
+    raw = parse_overrides(a.set)
+    typed = TrainConfig.from_dict(raw)   # unknown keys and bad values fail here, naming the key
+    overrides = {k: getattr(typed, k) for k in raw}
+    tag = suffix(overrides)
     os.makedirs(os.path.join(OUT, "runs"), exist_ok=True)
     results = []
     for target, recipe, budget in SUITES[a.suite]:
         if a.only and recipe not in a.only:
             continue
-        results.append(run_case(target, recipe, budget))
-        write_json(os.path.join(OUT, f"sgds_{a.suite}.json"), results)
-        open(os.path.join(OUT, f"sgds_{a.suite}.md"), "w").write(markdown(results))
-        plot(results, os.path.join(OUT, f"sgds_{a.suite}.png"))
+        results.append(run_case(target, recipe, budget, overrides))
+        write_json(os.path.join(OUT, f"sgds_{a.suite}{tag}.json"), results)
+        open(os.path.join(OUT, f"sgds_{a.suite}{tag}.md"), "w").write(markdown(results))
+        plot(results, os.path.join(OUT, f"sgds_{a.suite}{tag}.png"))
     print(markdown(results))
     return 0
 
