@@ -212,6 +212,19 @@ def test_egnn_equivariance(n, D):
         torch.testing.assert_close(feat(gx), feat(x), rtol=1e-9, atol=1e-10)
 
 
+def test_egnn_edge_input_equals_linear_on_concatenation():
+    """The node-wise split of the first edge layer is the same function as the nn.Linear applied
+    to [h_i, h_j, d2_ij, a_ij] (the EGNN paper's definition)."""
+    from diffsampler.nets.egnn import EGNNLayer
+    torch.manual_seed(0)
+    layer = _randomize(EGNNLayer(16))
+    B, n = 5, 7
+    h, d2, a = torch.randn(B, n, 16), torch.rand(B, n, n, 1), torch.rand(B, n, n, 1)
+    hi, hj = h[:, :, None].expand(B, n, n, 16), h[:, None].expand(B, n, n, 16)
+    explicit = layer.edge[0](torch.cat([hi, hj, d2, a], -1))
+    torch.testing.assert_close(layer.edge_input(h, d2, a), explicit, rtol=1e-12, atol=1e-12)
+
+
 def test_egnn_drift_registry_and_error():
     s = ds.DiffusionSampler(ds.targets.get("dw4"), drift="egnn_langevin", width=8, depth=1)
     assert s.drift.needs_score

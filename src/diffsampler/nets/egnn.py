@@ -40,15 +40,24 @@ class EGNNLayer(nn.Module):
             nn.init.zeros_(self.coord[-1].weight)
             nn.init.zeros_(self.coord[-1].bias)
 
+    def edge_input(self, h: torch.Tensor, d2: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
+        """The first edge layer, W [h_i, h_j, d2_ij, a_ij] + b, (B, n, n, width). Computed as
+        (W_i h)_i + (W_j h)_j + w_d d2_ij + W_a a_ij + b: the two feature blocks of W act on the n
+        nodes, not on the n^2 edges, and the (B, n, n, 2 width + 2) concatenation is never built.
+        The same function (and parameters) as applying the Linear to the concatenation."""
+        lin = self.edge[0]
+        F = h.shape[-1]
+        w_i, w_j, w_d, w_a = lin.weight.split([F, F, 1, lin.weight.shape[1] - 2 * F - 1], dim=1)
+        out = (h @ w_i.T + lin.bias)[:, :, None] + (h @ w_j.T)[:, None]
+        return out + d2 * w_d[:, 0] + edge_attr @ w_a.T
+
     def forward(self, x: torch.Tensor, h: torch.Tensor, edge_attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, n, D), h (B, n, F), edge_attr (B, n, n, E) -> (x', h')."""
         B, n, _ = x.shape
         diff = x[:, :, None] - x[:, None]                         # (B, n, n, D): x_i - x_j
         d2 = (diff ** 2).sum(-1, keepdim=True)
         off = (1 - torch.eye(n, dtype=x.dtype, device=x.device))[None, :, :, None]
-        hi = h[:, :, None].expand(B, n, n, h.shape[-1])
-        hj = h[:, None].expand(B, n, n, h.shape[-1])
-        m = self.edge(torch.cat([hi, hj, d2, edge_attr], -1)) * off
+        m = self.edge[1:](self.edge_input(h, d2, edge_attr)) * off
         if self.coord is not None:
             w = self.coord(m) * off / ((d2 + 1e-8).sqrt() + 1)
             x = x + (diff * w).sum(2) / (n - 1)
