@@ -168,3 +168,21 @@ def test_log_Z_warm_start_uses_the_first_batch(mode):
         assert tr.sampler.log_Z.item() >= lw.mean().item()
     with pytest.raises(ConfigError, match="'log_Z_warm_start'"):
         TrainConfig.from_dict({"log_Z_warm_start": "median"})
+
+
+def test_log_Z_warm_start_waits_for_the_end_of_the_ml_warmup():
+    """The ML warm-up does not train log Z, so the warm start must use the warmed-up sampler:
+    it runs once, at the first TB iteration (iteration == ml_warmup), not at iteration 0."""
+    from diffsampler.training import Trainer
+    cfg = TrainConfig.from_dict(dict(SMALL, behaviour="mixed", offpolicy_data="target_samples", ml_warmup=3,
+                                     iterations=6))
+    tr = Trainer(ds.targets.get("gmm25"), cfg, progress=False)
+    calls, original = [], tr.warm_start
+    tr.warm_start = lambda: (calls.append(tr.iteration), original())
+    log_Z0 = tr.sampler.log_Z.item()
+    for _ in range(3):
+        tr.step()
+        tr.iteration += 1
+    assert calls == [] and tr.warm_start_log_Z and tr.sampler.log_Z.item() == log_Z0
+    tr.step()
+    assert calls == [3] and not tr.warm_start_log_Z and tr.sampler.log_Z.item() != log_Z0

@@ -179,7 +179,8 @@ class Trainer:
                 traj = self.trajectories()
             except NonFiniteError as e:
                 raise TrainingError(f"iteration {self.iteration}: non-finite energy during rollout: {e}") from None
-        if self.warm_start_log_Z:
+        if self.warm_start_log_Z and not self.in_ml_warmup():
+            # the ML warm-up does not use log Z: start it from the warmed-up sampler, not the untrained one
             self.warm_start()
         if self.rnd is not None:
             self.rnd.fit(traj.terminal.detach(), steps=1)
