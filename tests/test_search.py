@@ -152,6 +152,26 @@ def test_tempering_recovers_mode_weights_of_two_mode_mixture():
     assert (alone.x > 0).double().mean() < 0.01
 
 
+def test_tempering_targets_the_auxiliary_energy_and_records_the_true_one():
+    """With a novelty, every replica tempers E~ = E - alpha * novelty. On N(0, I_2) with
+    novelty(x) = -k ||x||^2 / (2 alpha), E~ = (1 + k) ||x||^2 / 2: the T = 1 replica must have
+    variance 1 / (1 + k), while the recorded energies are the true E."""
+    t = gaussian(torch.zeros(2), torch.ones(2))
+    k, alpha, B = 3.0, 10.0, 2000
+
+    def novelty(x):
+        return -k * (x ** 2).sum(-1) / (2 * alpha)
+
+    x0 = torch.randn(B, 2)
+    res = run_tempering(t, x0, [1.0, 2.0, 4.0], 400, kernel=MALA(0.3), n_adapt=200, thin=10,
+                        novelty=novelty, alpha=alpha)
+    x, e = res.flat()
+    var = float(x.var(0).mean())
+    assert abs(var - 1 / (1 + k)) < 0.02, var          # plain PT would give 1.0
+    torch.testing.assert_close(e, -t.log_prob(x), rtol=1e-5, atol=1e-5)
+    assert (res.swap_acceptance > 0.2).all()
+
+
 # ---- underdamped Langevin -------------------------------------------------------------------------
 def test_underdamped_keeps_gaussian_invariant():
     m, s = torch.tensor([0.5, -1.0, 0.0]), torch.tensor([0.5, 1.0, 1.5])

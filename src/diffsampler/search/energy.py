@@ -12,7 +12,7 @@ the next annealing level or parallel tempering swaps replicas, `Potential.rebase
 U and grad U from the stored (x, E, grad E) without an energy call.
 
 Potentials:
-    TemperedPotential   U = beta E                                (beta a float or per-row (B,))
+    TemperedPotential   U = beta E  (or beta (E - alpha novelty)) (beta a float or per-row (B,))
     GeometricPath       U = (1 - b) ||x||^2 / (2 s0^2) + b E      (AIS path from N(0, s0^2 I))
     AuxiliaryPotential  U = E - alpha * novelty(x)                (SGDS auxiliary energy, Kim et
                                                                    al. 2025, with RND novelty)
@@ -97,19 +97,28 @@ class Potential:
 
 
 class TemperedPotential(Potential):
-    """U = beta * E: the target at temperature 1/beta. beta is a float or a (B,) tensor (one
-    inverse temperature per chain row, as parallel tempering uses)."""
+    """U = beta * E_base: the target at temperature 1/beta. beta is a float or a (B,) tensor (one
+    inverse temperature per chain row, as parallel tempering uses). E_base = E, or the SGDS
+    auxiliary energy E - alpha * novelty(x) when a novelty is given (tempering the auxiliary
+    target, so parallel tempering can search it like MALA and AIS do)."""
 
-    def __init__(self, target: Target, beta: float | Tensor = 1.0, phase: str = "search") -> None:
+    def __init__(self, target: Target, beta: float | Tensor = 1.0, phase: str = "search",
+                 novelty: Callable[[Tensor], Tensor] | None = None, alpha: float = 0.0) -> None:
         super().__init__(target, phase)
         b = torch.as_tensor(beta)
         if not torch.isfinite(b).all() or (b <= 0).any():
             raise ValueError(f"tempered potential: beta must be finite and > 0, got {beta}")
         self.beta = beta
+        self.aux = None if novelty is None or alpha == 0 else AuxiliaryPotential(target, novelty, alpha, phase)
+
+    def base_energy(self, x: Tensor, E: Tensor, grad_E: Tensor) -> tuple[Tensor, Tensor]:
+        """(E_base, grad E_base) from the true (E, grad E); no energy call."""
+        return (E, grad_E) if self.aux is None else self.aux.combine(x, E, grad_E)
 
     def combine(self, x, E, grad_E):
+        Eb, gEb = self.base_energy(x, E, grad_E)
         b = torch.as_tensor(self.beta).to(E)
-        return b * E, (b[:, None] if b.dim() else b) * grad_E
+        return b * Eb, (b[:, None] if b.dim() else b) * gEb
 
 
 class GeometricPath(Potential):

@@ -7,7 +7,8 @@ U = beta_row E (beta = 1/T). Every `swap_every` steps, adjacent pairs (m, m+1) w
 alternating parity (deterministic even/odd scheme) propose to exchange their positions; the
 swap is accepted with the exact Metropolis probability
     min(1, exp((beta_m - beta_{m+1}) (E(x_m) - E(x_{m+1})))),
-which leaves the product of the pi_m invariant. Swaps re-use stored energies (no energy call).
+which leaves the product of the pi_m invariant (E is the tempered energy: the true E, or the SGDS
+auxiliary energy when a novelty is given). Swaps re-use stored energies (no energy call).
 Only the T = 1 replica's states are returned as samples.
 """
 from __future__ import annotations
@@ -51,10 +52,12 @@ def geometric_temperatures(n: int, t_max: float) -> Tensor:
 
 
 def run_tempering(target: Target, x0: Tensor, temperatures, n_steps: int, *, kernel=None, n_adapt: int = 0,
-                  thin: int = 1, swap_every: int = 1) -> TemperingResult:
+                  thin: int = 1, swap_every: int = 1, novelty=None, alpha: float = 0.0) -> TemperingResult:
     """Parallel tempering from x0 (B, d) (copied to every temperature) or (M, B, d).
     `n_adapt` adapting steps (with swaps) are discarded; then `n_steps` steps are run and every
-    `thin`-th T = 1 state recorded."""
+    `thin`-th T = 1 state recorded. With a novelty and alpha > 0 every replica tempers the SGDS
+    auxiliary energy E~ = E - alpha * novelty(x) (pi_m ∝ exp(-E~ / T_m)) and swaps use E~; the
+    recorded energies stay the true E."""
     temps = torch.as_tensor(temperatures, dtype=torch.float64)
     M = temps.numel()
     if temps.dim() != 1 or M < 1 or temps[0] != 1 or (temps.diff() <= 0).any():
@@ -67,7 +70,7 @@ def run_tempering(target: Target, x0: Tensor, temperatures, n_steps: int, *, ker
     B = x0.shape[1]
     kernel = MALA(0.01) if kernel is None else kernel
     beta = (1.0 / temps).to(x0).repeat_interleave(B)
-    pot = TemperedPotential(target, beta)
+    pot = TemperedPotential(target, beta, novelty=novelty, alpha=alpha)
     state = kernel.init(pot, x0.reshape(M * B, -1))
     calls, n_reset = M * B, 0
     swap_acc, swap_n = torch.zeros(max(M - 1, 0), dtype=torch.float64), torch.zeros(max(M - 1, 0), dtype=torch.float64)
@@ -104,7 +107,7 @@ def _swap(kernel, pot, state, beta: Tensor, M: int, B: int, parity: int):
         return state, z, z.bool(), pairs
     lo = (pairs[:, None] * B + torch.arange(B)).to(beta.device)   # (P, B) rows at T_m
     hi = lo + B                                                 # rows at T_{m+1}
-    E = state.point.E_true
+    E = state.point.U / beta.to(state.point.U)   # the tempered energy E_base (E, or E - alpha novelty)
     log_r = swap_log_ratio(beta[lo], beta[hi], E[lo], E[hi])
     a = log_r.clamp(max=0).exp()
     ok = torch.rand_like(a) < a

@@ -53,7 +53,8 @@ def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu") 
         elif name == "pt":
             temps = geometric_temperatures(cfg.search_temperatures, cfg.search_t_max)
             r = run_tempering(target, x0, temps, cfg.search_steps, kernel=MALA(cfg.search_step_size, adapt_rate=cfg.search_adapt_rate),
-                              n_adapt=cfg.search_burnin, thin=cfg.search_thin)
+                              n_adapt=cfg.search_burnin, thin=cfg.search_thin,
+                              novelty=novelty if aux else None, alpha=cfg.rnd_alpha if aux else 0.0)
             x, e = r.flat()
             res = SearchResult(x, e, None, {"swap_acceptance": [float(a) for a in r.swap_acceptance]})
         elif name == "underdamped":
