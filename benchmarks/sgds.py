@@ -69,14 +69,25 @@ def config_for(target: str, recipe: str, budget: float, overrides: dict | None =
         cfg["lr_log_Z"] = 1e-3
     cfg.update(overrides or {})
     # rounds split the learner's iterations: size them from the budget left after searching
-    search_calls = cfg.get("search_chains", 3000) * (
-        cfg.get("search_steps", 100) * cfg.get("search_inner", 20) if cfg.get("searcher", searcher) == "ais"
-        else cfg.get("search_steps", 100) + rec.get("search_burnin", 0))
+    search_calls = search_calls_per_round(cfg, rec, searcher)
     rounds = rec.get("rounds", 1)
     learner_calls = max(budget - rounds * search_calls, 300 * 100)
     cfg["iterations"] = int(learner_calls / calls_per_iteration(cfg, rec))
     cfg["eval_every"] = max(500, cfg["iterations"] // 8)
     return cfg
+
+
+def search_calls_per_round(cfg: dict, rec: dict, searcher: str) -> int:
+    """Energy calls of one search phase: AIS chains x levels x inner steps; parallel tempering
+    M temperatures x chains x (burn-in + steps + 1 initial); MALA chains x (burn-in + steps)."""
+    chains, steps = cfg.get("search_chains", 3000), cfg.get("search_steps", 100)
+    burnin = cfg.get("search_burnin", rec.get("search_burnin", 0))
+    kind = cfg.get("searcher", searcher)
+    if kind == "ais":
+        return chains * steps * cfg.get("search_inner", 20)
+    if kind == "pt":
+        return cfg.get("search_temperatures", 4) * chains * (burnin + steps + 1)
+    return chains * (steps + burnin)
 
 
 def calls_per_iteration(cfg: dict, rec: dict) -> float:
