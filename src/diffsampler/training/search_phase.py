@@ -73,6 +73,10 @@ def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu") 
         res.x = target.project(res.x)
     res.info["energy_calls"] = target.counter.counts["search"] - before
     res.info["samples"] = int(res.x.shape[0])
+    if res.energy.numel():   # the true E of what enters the buffer: shows a search run off to high energy
+        e = res.energy.double()
+        res.info["energy_median"] = float(e.median())
+        res.info["energy_max"] = float(e.max())
     return res
 
 
