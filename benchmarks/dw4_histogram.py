@@ -3,9 +3,9 @@
 Draws N samples with their log-weights (Euler-Maruyama, 100 uniform steps; log w is exact for these
 kernels), and compares the energy distribution with the reference set three ways: raw samples,
 the self-normalised importance estimate of the mean energy, and N samples resampled in proportion
-to w (multinomial). Writes benchmarks/out/dw4_energy_histogram.{json,md,png}.
+to w (multinomial). Writes benchmarks/out/<name>.{json,md,png} (default name dw4_energy_histogram).
 
-    python benchmarks/dw4_histogram.py --run runs/dw4_egnn_ml [--n 10000]
+    python benchmarks/dw4_histogram.py --run benchmarks/out/runs/dw4_egnn_ml [--n 10000] [--name NAME]
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--name", default="dw4_energy_histogram", help="output file name (without extension)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
@@ -49,13 +50,13 @@ def main() -> None:
            "resampled_energy_w1": wasserstein_distance(e[idx].numpy(), e_ref.numpy()),
            "distinct_resampled": int(idx.unique().numel())}
     os.makedirs(OUT, exist_ok=True)
-    json.dump(out, open(os.path.join(OUT, "dw4_energy_histogram.json"), "w"), indent=1)
+    json.dump(out, open(os.path.join(OUT, f"{a.name}.json"), "w"), indent=1)
     md = ["| samples | energy mean | energy W1 to reference |", "| --- | --- | --- |",
           f"| reference ({a.n}) | {out['ref_energy_mean']:.2f} | 0 |",
           f"| sampler, raw ({a.n}) | {out['raw_energy_mean']:.2f} | {out['raw_energy_w1']:.3f} |",
           f"| sampler, importance-weighted (ESS {out['ess']:.0f}) | {out['snis_energy_mean']:.2f} | "
           f"{out['resampled_energy_w1']:.3f} (resampled) |"]
-    open(os.path.join(OUT, "dw4_energy_histogram.md"), "w").write("\n".join(md) + "\n")
+    open(os.path.join(OUT, f"{a.name}.md"), "w").write("\n".join(md) + "\n")
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.linspace(-28, -8, 100)
     ax.hist(e_ref.numpy(), bins, density=True, histtype="step", lw=2, label="reference")
@@ -66,7 +67,7 @@ def main() -> None:
     ax.legend()
     ax.set_title(f"DW-4 energy: {os.path.basename(os.path.normpath(a.run))}")
     fig.tight_layout()
-    fig.savefig(os.path.join(OUT, "dw4_energy_histogram.png"), dpi=110)
+    fig.savefig(os.path.join(OUT, f"{a.name}.png"), dpi=110)
     print("\n".join(md))
 
 
