@@ -107,7 +107,7 @@ def test_subtb_with_lambda_weights_matches_db_on_one_step_pairs():
     torch.testing.assert_close(sub, db / 6, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize("drift", ["mlp", "langevin"])
+@pytest.mark.parametrize("drift", ["mlp", "langevin", "langevin_per_dim"])
 def test_precomputed_time_context_gives_the_same_drift(drift):
     """The rollout evaluates the x-independent part of the drift once for the whole grid; the
     result must equal the per-step evaluation."""
@@ -118,3 +118,21 @@ def test_precomputed_time_context_gives_the_same_drift(drift):
         torch.nn.init.normal_(p, std=0.3)
     x, t, s = torch.randn(5, 4).double(), torch.rand(5).double(), torch.randn(5, 4).double()
     torch.testing.assert_close(net(x, t, s, context=net.time_context(t)), net(x, t, s), rtol=1e-12, atol=1e-12)
+
+
+def test_per_dimension_langevin_scales_each_coordinate():
+    """langevin_per_dim: mu = NN_1(x, t) + NN_2(t) * clip(score) with NN_2(t) in R^d. At
+    initialisation (NN_1 = 0, NN_2 = 0.01) it equals the scalar variant; with per-coordinate
+    output biases c_k, coordinate k of the drift is c_k * clip(score_k)."""
+    from diffsampler.nets import make_drift
+    torch.manual_seed(0)
+    target = ds.targets.get("manywell4")
+    scalar = make_drift("langevin", target, 16, 2, 8, 5.0).double()
+    vector = make_drift("langevin_per_dim", target, 16, 2, 8, 5.0).double()
+    x, t, s = torch.randn(6, 4).double(), torch.rand(6).double(), 10 * torch.randn(6, 4).double()
+    torch.testing.assert_close(vector(x, t, s), scalar(x, t, s))
+    torch.testing.assert_close(vector(x, t, s), 0.01 * s.clamp(-5, 5))
+    c = torch.tensor([0.5, -1.0, 2.0, 0.0]).double()
+    with torch.no_grad():
+        vector.scale[-1].bias.copy_(c)
+    torch.testing.assert_close(vector(x, t, s), c * s.clamp(-5, 5))

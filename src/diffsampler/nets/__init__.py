@@ -16,6 +16,9 @@ def _egnn(target, width: int, depth: int, tf: int, clip: float, langevin: bool) 
 
 DRIFTS = {
     "langevin": lambda target, w, d, tf, clip, scale=1.0: LangevinDrift(target.dim, w, d, tf, clip, scale),
+    # NN_2(t) in R^d: one Langevin coefficient per coordinate
+    "langevin_per_dim": lambda target, w, d, tf, clip, scale=1.0: LangevinDrift(target.dim, w, d, tf, clip, scale,
+                                                                               per_dimension=True),
     "mlp": lambda target, w, d, tf, clip, scale=1.0: MLPDrift(target.dim, w, d, tf, scale),
     # particle targets: equivariant, CoM-free; "egnn" needs no score (SGDS's LJ budgets), the
     # Langevin variant adds NN(t) * P clip(grad log R) (one energy call per state).

@@ -7,7 +7,10 @@ lie at |x| ~ 40 (GMM-40, sigma = 10) feeds the network O(1) inputs (sigma = 1 ch
 `LangevinDrift` adds the target's score (Zhang & Chen, 2022; Berner et al.):
     mu(x, t) = NN_1(x, t) + NN_2(t) * clip(grad log R(x), -c, c),
 with NN_2(t) a scalar per time whose output layer starts at weight 0, bias 0.01 (gfn-diffusion's
-initialisation), so training starts close to the reference process. The score is passed in by the caller (the rollout), which
+initialisation), so training starts close to the reference process. With `per_dimension=True`
+NN_2(t) is a vector in R^d (one score coefficient per coordinate, gfn-diffusion's
+`langevin_scaling_per_dimension`): a target whose coordinates differ in stiffness (Manywell's
+quartic wells next to unit Gaussians) needs a different Langevin coefficient for each. The score is passed in by the caller (the rollout), which
 counts its energy call.
 """
 from __future__ import annotations
@@ -49,16 +52,16 @@ class LangevinDrift(nn.Module):
     needs_score = True
 
     def __init__(self, dim: int, width: int = 128, depth: int = 2, time_features: int = 64,
-                 score_clip: float = 100.0, scale: float = 1.0) -> None:
+                 score_clip: float = 100.0, scale: float = 1.0, per_dimension: bool = False) -> None:
         super().__init__()
         self.base = MLPDrift(dim, width, depth, time_features, scale)
         self.score_clip = score_clip
         self.time_emb = HarmonicEmbedding(time_features)
-        self.scale = mlp(self.time_emb.out_dim, width, 1, 1, zero_last=True)
+        self.scale = mlp(self.time_emb.out_dim, width, dim if per_dimension else 1, 1, zero_last=True)
         nn.init.constant_(self.scale[-1].bias, 0.01)
 
     def time_context(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """t (M,) -> ((M, width), (M, 1)): the base network's time context and the scalar NN_2(t)
+        """t (M,) -> ((M, width), (M, 1) or (M, d)): the base network's time context and NN_2(t)
         (a pair, not one concatenated tensor: no copy forward, no split/cat backward)."""
         basis = self.time_emb.basis(t)   # both embeddings have the same frequencies: one sin/cos pass
         nn2 = self.scale[1:](self.time_emb.embed_linear(self.scale[0], basis=basis))
