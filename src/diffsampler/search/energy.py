@@ -81,6 +81,18 @@ class Potential:
         """(U, grad U) from x and the true (E, grad E); costs no energy call."""
         raise NotImplementedError
 
+    # -- the SGDS auxiliary energy, shared by the tempered and annealed potentials ---------------
+    aux: AuxiliaryPotential | None = None
+
+    def _use_novelty(self, novelty: Callable[[Tensor], Tensor] | None, alpha: float) -> None:
+        """Make base_energy E - alpha * novelty(x) (no novelty or alpha = 0: the plain E)."""
+        self.aux = None if novelty is None or alpha == 0 else AuxiliaryPotential(self.target, novelty, alpha,
+                                                                               self.phase)
+
+    def base_energy(self, x: Tensor, E: Tensor, grad_E: Tensor) -> tuple[Tensor, Tensor]:
+        """(E_base, grad E_base) from the true (E, grad E): E, or E - alpha * novelty; no energy call."""
+        return (E, grad_E) if self.aux is None else self.aux.combine(x, E, grad_E)
+
     def evaluate(self, x: Tensor) -> ChainState:
         E, gE = self.energy(x)
         U, gU = self.combine(x, E, gE)
@@ -109,11 +121,7 @@ class TemperedPotential(Potential):
         if not torch.isfinite(b).all() or (b <= 0).any():
             raise ValueError(f"tempered potential: beta must be finite and > 0, got {beta}")
         self.beta = beta
-        self.aux = None if novelty is None or alpha == 0 else AuxiliaryPotential(target, novelty, alpha, phase)
-
-    def base_energy(self, x: Tensor, E: Tensor, grad_E: Tensor) -> tuple[Tensor, Tensor]:
-        """(E_base, grad E_base) from the true (E, grad E); no energy call."""
-        return (E, grad_E) if self.aux is None else self.aux.combine(x, E, grad_E)
+        self._use_novelty(novelty, alpha)
 
     def combine(self, x, E, grad_E):
         Eb, gEb = self.base_energy(x, E, grad_E)
@@ -134,15 +142,13 @@ class GeometricPath(Potential):
         if not float(s0) > 0:
             raise ValueError(f"geometric path: s0 must be > 0, got {s0}")
         self.b, self.s0 = float(b), float(s0)
-        self.aux = None if novelty is None or alpha == 0 else AuxiliaryPotential(target, novelty, alpha, phase)
+        self._use_novelty(novelty, alpha)
 
     def prior_energy(self, x: Tensor) -> Tensor:
         """U_0(x) = ||x||^2 / (2 s0^2) (unnormalised; Z_0 = (2 pi s0^2)^(d/2))."""
         return 0.5 * (x ** 2).sum(-1) / self.s0 ** 2
 
-    def end_energy(self, x: Tensor, E: Tensor, grad_E: Tensor) -> tuple[Tensor, Tensor]:
-        """(E_end, grad E_end) from the true (E, grad E); no energy call."""
-        return (E, grad_E) if self.aux is None else self.aux.combine(x, E, grad_E)
+    end_energy = Potential.base_energy   # (E_end, grad E_end): the path's end point
 
     def combine(self, x, E, grad_E):
         b = self.b

@@ -22,7 +22,7 @@ class TrainConfig:
 
     recipe: str = "custom"             # a named bundle of the keys below (training/recipes.py)
     # learner network
-    drift: str = "langevin"            # 'langevin' (mu = NN1 + NN2(t) clip(score)), 'langevin_per_dim' (NN2(t) in R^d), 'mlp', 'egnn', 'egnn_langevin'
+    drift: str = "langevin"            # langevin (NN1 + NN2(t) clip(score)) | langevin_per_dim | mlp | egnn(_langevin)
     width: int = 128
     depth: int = 2
     time_features: int = 64
