@@ -102,6 +102,8 @@ def test_gmm25_and_funnel_log_density_normalised():
 def test_unknown_target_and_bad_input():
     with pytest.raises(UnknownTargetError, match="manywell32"):
         ds.targets.get("manywel32")
+    with pytest.raises(UnknownTargetError, match="even dimension"):
+        ds.targets.get("manywell33")
     t = ds.targets.get("manywell32")
     with pytest.raises(ShapeError, match=r"\(B, 32\)"):
         t.energy(torch.zeros(3, 31))

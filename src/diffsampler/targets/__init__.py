@@ -48,7 +48,11 @@ def get(name: str | Target) -> Target:
         return _REGISTRY[key]()
     m = re.fullmatch(r"manywell(\d+)", key)
     if m:
-        return ManyWell(int(m.group(1)))
+        d = int(m.group(1))
+        if d < 2 or d % 2:
+            raise UnknownTargetError(f"unknown target {name!r}: manywell<d> needs an even dimension d >= 2 "
+                                     f"(e.g. manywell32), got d = {d}")
+        return ManyWell(d)
     close = difflib.get_close_matches(key, names(), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise UnknownTargetError(f"unknown target {name!r}.{hint} Known targets: {', '.join(names())}")
