@@ -17,7 +17,7 @@ class DiffusionSampler(nn.Module):
     def __init__(self, target: Target, *, drift: str = "langevin", width: int = 128, depth: int = 2,
                  time_features: int = 64, score_clip: float = 100.0, sigma: float | None = None,
                  flow: bool = False, log_Z_init: float = 0.0, default_steps: int = 100,
-                 scale_by_sigma: bool = True) -> None:
+                 scale_by_sigma: bool = True, time_warp: float = 1.0) -> None:
         super().__init__()
         self.target = target
         self.reference = target.make_reference(sigma if sigma is not None else target.sigma)
@@ -27,6 +27,8 @@ class DiffusionSampler(nn.Module):
         self.log_Z = nn.Parameter(torch.tensor(float(log_Z_init)))
         self.flow = LogFlow(d, width, depth, time_features) if flow else None
         self.default_steps = int(default_steps)
+        self.time_warp = float(time_warp)   # every grid of this sampler: t = 1 - (1 - u)^time_warp
+        make_grid("uniform", 1, 1, warp=self.time_warp)   # validates it now, not at the first rollout
         self.integrator = "euler_maruyama"   # the integrator last used by `sample`
 
     @property
@@ -35,15 +37,16 @@ class DiffusionSampler(nn.Module):
         (Euler-Maruyama, one drift pass, until then; see `sde.integrators`)."""
         return make_integrator(self.integrator).nfe_per_step
 
+    def make_grid(self, kind: str, batch: int, steps: int) -> torch.Tensor:
+        """A time grid (batch, steps + 1) of this sampler (its time warp applied), on its device."""
+        p = self.log_Z
+        return make_grid(kind, batch, steps, warp=self.time_warp, device=p.device, dtype=p.dtype)
+
     def rollout(self, batch: int, steps: int, grid: str = "uniform", **kw):
-        p = next(self.parameters())
-        g = make_grid(grid, batch, steps, device=p.device, dtype=p.dtype)
-        return forward_rollout(self, g, **kw)
+        return forward_rollout(self, self.make_grid(grid, batch, steps), **kw)
 
     def backward(self, x: torch.Tensor, steps: int, grid: str = "uniform", **kw):
-        p = next(self.parameters())
-        g = make_grid(grid, x.shape[0], steps, device=p.device, dtype=p.dtype)
-        return backward_rollout(self, x, g, **kw)
+        return backward_rollout(self, x, self.make_grid(grid, x.shape[0], steps), **kw)
 
     @torch.no_grad()
     def sample(self, n: int, steps: int | None = None, grid: str = "uniform",
@@ -55,7 +58,6 @@ class DiffusionSampler(nn.Module):
         integ = make_integrator(integrator)
         self.integrator = integ
         xs, lws = [], []
-        p = next(self.parameters())
         with self.target.counter.use("eval"):
             for i in range(0, n, batch_size):
                 b = min(batch_size, n - i)
@@ -64,7 +66,7 @@ class DiffusionSampler(nn.Module):
                     xs.append(tr.terminal)
                     lws.append(tr.log_w)
                 else:
-                    sim = integ.simulate(self, make_grid(grid, b, steps, device=p.device, dtype=p.dtype))
+                    sim = integ.simulate(self, self.make_grid(grid, b, steps))
                     xs.append(sim.x)
                     lws.append(sim.log_w)
         return torch.cat(xs), torch.cat(lws)

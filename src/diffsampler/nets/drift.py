@@ -47,6 +47,12 @@ class MLPDrift(nn.Module):
         c = self.time_context(t) if context is None else context
         return self.scale * self.joint(self.state_enc(x / self.scale) + c)
 
+    def tape(self):
+        """A tape for one detached-state rollout: N forward passes without autograd, then one
+        batched backward (nets.tape)."""
+        from .tape import MLPTape
+        return MLPTape(self)
+
 
 class LangevinDrift(nn.Module):
     needs_score = True
@@ -74,3 +80,8 @@ class LangevinDrift(nn.Module):
         c_base, c_scale = self.time_context(t) if context is None else context
         s = score.clamp(-self.score_clip, self.score_clip)
         return self.base(x, t, context=c_base) + c_scale * s
+
+    def tape(self):
+        """See MLPDrift.tape."""
+        from .tape import LangevinTape
+        return LangevinTape(self)

@@ -52,6 +52,13 @@ def _per_step(context, N: int, B: int) -> list:
     return list(zip(*(c.view(N, B, -1).unbind(0) for c in context)))
 
 
+def _detach(context):
+    """A time context (tensor or tuple of tensors) without its graph."""
+    if isinstance(context, torch.Tensor):
+        return context.detach()
+    return tuple(c.detach() for c in context)
+
+
 def _reward_and_score_at_origin(target, batch: int, dtype, device, need_score: bool):
     """x_0 = 0 for every trajectory: evaluate once (one energy call) and broadcast."""
     z = torch.zeros(1, target.dim, dtype=dtype, device=device)
@@ -77,11 +84,17 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
     need_score = drift.needs_score
     x = torch.zeros(B, target.dim, dtype=dtype, device=device)
     xs, mus, step_r = [x], [], []
-    context = None
+    context = full_context = tape = None
     if hasattr(drift, "time_context"):   # the x-independent part of the drift, for all steps at once
+        full_context = drift.time_context(grid[:, :N].T.reshape(-1))
         # unbind, not context[n]: indexing would make every step's backward write a zero-filled
         # copy of the whole (N, B, width) tensor; unbind's backward stacks the N gradients once
-        context = _per_step(drift.time_context(grid[:, :N].T.reshape(-1)), N, B)
+        context = _per_step(full_context, N, B)
+        if not pathwise and hasattr(drift, "tape") and torch.is_grad_enabled():
+            # detached states: run the N passes without autograd and backpropagate them as one
+            # batched pass after the rollout (nets.tape; same gradients, far fewer operations)
+            tape = drift.tape()
+            context = _per_step(_detach(full_context), N, B)
     for n in range(N):
         t, t_next = grid[:, n], grid[:, n + 1]
         dt = t_next - t
@@ -95,7 +108,12 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
         if lr is not None:
             step_r.append(lr)
         x_in = x if pathwise else x.detach()
-        mu = ref.project(drift(x_in, t, score) if context is None else drift(x_in, t, score, context=context[n]))
+        if tape is not None:
+            mu = ref.project(tape.step(x_in, context[n], score))
+        elif context is None:
+            mu = ref.project(drift(x_in, t, score))
+        else:
+            mu = ref.project(drift(x_in, t, score, context=context[n]))
         eps = ref.noise_like(x)
         if pathwise:
             x_next = x + mu * dt[:, None] + (sigma ** 2 * dt).sqrt()[:, None] * eps
@@ -105,11 +123,15 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
         mus.append(mu)
         x = x_next
         xs.append(x)
+    if tape is not None:   # (N B, d) step-major -> (B, N, d), with the graph to the parameters
+        mu_all = ref.project(tape.replay(full_context)).view(N, B, -1).transpose(0, 1)
+    else:
+        mu_all = torch.stack(mus, 1)
     # the per-step log-densities of all steps in one batched pass (the states are all known now)
     X = torch.stack(xs, 1)                                   # (B, N+1, d)
     dts = grid[:, 1:] - grid[:, :-1]                         # (B, N)
     X_prev = X[:, :-1] if pathwise else X[:, :-1].detach()
-    log_pf = ref.step_log_prob(X[:, 1:], X_prev + torch.stack(mus, 1) * dts[..., None], sigma ** 2 * dts)
+    log_pf = ref.step_log_prob(X[:, 1:], X_prev + mu_all * dts[..., None], sigma ** 2 * dts)
     log_pb = ref.backward_log_prob(X_prev, X[:, 1:], grid[:, :-1], grid[:, 1:])
     if pathwise:
         log_r = target.log_prob(x)

@@ -69,6 +69,8 @@ class TrainConfig:
     local_search_batch: int = 300
     # optimisation
     train_grid: str = "random"         # uniform | random | equidistant
+    time_warp: float = 1.0             # every grid (train and eval) warped to t = 1 - (1 - u)^time_warp:
+                                       # small steps near the target end, where the drift is stiff
     train_steps: int = 10
     batch_size: int = 300
     iterations: int = 10000
@@ -120,6 +122,7 @@ class TrainConfig:
             need(math.isfinite(getattr(self, k)) and getattr(self, k) > 0, k, "must be a finite number > 0")
         for k in ("exploration", "grad_clip", "rnd_alpha"):
             need(math.isfinite(getattr(self, k)) and getattr(self, k) >= 0, k, "must be a finite number >= 0")
+        need(math.isfinite(self.time_warp) and self.time_warp >= 1, "time_warp", "must be a finite number >= 1")
         need(0 <= self.exploration_until <= 1, "exploration_until", "must be in [0, 1]")
         need(self.sigma is None or (math.isfinite(self.sigma) and self.sigma > 0), "sigma", "must be > 0")
         need(self.search_init_std is None or (math.isfinite(self.search_init_std) and self.search_init_std > 0),

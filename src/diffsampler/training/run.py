@@ -54,8 +54,8 @@ def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None,
         "train_seconds": prev.get("train_seconds"), "iterations": prev.get("iterations"),
         "stop_reason": prev.get("stop_reason"),
         "train_steps": run.config.train_steps, "train_grid": run.config.train_grid,
-        "eval_steps": steps, "eval_grid": grid, "integrator": m["integrator"], "nfe": m["nfe"],
-        "n_eval_samples": n, "config": run.config.to_dict(),
+        "eval_steps": steps, "eval_grid": grid, "time_warp": run.sampler.time_warp,
+        "integrator": m["integrator"], "nfe": m["nfe"], "n_eval_samples": n, "config": run.config.to_dict(),
     }
     standard = {"elbo", "eubo", "eubo_minus_elbo", "log_Z_is", "delta_log_Z_is", "delta_elbo", "ess", "w2", "mmd",
                 "mode_coverage", "nfe", "log_Z_true", "n_eval_samples", "eval_steps", "eval_grid", "integrator"}
@@ -84,7 +84,8 @@ def summary_table(rep: dict) -> str:
             ("ESS", f(rep["ess"], "{:.4f}")), ("W2", f(rep["w2"])), ("mode coverage", f(rep["mode_coverage"])),
             ("energy calls (search/train/eval)", f"{ec['search']:,} / {ec['train']:,} / {ec['eval']:,}"),
             ("iterations", f(rep["iterations"])), ("train seconds", f(rep["train_seconds"], "{:.1f}")),
-            ("grids", f"train {rep['train_grid']} x{rep['train_steps']}, eval {rep['eval_grid']} x{rep['eval_steps']}")]
+            ("grids", f"train {rep['train_grid']} x{rep['train_steps']}, eval {rep['eval_grid']} x{rep['eval_steps']}"
+                   + (f", time warp {rep['time_warp']:g}" if rep.get("time_warp", 1.0) != 1.0 else ""))]
     w = max(len(k) for k, _ in rows)
     line = "-" * (w + 24)
     return "\n".join([line] + [f"{k:<{w}}  {v}" for k, v in rows] + [line])

@@ -14,7 +14,7 @@ import torch
 from ..errors import CheckpointError, ConfigError, NonFiniteError, TrainingError
 from ..objectives import make_objective
 from ..sampler import DiffusionSampler
-from ..sde import backward_rollout, forward_rollout, make_grid
+from ..sde import backward_rollout, forward_rollout
 from ..search import RND, ReplayBuffer
 from ..targets import Target
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -36,7 +36,8 @@ def build_sampler(target: Target, cfg: TrainConfig) -> DiffusionSampler:
     s = DiffusionSampler(target, drift=cfg.drift, width=cfg.width, depth=cfg.depth,
                          time_features=cfg.time_features, score_clip=cfg.score_clip, sigma=cfg.sigma,
                          flow=make_objective(cfg.objective).needs_flow, log_Z_init=cfg.log_Z_init or 0.0,
-                         default_steps=cfg.eval_steps, scale_by_sigma=cfg.scale_by_sigma)
+                         default_steps=cfg.eval_steps, scale_by_sigma=cfg.scale_by_sigma,
+                         time_warp=cfg.time_warp)
     return s.to(device=resolve_device(cfg.device), dtype=getattr(torch, cfg.dtype))
 
 
@@ -139,7 +140,7 @@ class Trainer:
     def trajectories(self):
         cfg, s = self.cfg, self.sampler
         p = s.log_Z
-        grid = make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps, device=p.device, dtype=p.dtype)
+        grid = s.make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps)
         use_backward = (cfg.behaviour == "backward" or (cfg.behaviour == "mixed" and self.iteration % 2 == 1)
                         or self.in_ml_warmup())
         if use_backward and len(self.buffer) > 0:
@@ -209,8 +210,8 @@ class Trainer:
         with log w thousands of nats low, e.g. overlapping particles). On-policy (no exploration):
         explored trajectories have log w far below the policy's. Costs one rollout's energy calls
         ('train')."""
-        cfg, p = self.cfg, self.sampler.log_Z
-        grid = make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps, device=p.device, dtype=p.dtype)
+        cfg = self.cfg
+        grid = self.sampler.make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps)
         with torch.no_grad(), self.target.counter.use("train"):
             lw = forward_rollout(self.sampler, grid).log_w
         lw = lw[torch.isfinite(lw)]
@@ -228,7 +229,7 @@ class Trainer:
         (no rollout: the loss draws its own bridge states; no energy calls)."""
         cfg, p = self.cfg, self.sampler.log_Z
         y, _ = self.buffer.sample(cfg.batch_size)
-        grid = make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps, device=p.device, dtype=p.dtype)
+        grid = self.sampler.make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps)
         loss = self.orbit.loss(self.sampler, y.to(p), grid)
         if not torch.isfinite(loss):
             raise TrainingError(f"iteration {self.iteration}: non-finite orbit ML loss ({loss.item()})")
@@ -293,8 +294,8 @@ class Trainer:
     def resume(self) -> None:
         state = load_checkpoint(os.path.join(self.out, CHECKPOINT), target_name=self.target.name,
                                 dim=self.target.dim)
-        saved = state["config"]
-        for k in ("drift", "width", "depth", "time_features", "objective", "dtype"):
+        saved = {**TrainConfig().to_dict(), **state["config"]}   # keys added since: their defaults
+        for k in ("drift", "width", "depth", "time_features", "objective", "dtype", "time_warp"):
             if saved.get(k) != getattr(self.cfg, k):
                 raise CheckpointError(f"cannot resume: checkpoint has {k}={saved.get(k)!r}, "
                                       f"config has {getattr(self.cfg, k)!r}")
