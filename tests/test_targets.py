@@ -139,3 +139,62 @@ def test_energy_calls_counted_exactly():
     assert c["train"] == (1 + 6 * 50 + 50) + (1 + 4 * 20 + 20)
     assert c["eval"] == (1 + 5 * 40 + 40) + (1 + 5 * 40 + 40)
     assert tr.log_w.shape == (50,) and tr2.log_w.shape == (20,)
+
+
+@pytest.mark.parametrize("name,sigma", [("gmm40", None), ("gmm25", 3.0)])
+def test_gmm_optimal_drift_is_sigma2_grad_log_h(name, sigma):
+    """Föllmer drift mu* = sigma^2 grad log p_t(x) + x / t, with p_t the marginal of X_t = t Y + bridge
+    noise, i.e. the mixture of N(t m_k, (t^2 s^2 + sigma^2 t (1 - t)) I) (autograd on it); at t = 1
+    it is sigma^2 grad log p(x) + x."""
+    torch.manual_seed(0)
+    tg = ds.targets.get(name)
+    sig = sigma or tg.sigma
+    t = torch.rand(64, dtype=torch.float64) * 0.98 + 0.01
+    x = (torch.randn(64, 2, dtype=torch.float64) * 15).requires_grad_(True)
+    m, s2 = tg.means, tg.std ** 2
+    v = (t * t * s2 + sig ** 2 * t * (1 - t))[:, None]
+    log_pt = torch.logsumexp(-((x[:, None] - t[:, None, None] * m[None]) ** 2).sum(-1) / (2 * v)
+                             - torch.log(2 * math.pi * v), 1)
+    (g,) = torch.autograd.grad(log_pt.sum(), x)
+    expected = sig ** 2 * g + x.detach() / t[:, None]
+    torch.testing.assert_close(tg.optimal_drift(x.detach(), t, sigma), expected, rtol=1e-8, atol=1e-8)
+    x1 = x.detach()[:8]
+    torch.testing.assert_close(tg.optimal_drift(x1, torch.ones(8, dtype=torch.float64), sigma),
+                               sig ** 2 * tg.score(x1).double() + x1, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 1.5])
+def test_manywell_optimal_drift_matches_brute_force_quadrature(sigma):
+    """mu*(x, t) = sigma^2 d/dx log h_t(x), h_t(x) = int f(y) N(y; x, sigma^2 (1 - t)) dy with
+    f = p / N(0, sigma^2): central differences of a brute-force quadrature on a fine grid."""
+    torch.manual_seed(0)
+    tg = ds.targets.get("manywell2")
+    t = torch.tensor([0.0, 0.05, 0.3, 0.7, 0.95, 0.999], dtype=torch.float64)
+    x = torch.stack([torch.tensor([0.0, -0.7, 1.8, -1.6, 2.1, 1.7]), torch.tensor([0.0, -1.0, 2.0, 0.1, -0.4, 1.2])],
+                    1).double()
+    y = torch.linspace(-6, 6, 240001, dtype=torch.float64)
+
+    def log_h(xv, tv):
+        log_f_well = -(y ** 4 - 6 * y ** 2 - 0.5 * y) + y ** 2 / (2 * sigma ** 2)
+        log_f_gauss = -y ** 2 / 2 + y ** 2 / (2 * sigma ** 2)
+        if tv == 0:   # h_0 = int f(y) N(y; 0, sigma^2) dy = int p: constant in x (drift from x = 0 below)
+            raise ValueError
+        var = sigma ** 2 * (1 - tv)
+        k = -(y - xv) ** 2 / (2 * var)
+        return torch.logsumexp(log_f_well + k, 0), torch.logsumexp(log_f_gauss + k, 0)
+
+    from diffsampler.targets.manywell import _double_well_follmer
+    mu = tg.optimal_drift(x, t, sigma)                       # tabulated (wells), closed form (Gaussian)
+    quad = _double_well_follmer(x[:, 0], t, sigma ** 2)      # the quadrature behind the table
+    eps = 1e-4
+    for i in range(1, len(t)):
+        for c in (0, 1):
+            hp = log_h(x[i, c] + eps, t[i].item())[c]
+            hm = log_h(x[i, c] - eps, t[i].item())[c]
+            fd = (sigma ** 2 * (hp - hm) / (2 * eps)).item()
+            assert abs(mu[i, c].item() - fd) < (2e-3 if c == 0 else 1e-4) * (1 + abs(fd)), (i, c, mu[i, c].item(), fd)
+            if c == 0:
+                assert abs(quad[i].item() - fd) < 1e-4 * (1 + abs(fd)), (i, quad[i].item(), fd)
+    # at the start (t = 0, x = 0) the drift is the target's mean E[Y] (the Gaussian coordinate: 0)
+    mean_well = tg.sample(400000).double()[:, 0].mean()
+    assert abs(mu[0, 0].item() - mean_well.item()) < 0.01 and abs(mu[0, 1].item()) < 1e-12

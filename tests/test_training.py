@@ -34,9 +34,9 @@ def _params(sampler):
     return torch.cat([p.detach().flatten() for p in sampler.parameters()])
 
 
-@pytest.mark.parametrize("behaviour", ["forward", "mixed"])
-def test_resume_after_kill_gives_identical_parameters(tmp_path, behaviour):
-    cfg = dict(SMALL, iterations=20, behaviour=behaviour, exploration=0.3)
+@pytest.mark.parametrize("behaviour,reuse", [("forward", 0), ("mixed", 0), ("mixed", 2)])
+def test_resume_after_kill_gives_identical_parameters(tmp_path, behaviour, reuse):
+    cfg = dict(SMALL, iterations=20, behaviour=behaviour, exploration=0.3, trajectory_reuse=reuse)
     full = ds.train("gmm25", out=str(tmp_path / "full"), progress=False, **cfg)
 
     class Killed(Exception):
@@ -79,6 +79,49 @@ def test_budgets_stop_the_run():
     per_it = 1 + 4 * 32 + 32
     assert run.report["iterations"] == math.ceil(1000 / per_it) - 1
     assert run.report["energy_calls"]["train"] == (run.report["iterations"] + 1) * per_it
+
+
+def test_trajectory_reuse_costs_energy_calls_only_on_fresh_iterations():
+    """trajectory_reuse = R: of every R + 1 iterations one draws fresh trajectories (and pays their
+    energy calls); the other R replay stored ones (states, scores, rewards kept) for free."""
+    per_it = 1 + 4 * 32 + 32                            # Langevin drift, forward TB (test above)
+    for reuse in (0, 3):
+        run = ds.train("gmm25", progress=False, **dict(SMALL, iterations=12, trajectory_reuse=reuse))
+        fresh = -(-12 // (reuse + 1))
+        assert run.report["energy_calls"]["train"] == (fresh + 1) * per_it   # + the log Z warm start
+
+
+@pytest.mark.parametrize("drift", ["mlp", "langevin"])
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_replay_recomputes_log_pf_of_stored_trajectories(drift, direction):
+    """A replay under the same drift reproduces the rollout's log_pf exactly (and log_pb, log R);
+    under a changed drift it equals log pi_fwd of the new drift along the same states."""
+    from diffsampler.sde import backward_rollout, forward_rollout, make_grid, replay
+    torch.manual_seed(0)
+    target = ds.targets.get("manywell4")
+    s = ds.DiffusionSampler(target, drift=drift, width=16, time_features=8).double()
+    for p in s.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    g = make_grid("random", 50, 6, dtype=torch.float64)
+    if direction == "forward":
+        tr = forward_rollout(s, g)
+    else:
+        tr = backward_rollout(s, target.sample(50).double(), g)
+    calls = target.counter.total
+    rep = replay(s, tr)
+    assert target.counter.total == calls                 # no energy call
+    torch.testing.assert_close(rep.log_pf, tr.log_pf, rtol=1e-12, atol=1e-10)
+    assert rep.log_pb is tr.log_pb and rep.log_r is tr.log_r
+    with torch.no_grad():
+        for p in s.drift.parameters():
+            p.add_(0.1)
+    rep2 = replay(s, tr)
+    mu = s.drift(tr.x[:, :-1].reshape(-1, 4), g[:, :-1].reshape(-1), None if tr.score is None else
+                 tr.score.reshape(-1, 4)).view(50, 6, 4)
+    dt = g.diff(dim=1)
+    expected = -0.5 * ((tr.x[:, 1:] - tr.x[:, :-1] - mu * dt[..., None]) ** 2).sum(-1) / dt \
+        - 2 * torch.log(2 * math.pi * dt)
+    torch.testing.assert_close(rep2.log_pf, expected, rtol=1e-10, atol=1e-8)
 
 
 def test_nan_energy_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
@@ -186,3 +229,14 @@ def test_log_Z_warm_start_waits_for_the_end_of_the_ml_warmup():
     assert calls == [] and tr.warm_start_log_Z and tr.sampler.log_Z.item() == log_Z0
     tr.step()
     assert calls == [3] and not tr.warm_start_log_Z and tr.sampler.log_Z.item() != log_Z0
+
+
+def test_optimal_drift_runs_as_an_untrained_sampler():
+    """drift=optimal (the target's exact Föllmer drift, no parameters) with iterations=0 reports the
+    discretisation floor of the evaluation grid: on GMM-40 at 100 uniform steps EUBO - ELBO is about
+    0.5 (benchmarks/grid_floor.py), far below any learned sampler's; no training energy calls."""
+    run = ds.train("gmm40", progress=False, drift="optimal", iterations=0, eval_samples=1000, threads=1)
+    rep = run.report
+    assert rep["energy_calls"]["train"] == 0
+    assert 0.3 < rep["eubo"] - rep["elbo"] < 0.75 and rep["delta_elbo"] < 0.5
+    assert rep["mode_coverage"] == 1.0

@@ -23,7 +23,7 @@ class DiffusionSampler(nn.Module):
         self.reference = target.make_reference(sigma if sigma is not None else target.sigma)
         d = target.dim
         self.drift = make_drift(drift, target, width, depth, time_features, score_clip,
-                                scale=self.reference.sigma if scale_by_sigma else 1.0)
+                                scale=self.reference.sigma if scale_by_sigma else 1.0, sigma=self.reference.sigma)
         self.log_Z = nn.Parameter(torch.tensor(float(log_Z_init)))
         self.flow = LogFlow(d, width, depth, time_features) if flow else None
         self.default_steps = int(default_steps)

@@ -25,7 +25,10 @@ class Trajectories:
     x: (B, N+1, d) states (detached unless produced by a pathwise rollout);
     t: (B, N+1) time grid; log_pf, log_pb: (B, N) per-step forward / backward log-densities
     (log_pf carries gradients w.r.t. the drift parameters); log_r: (B,) log R(x_N), the *true*
-    reward; log_r_steps: (B, N+1) log R at every state, when it was computed (else None).
+    reward; log_r_steps: (B, N+1) log R at every state, when it was computed (else None);
+    score: (B, N, d) the target score grad log R at x_0 .. x_{N-1}, when the drift used it (else
+    None). States, grid, scores and rewards are all a replay needs to recompute log_pf under a
+    newer drift without a single energy call (`replay`).
     """
 
     x: torch.Tensor
@@ -34,6 +37,7 @@ class Trajectories:
     log_pb: torch.Tensor
     log_r: torch.Tensor
     log_r_steps: torch.Tensor | None = None
+    score: torch.Tensor | None = None
 
     @property
     def log_w(self) -> torch.Tensor:
@@ -83,7 +87,7 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
     dtype, device = grid.dtype, grid.device
     need_score = drift.needs_score
     x = torch.zeros(B, target.dim, dtype=dtype, device=device)
-    xs, mus, step_r = [x], [], []
+    xs, mus, step_r, scores = [x], [], [], []
     context = full_context = tape = None
     if hasattr(drift, "time_context"):   # the x-independent part of the drift, for all steps at once
         full_context = drift.time_context(grid[:, :N].T.reshape(-1))
@@ -107,6 +111,8 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
             lr = target.log_prob(x.detach()).detach()
         if lr is not None:
             step_r.append(lr)
+        if score is not None:
+            scores.append(score.detach())
         x_in = x if pathwise else x.detach()
         if tape is not None:
             mu = ref.project(tape.step(x_in, context[n], score))
@@ -140,7 +146,31 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
     step = None
     if need_step_rewards:
         step = torch.stack(step_r + [log_r.detach()], 1)
-    return Trajectories(X, grid, log_pf, log_pb, log_r, step)
+    return Trajectories(X, grid, log_pf, log_pb, log_r, step, torch.stack(scores, 1) if scores else None)
+
+
+def policy_log_pf(sampler, X: torch.Tensor, grid: torch.Tensor, score: torch.Tensor | None) -> torch.Tensor:
+    """log pi_fwd(x_{n+1} | x_n) (B, N) of the sampler's current drift along given states X (B, N+1, d)
+    on `grid` (B, N+1), with the target score at x_0 .. x_{N-1} (B, N, d) when the drift needs it:
+    one batched drift pass over all B N states (they are all known: parallel in time)."""
+    drift, ref = sampler.drift, sampler.reference
+    B, N, d = X.shape[0], X.shape[1] - 1, X.shape[2]
+    if drift.needs_score and score is None:
+        raise ValueError("this drift needs the target score at every state of the trajectories")
+    sc = None if score is None or not drift.needs_score else score.reshape(B * N, d)
+    mu = ref.project(drift(X[:, :-1].reshape(B * N, d), grid[:, :-1].reshape(-1), sc)).view(B, N, d)
+    dt = grid[:, 1:] - grid[:, :-1]
+    return ref.step_log_prob(X[:, 1:], X[:, :-1] + mu * dt[..., None], ref.sigma ** 2 * dt)
+
+
+def replay(sampler, stored: Trajectories) -> Trajectories:
+    """Stored trajectories (from any earlier policy, forward or backward) with log_pf recomputed
+    under the sampler's current drift; log_pb, the rewards and the stored scores are reused, so a
+    replay costs no energy call. Off-policy balance objectives (TB, VarGrad, SubTB, DB) are valid
+    for any behaviour distribution with full support, so replayed trajectories are valid training
+    data (the trajectory replay of GFlowNets; cf. the replay buffers of SGDS and Sendera et al.)."""
+    log_pf = policy_log_pf(sampler, stored.x, stored.t, stored.score)
+    return Trajectories(stored.x, stored.t, log_pf, stored.log_pb, stored.log_r, stored.log_r_steps, stored.score)
 
 
 def backward_rollout(sampler, x_final: torch.Tensor, grid: torch.Tensor, *,
@@ -179,14 +209,13 @@ def backward_rollout(sampler, x_final: torch.Tensor, grid: torch.Tensor, *,
             score_inner = torch.cat([s0[:, None], s_inner], 1).reshape(B * N, d)
     if log_r is None:
         log_r = target.log_prob(x_final).detach()
-    mu = ref.project(drift(X[:, :-1].reshape(B * N, d), grid[:, :-1].reshape(-1), score_inner)).view(B, N, d)
-    dt = grid[:, 1:] - grid[:, :-1]
-    log_pf = ref.step_log_prob(X[:, 1:], X[:, :-1] + mu * dt[..., None], ref.sigma ** 2 * dt)
+    score = None if score_inner is None else score_inner.view(B, N, d)
+    log_pf = policy_log_pf(sampler, X, grid, score)
     log_pb = ref.backward_log_prob(X[:, :-1], X[:, 1:], grid[:, :-1], grid[:, 1:])
     step = None
     if need_step_rewards:
         step = torch.cat([lr0[:, None], lr_inner, log_r.detach()[:, None]], 1)
-    return Trajectories(X, grid, log_pf, log_pb, log_r.detach(), step)
+    return Trajectories(X, grid, log_pf, log_pb, log_r.detach(), step, score)
 
 
 def log_mean_exp(a: torch.Tensor) -> torch.Tensor:

@@ -153,6 +153,21 @@ class Target:
         """{'mode_coverage': fraction in [0, 1], ...} for targets with known modes, else None."""
         return None
 
+    @property
+    def has_optimal_drift(self) -> bool:
+        return type(self).optimal_drift is not Target.optimal_drift
+
+    def optimal_drift(self, x: torch.Tensor, t: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
+        """The exact optimal drift (B, d) at states x (B, d), times t (B,), for the pinned-Brownian
+        reference of scale sigma (default: the target's): the Föllmer drift, under which X_1 ~ p
+        exactly in continuous time. With f = p / N(0, sigma^2 I) and h_t = f * N(0, sigma^2 (1-t) I),
+            mu*(x, t) = sigma^2 grad log h_t(x) = E[sigma^2 grad log p(Y) + Y | X_t = x],
+        the posterior of Y = X_1 given X_t = x being  p(y) N(x; t y, sigma^2 t (1 - t) I).
+        Ground truth for diagnostics (how far a learned drift is from the optimum, how much a grid's
+        discretisation costs with no learning error); targets define it where it is computable.
+        Costs no energy calls."""
+        raise NotImplementedError(f"target {self.name!r} has no closed-form optimal drift")
+
     def _energy(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -35,6 +35,18 @@ class GaussianMixture(Target):
         x = self.means[k] + self.std * torch.randn(n, self.dim, dtype=torch.float64)
         return x.to(torch.get_default_dtype())
 
+    def optimal_drift(self, x: torch.Tensor, t: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
+        """Closed form (see Target.optimal_drift). Given X_t = x the component posterior is
+        r_k(x, t) = softmax_k[(2 x.m_k - t |m_k|^2) / (2 q)] with q = t s^2 + sigma^2 (1 - t), and
+            mu*(x, t) = (sigma^2 sum_k r_k m_k - (sigma^2 - s^2) x) / q,
+        finite for every t in [0, 1] (at t = 1 it is sigma^2 grad log p(x) + x)."""
+        sig2, s2 = (sigma if sigma is not None else self.sigma) ** 2, self.std ** 2
+        m = self.means.to(x)
+        t = t.to(x)[:, None]
+        q = t * s2 + sig2 * (1 - t)                                        # (B, 1)
+        r = torch.softmax((2 * x @ m.T - t * (m * m).sum(-1)[None]) / (2 * q), -1)   # (B, K)
+        return (sig2 * (r @ m) - (sig2 - s2) * x) / q
+
     def mode_coverage(self, x: torch.Tensor) -> dict:
         m = self.means.to(x)
         nearest = torch.cdist(x, m).argmin(-1)

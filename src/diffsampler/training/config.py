@@ -64,6 +64,9 @@ class TrainConfig:
     orbit_K: int = 0                   # symmetric targets: ML with the orbit Rao-Blackwell target over K
                                        # group elements (Tong et al. 2025); 0: plain ML on backward paths
     orbit_t_threshold: float | None = None  # spend group samples only where t < this (high noise)
+    trajectory_reuse: int = 0              # after each fresh batch of trajectories, this many iterations train on
+                                       # stored ones (states, scores, rewards kept: no energy calls)
+    trajectory_store: int = 10           # how many recent fresh batches the trajectory store keeps
     local_search_every: int = 0        # TB+LS: every k iterations run MALA on buffer samples; 0: off
     local_search_steps: int = 200
     local_search_batch: int = 300
@@ -112,10 +115,10 @@ class TrainConfig:
         for k in ("width", "depth", "time_features", "train_steps", "batch_size", "eval_steps",
                   "eval_samples", "checkpoint_every", "log_every", "buffer_size", "rounds", "search_chains",
                   "search_steps", "search_inner", "search_thin", "search_temperatures", "rnd_width",
-                  "local_search_steps", "local_search_batch"):
+                  "local_search_steps", "local_search_batch", "trajectory_store"):
             need(getattr(self, k) >= 1, k, "must be >= 1")
         need(self.iterations >= 0, "iterations", "must be >= 0")
-        for k in ("search_burnin", "ml_warmup", "local_search_every", "orbit_K"):
+        for k in ("search_burnin", "ml_warmup", "local_search_every", "orbit_K", "trajectory_reuse"):
             need(getattr(self, k) >= 0, k, "must be >= 0")
         for k in ("lr", "lr_log_Z", "lr_flow", "score_clip", "subtb_lambda", "buffer_rank_k", "search_step_size",
                   "search_t_max", "search_friction", "rnd_lr", "search_adapt_rate"):
@@ -134,6 +137,8 @@ class TrainConfig:
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
              "must be cpu, cuda, cuda:N or auto")
         need(self.log_Z_init is None or math.isfinite(self.log_Z_init), "log_Z_init", "must be finite")
+        need(not (self.objective == "kl" and self.trajectory_reuse > 0), "trajectory_reuse",
+             "the KL (PIS) objective differentiates through fresh rollouts; stored trajectories cannot serve it")
         need(not (self.objective == "kl" and self.behaviour != "forward"), "behaviour",
              "the KL (PIS) objective differentiates through forward rollouts; use behaviour=forward")
         need(not (self.offpolicy_data == "search" and self.searcher == "none"), "offpolicy_data",

@@ -14,7 +14,7 @@ import torch
 from ..errors import CheckpointError, ConfigError, NonFiniteError, TrainingError
 from ..objectives import make_objective
 from ..sampler import DiffusionSampler
-from ..sde import backward_rollout, forward_rollout
+from ..sde import Trajectories, backward_rollout, forward_rollout, replay
 from ..search import RND, ReplayBuffer
 from ..targets import Target
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -76,6 +76,7 @@ class Trainer:
         self.searched_rounds = 0
         self.warm_start_log_Z = cfg.log_Z_init is None
         self.search_log: list[dict] = []
+        self.store: list[Trajectories] = []   # recent fresh trajectories, for trajectory_reuse
         self.iteration = 0
         self.train_seconds = 0.0
         self.stop_reason = "iterations"
@@ -137,20 +138,36 @@ class Trainer:
     def in_ml_warmup(self) -> bool:
         return self.iteration - self.round * self.iterations_per_round < self.cfg.ml_warmup
 
-    def trajectories(self):
+    def is_fresh(self) -> bool:
+        """Whether this iteration draws new trajectories (else it trains on stored ones)."""
+        return self.iteration % (1 + self.cfg.trajectory_reuse) == 0 or not self.store
+
+    def trajectories(self) -> Trajectories:
+        """This iteration's batch: fresh trajectories of the behaviour policy (forward, or backward
+        from the buffer on odd fresh iterations of `mixed`), or, with trajectory_reuse = R, on R of
+        every R + 1 iterations a batch from the store of recent fresh ones with log_pf recomputed
+        under the current drift (no energy calls)."""
         cfg, s = self.cfg, self.sampler
+        if not self.is_fresh():
+            return replay(s, self.store[int(torch.randint(len(self.store), ()))])
         p = s.log_Z
         grid = s.make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps)
-        use_backward = (cfg.behaviour == "backward" or (cfg.behaviour == "mixed" and self.iteration % 2 == 1)
+        fresh_index = self.iteration // (1 + cfg.trajectory_reuse)
+        use_backward = (cfg.behaviour == "backward" or (cfg.behaviour == "mixed" and fresh_index % 2 == 1)
                         or self.in_ml_warmup())
         if use_backward and len(self.buffer) > 0:
             x, log_r = self.buffer.sample(cfg.batch_size)
-            return backward_rollout(s, x.to(p), grid, log_r=log_r.to(p),
-                                    need_step_rewards=self.objective.needs_flow)
-        tr = forward_rollout(s, grid, explore=self.exploration(), pathwise=self.objective.pathwise,
-                             need_step_rewards=self.objective.needs_flow)
-        if cfg.behaviour != "forward" and cfg.offpolicy_data == "replay":
-            self.buffer.add(tr.terminal.detach(), tr.log_r.detach())
+            tr = backward_rollout(s, x.to(p), grid, log_r=log_r.to(p), need_step_rewards=self.objective.needs_flow)
+        else:
+            tr = forward_rollout(s, grid, explore=self.exploration(), pathwise=self.objective.pathwise,
+                                 need_step_rewards=self.objective.needs_flow)
+            if cfg.behaviour != "forward" and cfg.offpolicy_data == "replay":
+                self.buffer.add(tr.terminal.detach(), tr.log_r.detach())
+        if cfg.trajectory_reuse:
+            self.store.append(Trajectories(tr.x.detach(), tr.t, tr.log_pf.new_empty(0), tr.log_pb.detach(),
+                                           tr.log_r.detach(), None if tr.log_r_steps is None else tr.log_r_steps.detach(),
+                                           tr.score))
+            del self.store[:-cfg.trajectory_store]
         return tr
 
     def fill_buffer_from_target(self) -> None:
@@ -175,6 +192,7 @@ class Trainer:
         ml_phase = self.in_ml_warmup() or cfg.objective == "ml"
         if self.orbit is not None and ml_phase and len(self.buffer) > 0:
             return self._orbit_step()
+        fresh = self.is_fresh()
         with self.target.counter.use("train"):
             try:
                 traj = self.trajectories()
@@ -183,7 +201,7 @@ class Trainer:
         if self.warm_start_log_Z and not self.in_ml_warmup():
             # the ML warm-up does not use log Z: start it from the warmed-up sampler, not the untrained one
             self.warm_start()
-        if self.rnd is not None:
+        if self.rnd is not None and fresh:
             self.rnd.fit(traj.terminal.detach(), steps=1)
         objective = self.ml if self.in_ml_warmup() else self.objective
         loss = objective(traj, self.sampler)
@@ -263,6 +281,7 @@ class Trainer:
                 "energy_calls": dict(self.target.counter.counts), "buffer": self.buffer.state_dict(),
                 "train_seconds": self.train_seconds, "searched_rounds": self.searched_rounds,
                 "warm_start_log_Z": self.warm_start_log_Z, "search_log": self.search_log,
+                "store": [vars(tr) for tr in self.store],
                 "rnd": None if self.rnd is None else {"net": self.rnd.state_dict(),
                                                       "optimizer": self.rnd.optimizer.state_dict()}}
 
@@ -282,6 +301,7 @@ class Trainer:
         self.searched_rounds = int(state.get("searched_rounds", 0))
         self.warm_start_log_Z = bool(state.get("warm_start_log_Z", False))
         self.search_log = list(state.get("search_log", []))
+        self.store = [Trajectories(**tr) for tr in state.get("store", [])]
         if self.rnd is not None and state.get("rnd") is not None:
             self.rnd.load_state_dict(state["rnd"]["net"])
             self.rnd.optimizer.load_state_dict(state["rnd"]["optimizer"])
