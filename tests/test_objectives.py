@@ -143,7 +143,6 @@ def test_per_dimension_langevin_scales_each_coordinate():
 def test_taped_rollout_gives_autograd_gradients(drift, depth, objective):
     """nets.tape: the rollout's N drift passes run without autograd and are backpropagated as one
     batched pass. Gradients of every parameter must equal those of plain autograd, same noise."""
-    from diffsampler.nets import LangevinDrift, MLPDrift
     torch.manual_seed(0)
     target = ds.targets.get("manywell4")
     s = ds.DiffusionSampler(target, drift=drift, width=16, depth=depth, time_features=8,
@@ -155,17 +154,7 @@ def test_taped_rollout_gives_autograd_gradients(drift, depth, objective):
     for taped in (True, False):
         torch.manual_seed(1)
         g = make_grid("random", 40, 6, dtype=torch.float64)
-        if taped:
-            tr = forward_rollout(s, g, need_step_rewards=obj.needs_flow)
-        else:   # the same rollout with the tape switched off
-            saved = {c: c.__dict__["tape"] for c in (MLPDrift, LangevinDrift)}
-            try:
-                for c in saved:
-                    delattr(c, "tape")
-                tr = forward_rollout(s, g, need_step_rewards=obj.needs_flow)
-            finally:
-                for c, f in saved.items():
-                    setattr(c, "tape", f)
+        tr = forward_rollout(s, g, need_step_rewards=obj.needs_flow, tape=taped)
         s.zero_grad()
         obj(tr, s).backward()
         grads.append({n: p.grad.clone() for n, p in s.named_parameters() if p.grad is not None})

@@ -73,13 +73,15 @@ def _reward_and_score_at_origin(target, batch: int, dtype, device, need_score: b
 
 
 def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwise: bool = False,
-                    need_step_rewards: bool = False) -> Trajectories:
+                    need_step_rewards: bool = False, tape: bool = True) -> Trajectories:
     """Simulate B = grid.shape[0] forward trajectories (Euler-Maruyama) on the given grid.
 
     explore: extra noise std per step for the *behaviour* policy (gfn-diffusion's convention: the
         step variance becomes sigma^2 dt + explore^2); log_pf is always evaluated under the learned
         policy (variance sigma^2 dt), as off-policy objectives need.
     pathwise: keep the graph through the states (reparametrisation; for the KL/PIS objective).
+    tape: for drifts that offer one (MLP, Langevin), run the steps without autograd and backpropagate
+        them as one batched pass after the rollout (nets.tape); the same gradients, faster.
     """
     target, drift, ref = sampler.target, sampler.drift, sampler.reference
     sigma = ref.sigma
@@ -88,13 +90,14 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
     need_score = drift.needs_score
     x = torch.zeros(B, target.dim, dtype=dtype, device=device)
     xs, mus, step_r, scores = [x], [], [], []
-    context = full_context = tape = None
+    use_tape, tape = tape, None
+    context = full_context = None
     if hasattr(drift, "time_context"):   # the x-independent part of the drift, for all steps at once
         full_context = drift.time_context(grid[:, :N].T.reshape(-1))
         # unbind, not context[n]: indexing would make every step's backward write a zero-filled
         # copy of the whole (N, B, width) tensor; unbind's backward stacks the N gradients once
         context = _per_step(full_context, N, B)
-        if not pathwise and hasattr(drift, "tape") and torch.is_grad_enabled():
+        if use_tape and not pathwise and hasattr(drift, "tape") and torch.is_grad_enabled():
             # detached states: run the N passes without autograd and backpropagate them as one
             # batched pass after the rollout (nets.tape; same gradients, far fewer operations)
             tape = drift.tape()
