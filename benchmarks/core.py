@@ -93,15 +93,11 @@ def matmul_rate(threads: int, reps: int = 40) -> float:
 
 def throughput(threads: int, width: int = 128, steps: int = 10, batch: int = 300, reps: int = 60,
                rounds: int = 5) -> dict:
-    """Seconds per TB iteration on Manywell-32 vs the time the network FLOPs need at the matmul rate,
-    for the taped rollout (nets.tape: steps without autograd, one batched backward; the default)
-    and the plain autograd rollout, side by side.
+    """Seconds per TB iteration on Manywell-32 vs the time the network FLOPs need at the matmul rate.
 
-    The host is shared (a VM), so its speed drifts: taped iterations, plain iterations and the
-    1024^2 matmul rate are timed in alternating blocks (`rounds` of each) and each ratio is the
-    median of the per-round ratios, each from an iteration block and the matmul block next to it.
-    The FLOPs are counted once (torch.utils.flop_counter, forward and backward of every matmul);
-    both variants do the same matmuls."""
+    The host is shared (a VM), so its speed drifts: iterations and the 1024^2 matmul rate are timed
+    in alternating blocks (`rounds` of each) and the ratio is the median of the per-round ratios,
+    each from an iteration block and the matmul block next to it."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from diffsampler.objectives import make_objective
@@ -112,41 +108,32 @@ def throughput(threads: int, width: int = 128, steps: int = 10, batch: int = 300
     obj = make_objective("tb")
     opt = torch.optim.Adam(s.parameters(), lr=1e-3)
 
-    def iteration(tape: bool):
-        tr = s.rollout(batch, steps, "random", tape=tape)
+    def iteration():
+        tr = s.rollout(batch, steps, "random")
         loss = obj(tr, s)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    flops = {}
-    for tape in (True, False):
-        with FlopCounterMode(display=False) as fc:
-            iteration(tape)
-        flops[tape] = fc.get_total_flops()
-    for _ in range(3):
-        iteration(True), iteration(False)
+    with FlopCounterMode(display=False) as fc:
+        iteration()
+    flops = fc.get_total_flops()
+    for _ in range(5):
+        iteration()
     per_round = max(2, reps // rounds)
-    secs, rates = {True: [], False: []}, []
+    secs, rates = [], []
     for _ in range(rounds):
-        for tape in (True, False):
-            t = time.perf_counter()
-            for _ in range(per_round):
-                iteration(tape)
-            secs[tape].append((time.perf_counter() - t) / per_round)
+        t = time.perf_counter()
+        for _ in range(per_round):
+            iteration()
+        secs.append((time.perf_counter() - t) / per_round)
         rates.append(matmul_rate(threads, reps=10))
-    med = lambda v: sorted(v)[len(v) // 2]
-    out = {"width": width, "batch": batch, "steps": steps, "threads": threads,
-           "flops_per_iteration": flops[True], "matmul_flops_per_second": med(rates)}
-    for tape, key in ((True, ""), (False, "_autograd")):
-        ratios = sorted(flops[tape] / r / sec for r, sec in zip(rates, secs[tape]))
-        out.update({f"seconds_per_iteration{key}": med(secs[tape]),
-                    f"ratio_lower_bound_to_measured{key}": ratios[rounds // 2],
-                    f"ratio_range{key}": [ratios[0], ratios[-1]]})
-    out["flop_lower_bound_seconds"] = flops[True] / med(rates)
-    out["flops_per_iteration_autograd"] = flops[False]
-    out["speedup_tape"] = med([a / b for a, b in zip(secs[False], secs[True])])
-    return out
+    ratios = sorted(flops / r / sec for r, sec in zip(rates, secs))
+    sec, rate = sorted(secs)[rounds // 2], sorted(rates)[rounds // 2]
+    return {"width": width, "batch": batch, "steps": steps, "threads": threads, "seconds_per_iteration": sec,
+            "flops_per_iteration": flops, "matmul_flops_per_second": rate,
+            "flop_lower_bound_seconds": flops / rate, "ratio_lower_bound_to_measured": ratios[rounds // 2],
+            "ratio_range": [ratios[0], ratios[-1]]}
 
 
 def markdown(results: dict) -> str:
@@ -163,19 +150,14 @@ def markdown(results: dict) -> str:
                      f"{r['energy_calls']['train']:,} | {GOALS.get(name, '')} |")
     if "throughput" in results:
         rows = results["throughput"]
-        lines += ["", "| width | batch | steps | threads | GFLOP/iteration | matmul GFLOP/s | FLOP lower bound (s) | "
-                      "s/iteration (taped) | lower bound / measured (median, range) | s/iteration (autograd) | "
-                      "lower bound / measured (autograd) | speed-up of the tape |", "|" + " --- |" * 12]
+        lines += ["", "| width | batch | steps | threads | s/iteration | GFLOP/iteration | matmul GFLOP/s | "
+                      "FLOP lower bound (s) | lower bound / measured (median) | range over rounds |", "|" + " --- |" * 10]
         for t in (rows if isinstance(rows, list) else [rows]):
-            if "speedup_tape" not in t:   # an older result without the side-by-side variant
-                continue
             lines.append(f"| {t['width']} | {t['batch']} | {t['steps']} | {t['threads']} | "
-                         f"{t['flops_per_iteration'] / 1e9:.3f} | {t['matmul_flops_per_second'] / 1e9:.1f} | "
-                         f"{t['flop_lower_bound_seconds']:.4f} | {t['seconds_per_iteration']:.4f} | "
-                         f"{t['ratio_lower_bound_to_measured']:.2f} ({t['ratio_range'][0]:.2f}–{t['ratio_range'][1]:.2f}) | "
-                         f"{t['seconds_per_iteration_autograd']:.4f} | {t['ratio_lower_bound_to_measured_autograd']:.2f} "
-                         f"({t['ratio_range_autograd'][0]:.2f}–{t['ratio_range_autograd'][1]:.2f}) | "
-                         f"{t['speedup_tape']:.2f}× |")
+                         f"{t['seconds_per_iteration']:.4f} | {t['flops_per_iteration'] / 1e9:.3f} | "
+                         f"{t['matmul_flops_per_second'] / 1e9:.1f} | {t['flop_lower_bound_seconds']:.4f} | "
+                         f"{t['ratio_lower_bound_to_measured']:.2f} | "
+                         + ("{:.2f}–{:.2f} |".format(*t["ratio_range"]) if "ratio_range" in t else "n/a |"))
     return "\n".join(lines) + "\n"
 
 

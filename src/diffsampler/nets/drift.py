@@ -47,11 +47,6 @@ class MLPDrift(nn.Module):
         c = self.time_context(t) if context is None else context
         return self.scale * self.joint(self.state_enc(x / self.scale) + c)
 
-    def tape(self):
-        """A tape for one detached-state rollout: N forward passes without autograd, then one
-        batched backward (nets.tape)."""
-        from .tape import MLPTape
-        return MLPTape(self)
 
 
 class LangevinDrift(nn.Module):
@@ -81,7 +76,3 @@ class LangevinDrift(nn.Module):
         s = score.clamp(-self.score_clip, self.score_clip)
         return self.base(x, t, context=c_base) + c_scale * s
 
-    def tape(self):
-        """See MLPDrift.tape."""
-        from .tape import LangevinTape
-        return LangevinTape(self)

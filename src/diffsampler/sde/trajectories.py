@@ -56,13 +56,6 @@ def _per_step(context, N: int, B: int) -> list:
     return list(zip(*(c.view(N, B, -1).unbind(0) for c in context)))
 
 
-def _detach(context):
-    """A time context (tensor or tuple of tensors) without its graph."""
-    if isinstance(context, torch.Tensor):
-        return context.detach()
-    return tuple(c.detach() for c in context)
-
-
 def _reward_and_score_at_origin(target, batch: int, dtype, device, need_score: bool):
     """x_0 = 0 for every trajectory: evaluate once (one energy call) and broadcast."""
     z = torch.zeros(1, target.dim, dtype=dtype, device=device)
@@ -73,15 +66,13 @@ def _reward_and_score_at_origin(target, batch: int, dtype, device, need_score: b
 
 
 def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwise: bool = False,
-                    need_step_rewards: bool = False, tape: bool = True) -> Trajectories:
+                    need_step_rewards: bool = False) -> Trajectories:
     """Simulate B = grid.shape[0] forward trajectories (Euler-Maruyama) on the given grid.
 
     explore: extra noise std per step for the *behaviour* policy (gfn-diffusion's convention: the
         step variance becomes sigma^2 dt + explore^2); log_pf is always evaluated under the learned
         policy (variance sigma^2 dt), as off-policy objectives need.
     pathwise: keep the graph through the states (reparametrisation; for the KL/PIS objective).
-    tape: for drifts that offer one (MLP, Langevin), run the steps without autograd and backpropagate
-        them as one batched pass after the rollout (nets.tape); the same gradients, faster.
     """
     target, drift, ref = sampler.target, sampler.drift, sampler.reference
     sigma = ref.sigma
@@ -90,18 +81,11 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
     need_score = drift.needs_score
     x = torch.zeros(B, target.dim, dtype=dtype, device=device)
     xs, mus, step_r, scores = [x], [], [], []
-    use_tape, tape = tape, None
-    context = full_context = None
+    context = None
     if hasattr(drift, "time_context"):   # the x-independent part of the drift, for all steps at once
-        full_context = drift.time_context(grid[:, :N].T.reshape(-1))
         # unbind, not context[n]: indexing would make every step's backward write a zero-filled
         # copy of the whole (N, B, width) tensor; unbind's backward stacks the N gradients once
-        context = _per_step(full_context, N, B)
-        if use_tape and not pathwise and hasattr(drift, "tape") and torch.is_grad_enabled():
-            # detached states: run the N passes without autograd and backpropagate them as one
-            # batched pass after the rollout (nets.tape; same gradients, far fewer operations)
-            tape = drift.tape()
-            context = _per_step(_detach(full_context), N, B)
+        context = _per_step(drift.time_context(grid[:, :N].T.reshape(-1)), N, B)
     for n in range(N):
         t, t_next = grid[:, n], grid[:, n + 1]
         dt = t_next - t
@@ -117,9 +101,7 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
         if score is not None:
             scores.append(score.detach())
         x_in = x if pathwise else x.detach()
-        if tape is not None:
-            mu = ref.project(tape.step(x_in, context[n], score))
-        elif context is None:
+        if context is None:
             mu = ref.project(drift(x_in, t, score))
         else:
             mu = ref.project(drift(x_in, t, score, context=context[n]))
@@ -132,10 +114,7 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
         mus.append(mu)
         x = x_next
         xs.append(x)
-    if tape is not None:   # (N B, d) step-major -> (B, N, d), with the graph to the parameters
-        mu_all = ref.project(tape.replay(full_context)).view(N, B, -1).transpose(0, 1)
-    else:
-        mu_all = torch.stack(mus, 1)
+    mu_all = torch.stack(mus, 1)
     # the per-step log-densities of all steps in one batched pass (the states are all known now)
     X = torch.stack(xs, 1)                                   # (B, N+1, d)
     dts = grid[:, 1:] - grid[:, :-1]                         # (B, N)
