@@ -390,3 +390,30 @@ def test_probability_flow_order_on_a_gaussian(name, order):
     assert -order - 0.3 <= slope <= -order + 0.5, (err[True], slope)
     slope_x = np.polyfit(np.log(Ns), np.log(err[False]), 1)[0]
     assert slope_x > -1 and err[True][-1] < err[False][-1] / 10, (err[False], slope_x)
+
+
+def test_mala_corrector_moves_samples_to_the_target_and_keeps_the_weights():
+    """`sample(..., corrector_steps=K)`: the untrained sampler's samples (the reference, N(0, 1)) are
+    moved by K MALA steps toward the target N(1, 0.7^2 I); the log-weights are those of the
+    uncorrected run (same noise), and the corrector costs n (K + 1) more 'eval' energy calls. Since the
+    kernel leaves p invariant the weighted estimate E_w[f(x')] stays consistent for p."""
+    from conftest import shifted_gaussian
+    target = shifted_gaussian(1.0, 3, 0.7)
+    s = ds.DiffusionSampler(target, drift="mlp", width=16, time_features=8, sigma=1.0).double()
+    n, K = 4000, 60
+    torch.manual_seed(0)
+    x0, lw0 = s.sample(n, steps=20)
+    calls = target.counter.counts["eval"]
+    torch.manual_seed(0)
+    x1, lw1 = s.sample(n, steps=20, corrector_steps=K)
+    assert target.counter.counts["eval"] - calls == n + n * (K + 1)   # terminal rewards + corrector
+    torch.testing.assert_close(lw1, lw0)
+    assert abs(x0.mean().item() - 0.0) < 0.05                     # uncorrected: the reference
+    assert (x1.mean(0) - 1.0).abs().max().item() < 0.05            # corrected: the target's moments
+    assert (x1.std(0) - 0.7).abs().max().item() < 0.04
+    w = torch.softmax(lw1, 0)
+    ess = 1 / (w ** 2).sum().item()
+    assert ess > 100
+    assert ((w[:, None] * x1).sum(0) - 1.0).abs().max().item() < 4 * 0.7 / ess ** 0.5
+    with pytest.raises(ValueError, match="corrector_steps"):
+        s.sample(10, steps=5, corrector_steps=-1)

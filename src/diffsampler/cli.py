@@ -74,7 +74,8 @@ def _eval(args) -> int:
     from .training import load_run, summary_table
 
     run = load_run(args.run_dir)
-    rep = run.evaluate(steps=args.steps, grid=args.grid, n=args.n, integrator=args.integrator)
+    rep = run.evaluate(steps=args.steps, grid=args.grid, n=args.n, integrator=args.integrator,
+                       corrector_steps=args.corrector_steps)
     if args.json:
         print(json.dumps(rep))
     else:
@@ -88,13 +89,22 @@ def _sample(args) -> int:
     from .training import load_run
 
     run = load_run(args.run_dir)
-    x, log_w = run.sampler.sample(args.n, steps=args.steps, integrator=args.integrator)
+    x, log_w = run.sampler.sample(args.n, steps=args.steps, integrator=args.integrator,
+                                  corrector_steps=args.corrector_steps)
     steps = args.steps or run.sampler.default_steps
     nfe = nfe_for(make_integrator(args.integrator), steps)
     np.savez(args.output, x=x.detach().cpu().numpy(), log_w=log_w.detach().cpu().numpy(),
              integrator=np.array(args.integrator), nfe=np.array(nfe))
-    print(f"wrote {args.n} samples to {args.output} ({args.integrator}, {nfe} drift evaluations per sample)")
+    corr = f", then {args.corrector_steps} MALA corrector steps" if args.corrector_steps else ""
+    print(f"wrote {args.n} samples to {args.output} ({args.integrator}, {nfe} drift evaluations per sample{corr})")
     return 0
+
+
+def _nonneg(v: str) -> int:
+    n = int(v)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
 
 
 def _integrators() -> list[str]:
@@ -127,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid", default=None, choices=["uniform", "random", "equidistant"])
     s.add_argument("-n", type=int, default=None, help="number of samples")
     s.add_argument("--integrator", default="euler_maruyama", choices=_integrators())
+    s.add_argument("--corrector-steps", type=_nonneg, default=0,
+                   help="MALA steps on the target after sampling (log-weights stay valid)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_eval)
     s = sub.add_parser("sample", help="draw samples with log-weights to an .npz (x, log_w)")
@@ -134,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, required=True)
     s.add_argument("--steps", type=int, default=None)
     s.add_argument("--integrator", default="euler_maruyama", choices=_integrators())
+    s.add_argument("--corrector-steps", type=_nonneg, default=0,
+                   help="MALA steps on the target after sampling (log-weights stay valid)")
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(fn=_sample)
     return p

@@ -19,8 +19,12 @@ class Evaluation:
 
 
 def evaluate(sampler, n: int = 2000, steps: int = 100, grid: str = "uniform",
-             n_distance: int = 2000, integrator: str = "euler_maruyama") -> Evaluation:
+             n_distance: int = 2000, integrator: str = "euler_maruyama", corrector_steps: int = 0) -> Evaluation:
     """ELBO, EUBO, log Z(IS), |Δlog Z|, ESS, W2, MMD, mode coverage on n samples, `steps` steps.
+
+    corrector_steps: MALA steps on the target applied to the samples (`DiffusionSampler.correct`).
+    They move the samples (W2, MMD, coverage, histograms see the moved ones) and leave the
+    log-weights, hence ELBO, log Z (IS), ESS and EUBO, as they are.
 
     `integrator` simulates the forward samples (its log w is exact for its own kernels). The EUBO
     needs the backward density of the same kernels, which we have for Euler-Maruyama only, so it is
@@ -30,7 +34,7 @@ def evaluate(sampler, n: int = 2000, steps: int = 100, grid: str = "uniform",
     target = sampler.target
     was_training = sampler.training
     sampler.eval()
-    x, log_w = sampler.sample(n, steps=steps, grid=grid, integrator=integ)
+    x, log_w = sampler.sample(n, steps=steps, grid=grid, integrator=integ, corrector_steps=corrector_steps)
     m: dict = {"elbo": elbo(log_w), "log_Z_is": log_z_is(log_w), "ess": ess_fraction(log_w),
                "n_eval_samples": n, "eval_steps": steps, "eval_grid": grid, "integrator": integ.name,
                "nfe": nfe_for(integ, steps)}

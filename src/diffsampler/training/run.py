@@ -31,17 +31,18 @@ class Run:
     dir: str | None = None
 
     def evaluate(self, steps: int | None = None, grid: str | None = None, n: int | None = None,
-                 save: bool = True, integrator: str = "euler_maruyama") -> dict:
+                 save: bool = True, integrator: str = "euler_maruyama", corrector_steps: int = 0) -> dict:
         """Recompute the metrics (and plots under RUN_DIR/eval/ when saved)."""
         rep = make_report(self, steps or self.config.eval_steps, grid or self.config.eval_grid,
-                          n or self.config.eval_samples, subdir="eval" if save else None, integrator=integrator)
+                          n or self.config.eval_samples, subdir="eval" if save else None, integrator=integrator,
+                          corrector_steps=corrector_steps)
         return rep
 
 
 def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None,
-                integrator: str = "euler_maruyama") -> dict:
+                integrator: str = "euler_maruyama", corrector_steps: int = 0) -> dict:
     """Evaluate and assemble the report dict (keys REPORT_KEYS plus extras). Unknown -> None."""
-    ev = evaluate(run.sampler, n=n, steps=steps, grid=grid, integrator=integrator)
+    ev = evaluate(run.sampler, n=n, steps=steps, grid=grid, integrator=integrator, corrector_steps=corrector_steps)
     m = ev.metrics
     prev = run.report or {}
     rep = {
@@ -54,7 +55,7 @@ def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None,
         "train_seconds": prev.get("train_seconds"), "iterations": prev.get("iterations"),
         "stop_reason": prev.get("stop_reason"),
         "train_steps": run.config.train_steps, "train_grid": run.config.train_grid,
-        "eval_steps": steps, "eval_grid": grid, "time_warp": run.sampler.time_warp,
+        "eval_steps": steps, "eval_grid": grid, "time_warp": run.sampler.time_warp, "corrector_steps": corrector_steps,
         "integrator": m["integrator"], "nfe": m["nfe"], "n_eval_samples": n, "config": run.config.to_dict(),
     }
     standard = {"elbo", "eubo", "eubo_minus_elbo", "log_Z_is", "delta_log_Z_is", "delta_elbo", "ess", "w2", "mmd",
