@@ -240,3 +240,32 @@ def test_optimal_drift_runs_as_an_untrained_sampler():
     assert rep["energy_calls"]["train"] == 0
     assert 0.3 < rep["eubo"] - rep["elbo"] < 0.75 and rep["delta_elbo"] < 0.5
     assert rep["mode_coverage"] == 1.0
+
+
+def test_objective_fwd_serves_on_policy_batches_only():
+    """objective_fwd=kl with behaviour=mixed: on-policy batches are pathwise rollouts scored by the KL
+    objective, buffer batches by `objective` (TB)."""
+    from diffsampler.training import TrainConfig
+    from diffsampler.training.trainer import Trainer
+    cfg = TrainConfig.from_dict(dict(SMALL, iterations=6, behaviour="mixed", offpolicy_data="replay",
+                                     objective_fwd="kl", drift="mlp"))
+    tr = Trainer(ds.targets.get("gmm25"), cfg, progress=False)
+    seen = []
+
+    class Spy:
+        def __init__(self, obj):
+            self.obj, self.pathwise, self.needs_flow, self.name = obj, obj.pathwise, obj.needs_flow, obj.name
+
+        def __call__(self, traj, sampler):
+            seen.append((self.name, traj.x.requires_grad))
+            return self.obj(traj, sampler)
+
+    tr.objective, tr.objective_fwd = Spy(tr.objective), Spy(tr.objective_fwd)
+    for _ in range(6):
+        tr.step()
+        tr.iteration += 1
+    # on-policy on even iterations (iteration 0 fills the buffer), buffer batches on odd ones
+    assert [n for n, _ in seen] == ["kl", "tb", "kl", "tb", "kl", "tb"]
+    assert all(g for n, g in seen if n == "kl") and not any(g for n, g in seen if n == "tb")
+    with pytest.raises(ConfigError, match="objective_fwd"):
+        TrainConfig.from_dict({"objective_fwd": "ml"})

@@ -31,6 +31,9 @@ class TrainConfig:
     scale_by_sigma: bool = True        # MLP drifts work in units of sigma: mu = sigma NN(x / sigma, t)
     # objective and behaviour policy
     objective: str = "tb"              # tb | vargrad | subtb | db | kl | ml
+    objective_fwd: str | None = None   # objective of on-policy batches (SGDS's mode_fwd); None: `objective`.
+                                       # kl: the pathwise (reparametrised) estimator of the same expected
+                                       # gradient as on-policy TB, with far lower variance in high dimension
     subtb_lambda: float = 2.0
     behaviour: str = "forward"         # forward (on-policy + exploration) | mixed | backward (replay)
     exploration: float = 0.0           # extra behaviour-noise std, decayed linearly to 0 ...
@@ -112,6 +115,9 @@ class TrainConfig:
                    "dtype": ("float32", "float64"), "log_Z_warm_start": ("mean", "logmeanexp")}
         for k, opts in choices.items():
             need(getattr(self, k) in opts, k, f"must be one of {list(opts)}")
+        need(self.objective_fwd is None or self.objective_fwd in OBJECTIVES, "objective_fwd",
+             f"must be None or one of {list(OBJECTIVES)}")
+        need(self.objective_fwd != "ml", "objective_fwd", "maximum likelihood needs backward trajectories")
         for k in ("width", "depth", "time_features", "train_steps", "batch_size", "eval_steps",
                   "eval_samples", "checkpoint_every", "log_every", "buffer_size", "rounds", "search_chains",
                   "search_steps", "search_inner", "search_thin", "search_temperatures", "rnd_width",

@@ -57,6 +57,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.sampler = build_sampler(target, cfg)
         self.objective = make_objective(cfg.objective, cfg.subtb_lambda)
+        # the objective of on-policy (forward) batches; `objective` serves buffer and replayed ones
+        self.objective_fwd = (make_objective(cfg.objective_fwd, cfg.subtb_lambda) if cfg.objective_fwd
+                              else self.objective)
         self.ml = make_objective("ml")
         self.orbit = None
         if cfg.orbit_K > 0:
@@ -142,25 +145,27 @@ class Trainer:
         """Whether this iteration draws new trajectories (else it trains on stored ones)."""
         return self.iteration % (1 + self.cfg.trajectory_reuse) == 0 or not self.store
 
-    def trajectories(self) -> Trajectories:
-        """This iteration's batch: fresh trajectories of the behaviour policy (forward, or backward
-        from the buffer on odd fresh iterations of `mixed`), or, with trajectory_reuse = R, on R of
-        every R + 1 iterations a batch from the store of recent fresh ones with log_pf recomputed
-        under the current drift (no energy calls)."""
+    def trajectories(self) -> tuple[Trajectories, bool]:
+        """This iteration's batch and whether it is on-policy (fresh forward trajectories of the
+        learner): fresh trajectories of the behaviour policy (forward, or backward from the buffer
+        on odd fresh iterations of `mixed`), or, with trajectory_reuse = R, on R of every R + 1
+        iterations a batch from the store of recent fresh ones with log_pf recomputed under the
+        current drift (no energy calls)."""
         cfg, s = self.cfg, self.sampler
         if not self.is_fresh():
-            return replay(s, self.store[int(torch.randint(len(self.store), ()))])
+            return replay(s, self.store[int(torch.randint(len(self.store), ()))]), False
         p = s.log_Z
         grid = s.make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps)
         fresh_index = self.iteration // (1 + cfg.trajectory_reuse)
         use_backward = (cfg.behaviour == "backward" or (cfg.behaviour == "mixed" and fresh_index % 2 == 1)
                         or self.in_ml_warmup())
-        if use_backward and len(self.buffer) > 0:
+        on_policy = not (use_backward and len(self.buffer) > 0)
+        if not on_policy:
             x, log_r = self.buffer.sample(cfg.batch_size)
             tr = backward_rollout(s, x.to(p), grid, log_r=log_r.to(p), need_step_rewards=self.objective.needs_flow)
         else:
-            tr = forward_rollout(s, grid, explore=self.exploration(), pathwise=self.objective.pathwise,
-                                 need_step_rewards=self.objective.needs_flow)
+            tr = forward_rollout(s, grid, explore=self.exploration(), pathwise=self.objective_fwd.pathwise,
+                                 need_step_rewards=self.objective_fwd.needs_flow or self.objective.needs_flow)
             if cfg.behaviour != "forward" and cfg.offpolicy_data == "replay":
                 self.buffer.add(tr.terminal.detach(), tr.log_r.detach())
         if cfg.trajectory_reuse:
@@ -168,7 +173,7 @@ class Trainer:
                                            tr.log_r.detach(), None if tr.log_r_steps is None else tr.log_r_steps.detach(),
                                            tr.score))
             del self.store[:-cfg.trajectory_store]
-        return tr
+        return tr, on_policy
 
     def fill_buffer_from_target(self) -> None:
         """offpolicy_data=target_samples: fill the buffer with the target's own samples and their
@@ -195,7 +200,7 @@ class Trainer:
         fresh = self.is_fresh()
         with self.target.counter.use("train"):
             try:
-                traj = self.trajectories()
+                traj, on_policy = self.trajectories()
             except NonFiniteError as e:
                 raise TrainingError(f"iteration {self.iteration}: non-finite energy during rollout: {e}") from None
         if self.warm_start_log_Z and not self.in_ml_warmup():
@@ -203,7 +208,7 @@ class Trainer:
             self.warm_start()
         if self.rnd is not None and fresh:
             self.rnd.fit(traj.terminal.detach(), steps=1)
-        objective = self.ml if self.in_ml_warmup() else self.objective
+        objective = self.ml if self.in_ml_warmup() else (self.objective_fwd if on_policy else self.objective)
         loss = objective(traj, self.sampler)
         if not torch.isfinite(loss):
             raise TrainingError(f"iteration {self.iteration}: non-finite loss ({loss.item()}); "
