@@ -99,7 +99,8 @@ def calls_per_iteration(cfg: dict, rec: dict) -> float:
         forward, backward = B, 0
     else:
         forward, backward = B * N + 1, B * (N - 1) + 1
-    fresh = {"forward": forward, "backward": backward, "mixed": (forward + backward) / 2}[behaviour]
+    k = cfg.get("offpolicy_every", 2)   # mixed: one buffer batch in every k
+    fresh = {"forward": forward, "backward": backward, "mixed": ((k - 1) * forward + backward) / k}[behaviour]
     # trajectory_reuse R: R of every R + 1 iterations replay stored trajectories at no call
     return fresh / (1 + cfg.get("trajectory_reuse", 0)) or 1
 

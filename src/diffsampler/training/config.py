@@ -40,6 +40,10 @@ class TrainConfig:
     exploration_until: float = 0.5     # ... at this fraction of the iterations
     offpolicy_data: str = "replay"     # buffer content for mixed/backward: replay (own samples), search
                                        # (searcher samples only), target_samples (not data-free)
+    offpolicy_every: int = 2           # behaviour=mixed: every k-th fresh batch comes from the buffer (SGDS: 2,
+                                       # alternating); the others are on-policy
+    offpolicy_weight: float = 1.0      # weight of the loss on off-policy (buffer, replayed) batches; both
+                                       # losses vanish at the exact sampler, so any weight keeps that optimum
     buffer_size: int = 20000           # replay buffer of terminal states for mixed/backward
     buffer_priority: str = "rank"      # rank (weight 1/(k N + rank), low energy first) | uniform
     buffer_rank_k: float = 0.01
@@ -124,10 +128,11 @@ class TrainConfig:
                   "local_search_steps", "local_search_batch", "trajectory_store"):
             need(getattr(self, k) >= 1, k, "must be >= 1")
         need(self.iterations >= 0, "iterations", "must be >= 0")
+        need(self.offpolicy_every >= 2, "offpolicy_every", "must be >= 2 (behaviour=backward: every batch off-policy)")
         for k in ("search_burnin", "ml_warmup", "local_search_every", "orbit_K", "trajectory_reuse"):
             need(getattr(self, k) >= 0, k, "must be >= 0")
         for k in ("lr", "lr_log_Z", "lr_flow", "score_clip", "subtb_lambda", "buffer_rank_k", "search_step_size",
-                  "search_t_max", "search_friction", "rnd_lr", "search_adapt_rate"):
+                  "search_t_max", "search_friction", "rnd_lr", "search_adapt_rate", "offpolicy_weight"):
             need(math.isfinite(getattr(self, k)) and getattr(self, k) > 0, k, "must be a finite number > 0")
         for k in ("exploration", "grad_clip", "rnd_alpha"):
             need(math.isfinite(getattr(self, k)) and getattr(self, k) >= 0, k, "must be a finite number >= 0")

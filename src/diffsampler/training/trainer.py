@@ -157,8 +157,8 @@ class Trainer:
         p = s.log_Z
         grid = s.make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps)
         fresh_index = self.iteration // (1 + cfg.trajectory_reuse)
-        use_backward = (cfg.behaviour == "backward" or (cfg.behaviour == "mixed" and fresh_index % 2 == 1)
-                        or self.in_ml_warmup())
+        use_backward = (cfg.behaviour == "backward" or self.in_ml_warmup()
+                        or (cfg.behaviour == "mixed" and fresh_index % cfg.offpolicy_every == cfg.offpolicy_every - 1))
         on_policy = not (use_backward and len(self.buffer) > 0)
         if not on_policy:
             x, log_r = self.buffer.sample(cfg.batch_size)
@@ -210,6 +210,8 @@ class Trainer:
             self.rnd.fit(traj.terminal.detach(), steps=1)
         objective = self.ml if self.in_ml_warmup() else (self.objective_fwd if on_policy else self.objective)
         loss = objective(traj, self.sampler)
+        if not on_policy and self.cfg.offpolicy_weight != 1.0 and not self.in_ml_warmup():
+            loss = self.cfg.offpolicy_weight * loss
         if not torch.isfinite(loss):
             raise TrainingError(f"iteration {self.iteration}: non-finite loss ({loss.item()}); "
                                 f"cause: {self._diagnose(traj)}")
