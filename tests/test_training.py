@@ -269,3 +269,40 @@ def test_objective_fwd_serves_on_policy_batches_only():
     assert all(g for n, g in seen if n == "kl") and not any(g for n, g in seen if n == "tb")
     with pytest.raises(ConfigError, match="objective_fwd"):
         TrainConfig.from_dict({"objective_fwd": "ml"})
+
+
+def test_offpolicy_every_and_weight_shape_the_mixed_schedule():
+    """offpolicy_every=k: one buffer batch in every k fresh ones; offpolicy_weight scales the loss of
+    buffer batches only (the returned loss is the weighted one)."""
+    from diffsampler.training import TrainConfig
+    from diffsampler.training.trainer import Trainer
+    cfg = TrainConfig.from_dict(dict(SMALL, iterations=6, behaviour="mixed", offpolicy_data="replay",
+                                     offpolicy_every=3, offpolicy_weight=0.25, drift="mlp"))
+    tr = Trainer(ds.targets.get("gmm25"), cfg, progress=False)
+    kinds, raw = [], []
+    draw, obj = tr.trajectories, tr.objective
+
+    def trajectories():
+        traj, on_policy = draw()
+        kinds.append("fwd" if on_policy else "bwd")
+        return traj, on_policy
+
+    class Spy:
+        pathwise, needs_flow, name = obj.pathwise, obj.needs_flow, obj.name
+
+        def __call__(self, traj, sampler):
+            v = obj(traj, sampler)
+            raw.append(v.item())
+            return v
+
+    tr.trajectories, tr.objective = trajectories, Spy()
+    tr.objective_fwd = tr.objective
+    losses = []
+    for _ in range(6):
+        losses.append(tr.step())
+        tr.iteration += 1
+    assert kinds == ["fwd", "fwd", "bwd", "fwd", "fwd", "bwd"]
+    for k, l, r in zip(kinds, losses, raw):
+        assert l == pytest.approx(0.25 * r if k == "bwd" else r, rel=1e-5)
+    with pytest.raises(ConfigError, match="offpolicy_every"):
+        TrainConfig.from_dict({"offpolicy_every": 1})
