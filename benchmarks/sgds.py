@@ -17,6 +17,7 @@ Writes benchmarks/out/sgds_<suite>.{json,md} and a gap-versus-energy-calls plot 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -106,7 +107,12 @@ def calls_per_iteration(cfg: dict, rec: dict) -> float:
 
 
 def suffix(overrides: dict) -> str:
-    return "".join(f"_{k}{v}" for k, v in sorted(overrides.items()))
+    """File-name tag of the overrides; long ones are cut and end in a hash, so every name fits the OS limit
+    (the full overrides are in each report's config)."""
+    tag = "".join(f"_{k}{v}" for k, v in sorted(overrides.items()))
+    if len(tag) <= 120:
+        return tag
+    return tag[:100] + "_" + hashlib.sha1(tag.encode()).hexdigest()[:10]
 
 
 def run_case(target: str, recipe: str, budget: float, overrides: dict | None = None) -> dict:
