@@ -190,14 +190,20 @@ def main(argv=None) -> int:
     overrides = {k: getattr(typed, k) for k in raw}
     tag = suffix(overrides)
     os.makedirs(os.path.join(OUT, "runs"), exist_ok=True)
+    base = os.path.join(OUT, f"sgds_{a.suite}{tag}")
+    # rows of earlier `--only` runs with the same overrides stay in the table: one file per suite and tag
+    rows = {(r["target"], r["recipe"]): r for r in (json.load(open(base + ".json")) if os.path.exists(base + ".json")
+                                                   else [])}
+    order = [(t, r) for t, r, _ in SUITES[a.suite]]
     results = []
     for target, recipe, budget in SUITES[a.suite]:
         if a.only and recipe not in a.only:
             continue
-        results.append(run_case(target, recipe, budget, overrides))
-        write_json(os.path.join(OUT, f"sgds_{a.suite}{tag}.json"), results)
-        open(os.path.join(OUT, f"sgds_{a.suite}{tag}.md"), "w").write(markdown(results))
-        plot(results, os.path.join(OUT, f"sgds_{a.suite}{tag}.png"))
+        rows[(target, recipe)] = run_case(target, recipe, budget, overrides)
+        results = [rows[k] for k in order if k in rows]
+        write_json(base + ".json", results)
+        open(base + ".md", "w").write(markdown(results))
+        plot(results, base + ".png")
     print(markdown(results))
     return 0
 
