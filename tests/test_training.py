@@ -10,6 +10,7 @@ import torch
 import diffsampler as ds
 from diffsampler.errors import CheckpointError, ConfigError, TrainingError
 from diffsampler.training import REPORT_KEYS, TrainConfig, load_run, parse_overrides
+from diffsampler.training.trainer import build_sampler
 
 SMALL = dict(recipe="tb", width=16, depth=1, time_features=8, batch_size=32, train_steps=5, eval_steps=10,
              eval_samples=200, checkpoint_every=5, log_every=5, threads=1)
@@ -34,9 +35,10 @@ def _params(sampler):
     return torch.cat([p.detach().flatten() for p in sampler.parameters()])
 
 
-@pytest.mark.parametrize("behaviour,reuse", [("forward", 0), ("mixed", 0), ("mixed", 2)])
-def test_resume_after_kill_gives_identical_parameters(tmp_path, behaviour, reuse):
-    cfg = dict(SMALL, iterations=20, behaviour=behaviour, exploration=0.3, trajectory_reuse=reuse)
+@pytest.mark.parametrize("behaviour,reuse,ema", [("forward", 0, 0.0), ("mixed", 0, 0.0), ("mixed", 2, 0.0),
+                                                  ("forward", 0, 0.9)])
+def test_resume_after_kill_gives_identical_parameters(tmp_path, behaviour, reuse, ema):
+    cfg = dict(SMALL, iterations=20, behaviour=behaviour, exploration=0.3, trajectory_reuse=reuse, ema_decay=ema)
     full = ds.train("gmm25", out=str(tmp_path / "full"), progress=False, **cfg)
 
     class Killed(Exception):
@@ -306,3 +308,30 @@ def test_offpolicy_every_and_weight_shape_the_mixed_schedule():
         assert l == pytest.approx(0.25 * r if k == "bwd" else r, rel=1e-5)
     with pytest.raises(ConfigError, match="offpolicy_every"):
         TrainConfig.from_dict({"offpolicy_every": 1})
+
+
+def test_ema_reports_the_moving_average_of_the_weights(tmp_path):
+    """ema_decay = beta: the reported sampler holds theta_bar_n = b_n theta_bar_{n-1} + (1 - b_n) theta_n,
+    b_n = min(beta, (1 + n) / (10 + n)), started at the initial weights and recomputed here by hand
+    from the raw weights after every step; eval/sample (load_run) use the same average."""
+    beta, seen = 0.8, []
+
+    def record(trainer, it):
+        seen.append(_params(trainer.sampler).double())
+
+    cfg = dict(SMALL, iterations=12, ema_decay=beta, log_Z_init=0.0)
+    torch.manual_seed(0)   # the trainer's seed: the same initial weights
+    init = _params(build_sampler(ds.targets.get("gmm25"), TrainConfig.from_dict(cfg))).double()
+    run = ds.train("gmm25", out=str(tmp_path / "r"), progress=False, callbacks=[record], **cfg)
+    avg = init
+    for n, theta in enumerate(seen):
+        b = min(beta, (1 + n) / (10 + n))
+        avg = b * avg + (1 - b) * theta
+    assert len(seen) == 12
+    assert torch.allclose(_params(run.sampler).double(), avg, atol=1e-6)
+    assert not torch.allclose(_params(run.sampler).double(), seen[-1], atol=1e-4)   # not the raw weights
+    assert torch.equal(_params(load_run(str(tmp_path / "r")).sampler), _params(run.sampler))
+    raw = json.load(open(tmp_path / "r" / "report.json"))["raw_weights"]
+    assert set(raw) >= {"elbo", "eubo", "eubo_minus_elbo"} and math.isfinite(raw["elbo"])
+    with pytest.raises(ConfigError, match="'ema_decay'"):
+        TrainConfig.from_dict({"ema_decay": 1.0})

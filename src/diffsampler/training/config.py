@@ -88,6 +88,8 @@ class TrainConfig:
     lr_log_Z: float = 1e-1
     lr_flow: float = 1e-3
     grad_clip: float = 0.0             # max gradient norm; 0 disables
+    ema_decay: float = 0.0             # evaluate and sample with a moving average of the weights (e.g. 0.999);
+                                       # training continues from the raw weights; 0 disables
     log_Z_init: float | None = None    # None: warm-start from the first training batch (log_Z_warm_start)
     log_Z_warm_start: str = "mean"     # 'mean' (ELBO of the batch) or 'logmeanexp' (IS estimate: robust
                                        # to a few trajectories with log w thousands of nats low)
@@ -137,6 +139,7 @@ class TrainConfig:
         for k in ("exploration", "grad_clip", "rnd_alpha"):
             need(math.isfinite(getattr(self, k)) and getattr(self, k) >= 0, k, "must be a finite number >= 0")
         need(math.isfinite(self.time_warp) and self.time_warp >= 1, "time_warp", "must be a finite number >= 1")
+        need(self.ema_decay == 0 or 0 < self.ema_decay < 1, "ema_decay", "must be 0 (off) or in (0, 1)")
         need(0 <= self.exploration_until <= 1, "exploration_until", "must be in [0, 1]")
         need(self.sigma is None or (math.isfinite(self.sigma) and self.sigma > 0), "sigma", "must be > 0")
         need(self.search_init_std is None or (math.isfinite(self.search_init_std) and self.search_init_std > 0),

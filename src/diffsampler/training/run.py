@@ -13,6 +13,7 @@ from ..evaluation.plots import plot_marginals, plot_samples, plot_training_curve
 from ..targets import Target, get
 from .checkpoint import load_checkpoint, write_json
 from .config import TrainConfig, default_config
+from .ema import ParameterEMA
 from .trainer import CHECKPOINT, Trainer, build_sampler, cleanup_failed_run, prepare_run_dir
 
 REPORT_KEYS = ("target", "dim", "log_Z_true", "elbo", "eubo", "log_Z_is", "delta_log_Z_is", "delta_elbo",
@@ -128,7 +129,17 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
     run = Run(target, cfg, trainer.sampler, dir=out)
     run.report = {"train_seconds": round(trainer.train_seconds, 2), "iterations": trainer.iteration,
                   "stop_reason": trainer.stop_reason}
+    raw = None
+    if trainer.ema is not None:
+        # the run reports (and eval/sample use) the averaged weights; the raw ones are measured too
+        m = evaluate(trainer.sampler, n=cfg.eval_samples, steps=cfg.eval_steps, grid=cfg.eval_grid).metrics
+        raw = {k: m[k] for k in ("elbo", "eubo", "eubo_minus_elbo", "log_Z_is", "ess", "mode_coverage")}
+        trainer.ema.copy_to(trainer.sampler)
     run.report = make_report(run, cfg.eval_steps, cfg.eval_grid, cfg.eval_samples, subdir="" if out else None)
+    if raw is not None:
+        run.report["raw_weights"] = raw
+        if out:
+            write_json(os.path.join(out, "report.json"), run.report)
     if out:
         plot_training_curves(os.path.join(out, "metrics.jsonl"), os.path.join(out, "training_curves.png"),
                              target.log_Z)
@@ -150,7 +161,11 @@ def load_run(run_dir: str, target: Target | None = None) -> Run:
     sampler = build_sampler(target, cfg)
     try:
         sampler.load_state_dict(state["sampler"])
-    except RuntimeError as e:
+        if state.get("ema") is not None:   # ema_decay > 0: the run's reported weights are the average
+            ema = ParameterEMA(sampler, state["ema"]["decay"])
+            ema.load_state_dict(state["ema"])
+            ema.copy_to(sampler)
+    except (RuntimeError, KeyError) as e:
         from ..errors import CheckpointError
         raise CheckpointError(f"checkpoint in {run_dir} does not match its config: {e}") from None
     target.counter.load(state.get("energy_calls", {}))

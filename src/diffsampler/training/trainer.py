@@ -19,6 +19,7 @@ from ..search import RND, ReplayBuffer
 from ..targets import Target
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .ema import ParameterEMA
 from .search_phase import local_search, run_search
 
 CHECKPOINT = "checkpoint.pt"
@@ -69,6 +70,7 @@ class Trainer:
             from ..objectives.orbit import OrbitMaximumLikelihood
             self.orbit = OrbitMaximumLikelihood(cfg.orbit_K, cfg.orbit_t_threshold)
         self.optimizer = self._make_optimizer()
+        self.ema = ParameterEMA(self.sampler, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.buffer = ReplayBuffer(target.dim, cfg.buffer_size, cfg.buffer_priority, cfg.buffer_rank_k)
         self.rnd = None
         if cfg.rnd_alpha > 0:
@@ -124,6 +126,8 @@ class Trainer:
             else:
                 self.warm_start_log_Z = cfg.log_Z_init is None
             self.optimizer = self._make_optimizer()
+            if self.ema is not None:
+                self.ema.reset(self.sampler)
             if self.rnd is not None:
                 self.rnd.reset()
         self.searched_rounds = r + 1
@@ -225,6 +229,8 @@ class Trainer:
         if not torch.isfinite(norm):
             raise TrainingError(f"iteration {self.iteration}: non-finite gradient norm ({norm.item()})")
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.sampler)
         return loss.item()
 
     def warm_start(self) -> None:
@@ -263,6 +269,8 @@ class Trainer:
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.sampler.parameters(), cfg.grad_clip)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.sampler)
         return loss.item()
 
     @staticmethod
@@ -289,6 +297,7 @@ class Trainer:
                 "train_seconds": self.train_seconds, "searched_rounds": self.searched_rounds,
                 "warm_start_log_Z": self.warm_start_log_Z, "search_log": self.search_log,
                 "store": [vars(tr) for tr in self.store],
+                "ema": None if self.ema is None else self.ema.state_dict(),
                 "rnd": None if self.rnd is None else {"net": self.rnd.state_dict(),
                                                       "optimizer": self.rnd.optimizer.state_dict()}}
 
@@ -309,6 +318,14 @@ class Trainer:
         self.warm_start_log_Z = bool(state.get("warm_start_log_Z", False))
         self.search_log = list(state.get("search_log", []))
         self.store = [Trajectories(**tr) for tr in state.get("store", [])]
+        if self.ema is not None:
+            if state.get("ema") is None:
+                self.ema.reset(self.sampler)   # a checkpoint from a run without EMA: start it here
+            else:
+                try:
+                    self.ema.load_state_dict(state["ema"])
+                except KeyError as e:
+                    raise CheckpointError(f"checkpoint does not match this model/config: {e}") from None
         if self.rnd is not None and state.get("rnd") is not None:
             self.rnd.load_state_dict(state["rnd"]["net"])
             self.rnd.optimizer.load_state_dict(state["rnd"]["optimizer"])
@@ -345,10 +362,25 @@ class Trainer:
             return "max_energy_calls"
         return None
 
+    def in_run_metrics(self) -> dict:
+        """A quick evaluation (at most 1000 samples) of the weights the run would report: the
+        moving average when `ema_decay` is set (then also the raw weights, keys prefixed 'raw_')."""
+        from ..evaluation import evaluate
+
+        cfg = self.cfg
+        keep = ("elbo", "eubo", "log_Z_is", "ess", "w2", "mode_coverage")
+
+        def metrics() -> dict:
+            m = evaluate(self.sampler, n=min(cfg.eval_samples, 1000), steps=cfg.eval_steps, grid=cfg.eval_grid).metrics
+            return {k: m.get(k) for k in keep}
+        if self.ema is None:
+            return metrics()
+        raw = metrics()
+        with self.ema.applied(self.sampler):
+            return {**metrics(), **{f"raw_{k}": v for k, v in raw.items()}}
+
     def fit(self) -> None:
         from tqdm.auto import tqdm
-
-        from ..evaluation import evaluate
 
         cfg = self.cfg
         bar = tqdm(total=cfg.iterations, initial=self.iteration, disable=not self.progress,
@@ -371,10 +403,7 @@ class Trainer:
                                "energy_calls": self.target.counter.as_dict(),
                                "train_seconds": round(self.train_seconds, 3)})
                 if cfg.eval_every and self.iteration % cfg.eval_every == 0:
-                    ev = evaluate(self.sampler, n=min(cfg.eval_samples, 1000), steps=cfg.eval_steps,
-                                  grid=cfg.eval_grid)
-                    keep = ("elbo", "eubo", "log_Z_is", "ess", "w2", "mode_coverage")
-                    self._log({"iteration": self.iteration, **{k: ev.metrics.get(k) for k in keep},
+                    self._log({"iteration": self.iteration, **self.in_run_metrics(),
                                "energy_calls": self.target.counter.as_dict()})
                 if self.iteration % cfg.checkpoint_every == 0:
                     self.save()
