@@ -148,9 +148,13 @@ def markdown(results: list[dict]) -> str:
 
         def f(k):
             return "n/a" if r.get(k) is None else f"{r[k]:.2f}"
-        lines.append(f"| {r['target']} | {r['recipe']} | {r['budget'] / 1e6:.0f}M | {ec['search']:,} / {ec['train']:,} | "
-                     f"{f('elbo')} | {f('eubo')} | {f('eubo_minus_elbo')} | {f('mode_coverage')} | "
-                     f"{r.get('train_seconds') or 0:.0f} | {PAPER.get((r['target'], r['recipe']), '')} |")
+        recipe = r.get("config", {}).get("recipe", r["recipe"])   # a --set recipe=... override shows as itself
+        gap = f("eubo_minus_elbo")
+        if r.get("raw_weights") and r["raw_weights"].get("eubo_minus_elbo") is not None:   # ema_decay > 0
+            gap += f" (last iterate {r['raw_weights']['eubo_minus_elbo']:.2f})"
+        lines.append(f"| {r['target']} | {recipe} | {r['budget'] / 1e6:.0f}M | {ec['search']:,} / {ec['train']:,} | "
+                     f"{f('elbo')} | {f('eubo')} | {gap} | {f('mode_coverage')} | "
+                     f"{r.get('train_seconds') or 0:.0f} | {PAPER.get((r['target'], recipe), '')} |")
     return "\n".join(lines) + "\n"
 
 
