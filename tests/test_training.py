@@ -335,3 +335,32 @@ def test_ema_reports_the_moving_average_of_the_weights(tmp_path):
     assert set(raw) >= {"elbo", "eubo", "eubo_minus_elbo"} and math.isfinite(raw["elbo"])
     with pytest.raises(ConfigError, match="'ema_decay'"):
         TrainConfig.from_dict({"ema_decay": 1.0})
+
+
+def test_reinit_keep_blends_old_and_fresh_weights():
+    """reinit_keep = k: at a round's re-initialisation theta <- k theta_old + (1 - k) theta_fresh
+    (k = 0: the fresh network, SGDS); the learned log Z is kept either way."""
+    from diffsampler.training.trainer import Trainer
+
+    def round_two(keep):
+        cfg = TrainConfig.from_dict(dict(SMALL, recipe="custom", rounds=2, iterations=4, reinit_keep=keep))
+        tr = Trainer(ds.targets.get("gmm25"), cfg, progress=False)
+        with torch.no_grad():
+            tr.sampler.log_Z.fill_(1.25)
+        old = {k: p.detach().clone() for k, p in tr.sampler.named_parameters()}
+        tr.iteration, tr.searched_rounds = 2, 1   # the first iteration of round 2
+        tr.start_round()
+        return old, dict(tr.sampler.named_parameters())
+
+    old, fresh = round_two(0.0)
+    _, blended = round_two(0.3)
+    changed = 0
+    for k, p in blended.items():
+        if k == "log_Z":
+            assert p.item() == 1.25 and fresh[k].item() == 1.25
+            continue
+        assert torch.allclose(p, 0.3 * old[k] + 0.7 * fresh[k], atol=1e-6), k
+        changed += int(not torch.equal(fresh[k], old[k]))
+    assert changed > 0   # the fresh network differs from the old one
+    with pytest.raises(ConfigError, match="'reinit_keep'"):
+        TrainConfig.from_dict({"reinit_keep": 1.0})

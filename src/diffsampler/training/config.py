@@ -66,6 +66,8 @@ class TrainConfig:
     rnd_lr: float = 1e-3
     reinit: bool = True                # re-initialise the learner (and RND predictor) between rounds
     keep_log_Z: bool = True            # keep the learned log Z across a re-initialisation
+    reinit_keep: float = 0.0           # re-initialise to keep * old + (1 - keep) * fresh weights (shrink and
+                                       # perturb, Ash & Adams 2020); 0: a full re-initialisation (SGDS)
     log_Z_from_searcher: bool = True   # initialise log Z from the searcher's estimate (AIS)
     ml_warmup: int = 0                 # per round: iterations of backward maximum likelihood first
     orbit_K: int = 0                   # symmetric targets: ML with the orbit Rao-Blackwell target over K
@@ -139,6 +141,7 @@ class TrainConfig:
         for k in ("exploration", "grad_clip", "rnd_alpha"):
             need(math.isfinite(getattr(self, k)) and getattr(self, k) >= 0, k, "must be a finite number >= 0")
         need(math.isfinite(self.time_warp) and self.time_warp >= 1, "time_warp", "must be a finite number >= 1")
+        need(0 <= self.reinit_keep < 1, "reinit_keep", "must be in [0, 1) (reinit=false keeps all the weights)")
         need(self.ema_decay == 0 or 0 < self.ema_decay < 1, "ema_decay", "must be 0 (off) or in (0, 1)")
         need(0 <= self.exploration_until <= 1, "exploration_until", "must be in [0, 1]")
         need(self.sigma is None or (math.isfinite(self.sigma) and self.sigma > 0), "sigma", "must be > 0")

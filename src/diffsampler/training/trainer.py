@@ -119,6 +119,10 @@ class Trainer:
         if r > 0 and cfg.reinit:
             fresh = build_sampler(self.target, cfg)
             keep = self.sampler.log_Z.detach().clone()
+            if cfg.reinit_keep > 0:   # shrink and perturb: theta <- keep * theta + (1 - keep) * theta_fresh
+                with torch.no_grad():
+                    for p_new, p_old in zip(fresh.parameters(), self.sampler.parameters()):
+                        p_new.lerp_(p_old, cfg.reinit_keep)
             self.sampler.load_state_dict(fresh.state_dict())
             if cfg.keep_log_Z:
                 with torch.no_grad():
