@@ -256,12 +256,13 @@ def default_config(target, recipe: str | None = None) -> TrainConfig:
     """A sensible recipe for any target, chosen from its dimension: SGDS (an AIS searcher fills a
     rank-prioritised buffer; TB alternates on-policy and buffer trajectories; two rounds with
     re-initialisation) with the Langevin drift on a random 10-step grid (the continuous-time paper's
-    cheap training), evaluated on 100 uniform steps. On Manywell-32 plain on-policy TB drops half
-    of the modes while this recipe keeps them all (docs/RESULTS.md). `recipe` picks another
-    named recipe with the same dimension-based sizes."""
+    cheap training), evaluated on 100 uniform steps; every grid warped to t = 1 - (1 - u)^2 and the
+    weights averaged (ema_decay 0.999). On Manywell-32 plain on-policy TB drops half of the modes
+    while this recipe keeps them all, and the warp and the averaging take its gap from 7.12 to 5.44
+    at the same cost (docs/RESULTS.md). `recipe` picks another named recipe with the same sizes."""
     d = target.dim
     keys = {"recipe": recipe or "sgds", "width": 64 if d <= 4 else (128 if d <= 32 else 256),
-            "iterations": 10000 if d <= 32 else 20000}
+            "iterations": 10000 if d <= 32 else 20000, "time_warp": 2.0, "ema_decay": 0.999}
     if keys["recipe"].startswith("sgds"):
         keys["searcher"] = "ais"
     return TrainConfig.from_dict(keys)
