@@ -337,6 +337,8 @@ def test_ema_reports_the_moving_average_of_the_weights(tmp_path):
     assert torch.equal(_params(load_run(str(tmp_path / "r")).sampler), _params(run.sampler))
     raw = json.load(open(tmp_path / "r" / "report.json"))["raw_weights"]
     assert set(raw) >= {"elbo", "eubo", "eubo_minus_elbo"} and math.isfinite(raw["elbo"])
+    from diffsampler.training import summary_table
+    assert f"{raw['eubo_minus_elbo']:.3f}" in summary_table(run.report).split("last iterate)")[1].splitlines()[0]
     with pytest.raises(ConfigError, match="'ema_decay'"):
         TrainConfig.from_dict({"ema_decay": 1.0})
 

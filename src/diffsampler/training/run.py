@@ -88,6 +88,9 @@ def summary_table(rep: dict) -> str:
             ("iterations", f(rep["iterations"])), ("train seconds", f(rep["train_seconds"], "{:.1f}")),
             ("grids", f"train {rep['train_grid']} x{rep['train_steps']}, eval {rep['eval_grid']} x{rep['eval_steps']}"
                    + (f", time warp {rep['time_warp']:g}" if rep.get("time_warp", 1.0) != 1.0 else ""))]
+    raw = rep.get("raw_weights")
+    if raw:   # ema_decay > 0: the rows above are the averaged weights'
+        rows.insert(5, ("EUBO - ELBO (last iterate)", f(raw.get("eubo_minus_elbo"))))
     w = max(len(k) for k, _ in rows)
     line = "-" * (w + 24)
     return "\n".join([line] + [f"{k:<{w}}  {v}" for k, v in rows] + [line])
