@@ -35,10 +35,11 @@ def _params(sampler):
     return torch.cat([p.detach().flatten() for p in sampler.parameters()])
 
 
-@pytest.mark.parametrize("behaviour,reuse,ema", [("forward", 0, 0.0), ("mixed", 0, 0.0), ("mixed", 2, 0.0),
-                                                  ("forward", 0, 0.9)])
-def test_resume_after_kill_gives_identical_parameters(tmp_path, behaviour, reuse, ema):
-    cfg = dict(SMALL, iterations=20, behaviour=behaviour, exploration=0.3, trajectory_reuse=reuse, ema_decay=ema)
+@pytest.mark.parametrize("behaviour,reuse,ema,lr_final", [("forward", 0, 0.0, 1.0), ("mixed", 0, 0.0, 1.0),
+                                                           ("mixed", 2, 0.0, 1.0), ("forward", 0, 0.9, 0.1)])
+def test_resume_after_kill_gives_identical_parameters(tmp_path, behaviour, reuse, ema, lr_final):
+    cfg = dict(SMALL, iterations=20, behaviour=behaviour, exploration=0.3, trajectory_reuse=reuse, ema_decay=ema,
+               lr_final=lr_final)
     full = ds.train("gmm25", out=str(tmp_path / "full"), progress=False, **cfg)
 
     class Killed(Exception):
@@ -370,3 +371,23 @@ def test_reinit_keep_blends_old_and_fresh_weights():
     assert changed > 0   # the fresh network differs from the old one
     with pytest.raises(ConfigError, match="'reinit_keep'"):
         TrainConfig.from_dict({"reinit_keep": 1.0})
+
+
+def test_lr_final_decays_each_round_on_a_cosine():
+    """lr_final = f: the step at iteration i of a round of L iterations uses every configured rate times
+    f + (1 - f) (1 + cos(pi i / L)) / 2; the schedule restarts with the round (and the re-initialisation)."""
+    f, seen = 0.1, []
+
+    def record(trainer, it):
+        seen.append([g["lr"] for g in trainer.optimizer.param_groups])
+
+    cfg = dict(SMALL, recipe="custom", rounds=2, iterations=10, lr=2e-3, lr_log_Z=0.05, lr_final=f)
+    ds.train("gmm25", progress=False, callbacks=[record], **cfg)
+    assert len(seen) == 10
+    for i, (lr, lr_log_Z) in enumerate(seen):
+        factor = f + (1 - f) * 0.5 * (1 + math.cos(math.pi * (i % 5) / 5))
+        assert lr == pytest.approx(2e-3 * factor, rel=1e-12)
+        assert lr_log_Z == pytest.approx(0.05 * factor, rel=1e-12)
+    assert seen[4][0] < 0.2 * 2e-3 and seen[5][0] == pytest.approx(2e-3)   # decayed, then restarted
+    with pytest.raises(ConfigError, match="'lr_final'"):
+        TrainConfig.from_dict({"lr_final": 0.0})

@@ -90,6 +90,8 @@ class TrainConfig:
     lr_log_Z: float = 1e-1
     lr_flow: float = 1e-3
     grad_clip: float = 0.0             # max gradient norm; 0 disables
+    lr_final: float = 1.0              # cosine decay of every learning rate to lr_final x its value over each
+                                       # round's iterations (restarted with every round); 1: constant
     ema_decay: float = 0.0             # evaluate and sample with a moving average of the weights (e.g. 0.999);
                                        # training continues from the raw weights; 0 disables
     log_Z_init: float | None = None    # None: warm-start from the first training batch (log_Z_warm_start)
@@ -142,6 +144,7 @@ class TrainConfig:
             need(math.isfinite(getattr(self, k)) and getattr(self, k) >= 0, k, "must be a finite number >= 0")
         need(math.isfinite(self.time_warp) and self.time_warp >= 1, "time_warp", "must be a finite number >= 1")
         need(0 <= self.reinit_keep < 1, "reinit_keep", "must be in [0, 1) (reinit=false keeps all the weights)")
+        need(0 < self.lr_final <= 1, "lr_final", "must be in (0, 1] (1: a constant learning rate)")
         need(self.ema_decay == 0 or 0 < self.ema_decay < 1, "ema_decay", "must be 0 (off) or in (0, 1)")
         need(0 <= self.exploration_until <= 1, "exploration_until", "must be in [0, 1]")
         need(self.sigma is None or (math.isfinite(self.sigma) and self.sigma > 0), "sigma", "must be > 0")

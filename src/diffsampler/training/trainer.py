@@ -96,6 +96,24 @@ class Trainer:
             groups.append({"params": self.sampler.flow.parameters(), "lr": cfg.lr_flow})
         return torch.optim.Adam(groups)
 
+    def lr_factor(self) -> float:
+        """Cosine decay within the current round: with f = lr_final and u in [0, 1) the round's progress,
+        every group's rate is its configured rate times f + (1 - f) (1 + cos(pi u)) / 2 (1 at each round's
+        start, near f at its end). A function of the iteration alone, so a resumed run follows it exactly."""
+        f = self.cfg.lr_final
+        if f == 1.0:
+            return 1.0
+        start = self.round * self.iterations_per_round
+        length = max(1, min(self.iterations_per_round, self.cfg.iterations - start))
+        u = min(1.0, (self.iteration - start) / length)
+        return f + (1 - f) * 0.5 * (1 + math.cos(math.pi * u))
+
+    def _set_lr(self) -> None:
+        base = [self.cfg.lr, self.cfg.lr_log_Z, self.cfg.lr_flow]
+        factor = self.lr_factor()
+        for group, lr in zip(self.optimizer.param_groups, base):
+            group["lr"] = lr * factor
+
     # -- rounds (SGDS): search -> buffer -> learner -> re-initialise ---------------------------
     @property
     def round(self) -> int:
@@ -232,6 +250,7 @@ class Trainer:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
         if not torch.isfinite(norm):
             raise TrainingError(f"iteration {self.iteration}: non-finite gradient norm ({norm.item()})")
+        self._set_lr()
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.sampler)
@@ -272,6 +291,7 @@ class Trainer:
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.sampler.parameters(), cfg.grad_clip)
+        self._set_lr()
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.sampler)
