@@ -109,7 +109,9 @@ class Trainer:
         return f + (1 - f) * 0.5 * (1 + math.cos(math.pi * u))
 
     def _set_lr(self) -> None:
-        base = [self.cfg.lr, self.cfg.lr_log_Z, self.cfg.lr_flow]
+        if self.cfg.lr_final == 1.0:   # constant rates: the optimiser keeps the ones it was built with
+            return
+        base = [self.cfg.lr, self.cfg.lr_log_Z, self.cfg.lr_flow]   # the group order of _make_optimizer
         factor = self.lr_factor()
         for group, lr in zip(self.optimizer.param_groups, base):
             group["lr"] = lr * factor
