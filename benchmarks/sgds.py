@@ -188,10 +188,12 @@ def main(argv=None) -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for every case (the run names and output files get a suffix)")
     a = p.parse_args(argv)
-    from diffsampler.training.config import TrainConfig, parse_overrides
-    raw = parse_overrides(a.set)
-    typed = TrainConfig.from_dict(raw)   # unknown keys and bad values fail here, naming the key
-    overrides = {k: getattr(typed, k) for k in raw}
+    from diffsampler.training.config import TrainConfig, coerce_keys, parse_overrides
+    # each key alone: unknown keys and unreadable values fail here, naming the key
+    overrides = coerce_keys(parse_overrides(a.set))
+    cases = [(t, r, b) for t, r, b in SUITES[a.suite] if not a.only or r in a.only]
+    for target, recipe, budget in cases:   # combinations of keys are checked against each case's full config
+        TrainConfig.from_dict(config_for(target, recipe, budget, overrides))
     tag = suffix(overrides)
     os.makedirs(os.path.join(OUT, "runs"), exist_ok=True)
     base = os.path.join(OUT, f"sgds_{a.suite}{tag}")
@@ -200,9 +202,7 @@ def main(argv=None) -> int:
                                                    else [])}
     order = [(t, r) for t, r, _ in SUITES[a.suite]]
     results = []
-    for target, recipe, budget in SUITES[a.suite]:
-        if a.only and recipe not in a.only:
-            continue
+    for target, recipe, budget in cases:
         rows[(target, recipe)] = run_case(target, recipe, budget, overrides)
         results = [rows[k] for k in order if k in rows]
         write_json(base + ".json", results)

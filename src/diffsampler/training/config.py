@@ -178,15 +178,9 @@ class TrainConfig:
         if d.get("recipe") not in (None, "custom"):
             from .recipes import recipe
             d = {**recipe(d["recipe"]), **d}
-        known = {f.name for f in fields(cls)}
-        for k in d:
-            if k not in known:
-                close = difflib.get_close_matches(k, sorted(known), n=3)
-                hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise ConfigError(f"unknown config key {k!r}{hint}")
         cfg = cls()
-        for k, v in d.items():
-            setattr(cfg, k, _coerce(k, v, _field_type(k)))
+        for k, v in coerce_keys(d).items():
+            setattr(cfg, k, v)
         return cfg.validate()
 
     def replace(self, **overrides) -> TrainConfig:
@@ -198,6 +192,18 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def coerce_keys(d: dict) -> dict:
+    """Each key checked and typed on its own (no checks across keys, which need the full config):
+    an unknown key fails naming close matches; a value that cannot be read as its key's type fails."""
+    known = {f.name for f in fields(TrainConfig)}
+    for k in d:
+        if k not in known:
+            close = difflib.get_close_matches(k, sorted(known), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown config key {k!r}{hint}")
+    return {k: _coerce(k, v, _field_type(k)) for k, v in d.items()}
 
 
 def _field_type(name: str):
