@@ -8,8 +8,8 @@ Langevin drift (Manywell-64/128: the MLP drift does not learn there within these
 docs/RESULTS.md) every state of a trajectory needs the score: B N + 1 calls on-policy, B (N - 1) + 1
 off-policy (the stored terminal reward is reused).
 
-    python benchmarks/sgds.py --suite gmm40       # 40GMM @ 12M: sgds, tb, tb_ls
-    python benchmarks/sgds.py --suite mw32        # Manywell-32 @ 20M: sgds, tb, tb_ls
+    python benchmarks/sgds.py --suite gmm40       # 40GMM @ 12M: sgds, sgds_jeffreys, tb, tb_ls
+    python benchmarks/sgds.py --suite mw32        # Manywell-32 @ 20M: sgds, sgds_jeffreys, tb, tb_ls
     python benchmarks/sgds.py --suite mw128       # Manywell-128 @ 10M: sgds, sgds_jeffreys, tb_ls, tb
     python benchmarks/sgds.py --suite ablation    # Manywell-128 @ 10M: sgds and its ablations
 Writes benchmarks/out/sgds_<suite>.{json,md} and a gap-versus-energy-calls plot per target.
@@ -41,13 +41,15 @@ PER_TARGET = {
                         search_inner=10),
 }
 SUITES = {
-    "gmm40": [("gmm40", r, 12e6) for r in ("sgds", "tb", "tb_ls")],
-    "mw32": [("manywell32", r, 20e6) for r in ("sgds", "tb", "tb_ls")],
+    "gmm40": [("gmm40", r, 12e6) for r in ("sgds", "sgds_jeffreys", "tb", "tb_ls")],
+    "mw32": [("manywell32", r, 20e6) for r in ("sgds", "sgds_jeffreys", "tb", "tb_ls")],
     "mw128": [("manywell128", r, 10e6) for r in ("sgds", "sgds_jeffreys", "tb_ls", "tb")],
     "ablation": [("manywell128", r, 10e6) for r in ("sgds", "sgds_no_rnd", "sgds_finetune", "sgds_reset_log_Z",
                                                    "ais_ml")],
 }
 PAPER = {("gmm40", "sgds"): "−0.40 / 0.33 / 0.73 (12M)", ("manywell32", "sgds"): "162.63 / 166.48 / 3.85 (20M)",
+         ("gmm40", "sgds_jeffreys"): "−0.40 / 0.33 / 0.73 (12M, SGDS with TB)",
+         ("manywell32", "sgds_jeffreys"): "162.63 / 166.48 / 3.85 (20M, SGDS with TB)",
          # Manywell-128 at 20M calls, the paper's ablation (ELBO / EUBO, gap computed)
          ("manywell128", "sgds"): "614.41 / 684.76 / 70.35 (20M)",
          ("manywell128", "sgds_jeffreys"): "614.41 / 684.76 / 70.35 (20M, SGDS with TB)",
@@ -192,6 +194,10 @@ def main(argv=None) -> int:
     from diffsampler.training.config import TrainConfig, coerce_keys, parse_overrides
     # each key alone: unknown keys and unreadable values fail here, naming the key
     overrides = coerce_keys(parse_overrides(a.set))
+    known = [r for _, r, _ in SUITES[a.suite]]
+    unknown = sorted(set(a.only or []) - set(known))
+    if unknown:
+        p.error(f"--only {' '.join(unknown)}: not in suite {a.suite!r}, whose recipes are {known}")
     cases = [(t, r, b) for t, r, b in SUITES[a.suite] if not a.only or r in a.only]
     for target, recipe, budget in cases:   # combinations of keys are checked against each case's full config
         TrainConfig.from_dict(config_for(target, recipe, budget, overrides))

@@ -53,6 +53,9 @@ def test_overrides_are_typed_alone_and_checked_against_each_full_config():
     assert cfg.offpolicy_data == "search" and cfg.searcher == "ais"
     with pytest.raises(ConfigError, match="'offpolicy_data'"):   # the TB baseline has no searcher
         TrainConfig.from_dict(bench.config_for("manywell128", "tb", 10e6, typed))
+    with pytest.raises(SystemExit) as exit_info:   # a recipe the suite lacks is refused, not skipped silently
+        bench.main(["--suite", "mw32", "--only", "sgds_typo"])
+    assert exit_info.value.code == 2
     # an overridden number of rounds sizes the learner's share of the budget
     two, one = bench.config_for("manywell128", "sgds", 10e6), bench.config_for("manywell128", "sgds", 10e6, {"rounds": 1})
     search = bench.search_calls_per_round(two, bench.RECIPES["sgds"], "ais")
