@@ -12,7 +12,9 @@ off-policy (the stored terminal reward is reused).
     python benchmarks/sgds.py --suite mw32        # Manywell-32 @ 20M: sgds, sgds_jeffreys, tb, tb_ls
     python benchmarks/sgds.py --suite mw128       # Manywell-128 @ 10M: sgds, sgds_jeffreys, tb_ls, tb
     python benchmarks/sgds.py --suite ablation    # Manywell-128 @ 10M: sgds and its ablations
-Writes benchmarks/out/sgds_<suite>.{json,md} and a gap-versus-energy-calls plot per target.
+    python benchmarks/sgds.py --suite mw32 --only sgds_jeffreys --budget 7e6 --set rounds=1   # a smaller budget
+Writes benchmarks/out/sgds_<suite>[_<budget>M]<overrides>.{json,md} and a gap-versus-energy-calls plot per
+target.
 """
 from __future__ import annotations
 
@@ -75,7 +77,11 @@ def config_for(target: str, recipe: str, budget: float, overrides: dict | None =
     # rounds split the learner's iterations: size them from the budget left after searching
     search_calls = search_calls_per_round(cfg, rec, searcher)
     rounds = cfg.get("rounds", rec.get("rounds", 1))
-    learner_calls = max(budget - rounds * search_calls, 300 * 100)
+    learner_calls = budget - rounds * search_calls
+    if learner_calls < 100 * calls_per_iteration(cfg, rec):
+        raise ValueError(f"budget {budget:,.0f}: {rounds} search round(s) of {search_calls:,} calls leave "
+                         f"{learner_calls:,.0f} calls, under 100 learner iterations; lower 'rounds' or "
+                         f"'search_chains', or raise the budget")
     cfg["iterations"] = int(learner_calls / calls_per_iteration(cfg, rec))
     cfg["eval_every"] = max(500, cfg["iterations"] // 8)
     return cfg
@@ -120,7 +126,7 @@ def suffix(overrides: dict) -> str:
 
 def run_case(target: str, recipe: str, budget: float, overrides: dict | None = None) -> dict:
     overrides = overrides or {}
-    name = f"{target}_{recipe}_{int(budget / 1e6)}M{suffix(overrides)}"
+    name = f"{target}_{recipe}_{budget / 1e6:g}M{suffix(overrides)}"
     out = os.path.join(OUT, "runs", name)
     resume = os.path.exists(os.path.join(out, "checkpoint.pt"))
     if os.path.exists(os.path.join(out, "report.json")):
@@ -155,7 +161,7 @@ def markdown(results: list[dict]) -> str:
         gap = f("eubo_minus_elbo")
         if r.get("raw_weights") and r["raw_weights"].get("eubo_minus_elbo") is not None:   # ema_decay > 0
             gap += f" (last iterate {r['raw_weights']['eubo_minus_elbo']:.2f})"
-        lines.append(f"| {r['target']} | {recipe} | {r['budget'] / 1e6:.0f}M | {ec['search']:,} / {ec['train']:,} | "
+        lines.append(f"| {r['target']} | {recipe} | {r['budget'] / 1e6:g}M | {ec['search']:,} / {ec['train']:,} | "
                      f"{f('elbo')} | {f('eubo')} | {gap} | {f('mode_coverage')} | "
                      f"{r.get('train_seconds') or 0:.0f} | {PAPER.get((r['target'], recipe), '')} |")
     return "\n".join(lines) + "\n"
@@ -188,6 +194,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=sorted(SUITES), default="gmm40")
     p.add_argument("--only", nargs="*", help="restrict to these recipes")
+    p.add_argument("--budget", type=float, help="energy calls per case, in place of the suite's (e.g. 7e6)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides for every case (the run names and output files get a suffix)")
     a = p.parse_args(argv)
@@ -198,10 +205,15 @@ def main(argv=None) -> int:
     unknown = sorted(set(a.only or []) - set(known))
     if unknown:
         p.error(f"--only {' '.join(unknown)}: not in suite {a.suite!r}, whose recipes are {known}")
-    cases = [(t, r, b) for t, r, b in SUITES[a.suite] if not a.only or r in a.only]
+    if a.budget is not None and not a.budget >= 1e5:
+        p.error(f"--budget {a.budget}: expected at least 1e5 energy calls")
+    cases = [(t, r, a.budget or b) for t, r, b in SUITES[a.suite] if not a.only or r in a.only]
     for target, recipe, budget in cases:   # combinations of keys are checked against each case's full config
-        TrainConfig.from_dict(config_for(target, recipe, budget, overrides))
-    tag = suffix(overrides)
+        try:
+            TrainConfig.from_dict(config_for(target, recipe, budget, overrides))
+        except ValueError as err:
+            p.error(f"{target} / {recipe}: {err}")
+    tag = (f"_{a.budget / 1e6:g}M" if a.budget else "") + suffix(overrides)
     os.makedirs(os.path.join(OUT, "runs"), exist_ok=True)
     base = os.path.join(OUT, f"sgds_{a.suite}{tag}")
     # rows of earlier `--only` runs with the same overrides stay in the table: one file per suite and tag

@@ -63,6 +63,12 @@ def test_overrides_are_typed_alone_and_checked_against_each_full_config():
     assert search == 2000 * 100 * 10
     assert two["iterations"] == int((10e6 - 2 * search) / per_iteration)
     assert one["iterations"] == int((10e6 - search) / per_iteration)
+    # a budget the searches alone use up is refused with the numbers, not run with a token learner
+    with pytest.raises(ValueError, match="2 search round"):
+        bench.config_for("manywell128", "sgds", 4e6)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--suite", "mw128", "--only", "sgds", "--budget", "4e6"])
+    assert exit_info.value.code == 2
 
 
 def _params(sampler):
