@@ -24,7 +24,8 @@ RECIPES: dict[str, dict] = {
     # batches minimise KL(P_B || P_F) by maximum likelihood on backward trajectories from the
     # searcher's samples. Neither term uses log Z; no novelty bonus, and round 2 fine-tunes (its
     # buffer only adds samples). Manywell-128 at 10M calls: gap 75.1 against TB's 91.7, and 68.7 with
-    # width=512 (paper, TB at 20M: 70.35; docs/RESULTS.md).
+    # width=512 (paper, TB at 20M: 70.35); Manywell-32 at 20M: 2.80 with width=256 (paper 3.85), and
+    # ~3.1 at 4M calls; DW-4: 2.45 (docs/RESULTS.md).
     "sgds_jeffreys": {"objective": "ml", "objective_fwd": "kl", "behaviour": "mixed", "offpolicy_data": "search",
                       "searcher": "mala", "rounds": 2, "rnd_alpha": 0.0, "reinit": False, "keep_log_Z": True,
                       "buffer_priority": "uniform", "search_burnin": 100, "search_thin": 10},
