@@ -157,7 +157,8 @@ def markdown(results: list[dict]) -> str:
 
         def f(k):
             return "n/a" if r.get(k) is None else f"{r[k]:.2f}"
-        recipe = r.get("config", {}).get("recipe", r["recipe"])   # a --set recipe=... override shows as itself
+        # a --set recipe=... override shows as itself; a label given by gap_vs_calls.py wins
+        recipe = r.get("label") or r.get("config", {}).get("recipe", r["recipe"])
         gap = f("eubo_minus_elbo")
         if r.get("raw_weights") and r["raw_weights"].get("eubo_minus_elbo") is not None:   # ema_decay > 0
             gap += f" (last iterate {r['raw_weights']['eubo_minus_elbo']:.2f})"
@@ -173,12 +174,17 @@ def plot(results: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
     targets = sorted({r["target"] for r in results})
     fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 3.8), squeeze=False)
+    colours = {}   # one colour per recipe, so several seeds of a recipe read as one family of curves
     for ax, t in zip(axes[0], targets):
         for r in results:
             if r["target"] != t or not r["curve"]:
                 continue
             c = [p for p in r["curve"] if p["eubo"] is not None]
-            ax.plot([p["calls"] for p in c], [p["eubo"] - p["elbo"] for p in c], "o-", label=r["recipe"])
+            recipe = r.get("label") or r["recipe"]
+            first = recipe not in colours
+            colours.setdefault(recipe, f"C{len(colours) % 10}")
+            ax.plot([p["calls"] for p in c], [p["eubo"] - p["elbo"] for p in c], "o-", ms=3, color=colours[recipe],
+                    label=recipe if first else None)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("energy calls (search + train)")

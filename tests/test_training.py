@@ -71,6 +71,40 @@ def test_overrides_are_typed_alone_and_checked_against_each_full_config():
     assert exit_info.value.code == 2
 
 
+def test_gap_vs_calls_merges_benchmark_files_with_labels_and_seed_statistics(tmp_path, monkeypatch):
+    """benchmarks/gap_vs_calls.py: rows of several sgds.py JSON files on one figure; a LABEL= prefix
+    renames a file's rows ({recipe} kept), and the summary gives the mean and sample sd per recipe."""
+    import sys
+    bench_dir = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks")
+    monkeypatch.syspath_prepend(bench_dir)
+    monkeypatch.delitem(sys.modules, "sgds", raising=False)
+    import gap_vs_calls
+    monkeypatch.setattr(gap_vs_calls, "OUT", str(tmp_path))
+
+    def row(recipe, gap, seed):
+        return {"target": "manywell128", "recipe": recipe, "budget": 1e7, "elbo": 600.0, "eubo": 600.0 + gap,
+                "eubo_minus_elbo": gap, "mode_coverage": 1.0, "train_seconds": 1.0, "config": {"seed": seed},
+                "energy_calls": {"search": 4, "train": 6},
+                "curve": [{"calls": 5, "elbo": 590.0, "eubo": 600.0 + 2 * gap}, {"calls": 10, "elbo": 600.0,
+                                                                                 "eubo": 600.0 + gap}]}
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps([row("sgds", 68.0, 0), row("tb", 100.0, 0)]))
+    b.write_text(json.dumps([row("sgds", 70.0, 1)]))
+    assert gap_vs_calls.main([str(a), f"{{recipe}} (other)={b}", "--name", "m"]) == 0
+    out = json.loads((tmp_path / "m.json").read_text())
+    assert [r.get("label") for r in out] == [None, None, "sgds (other)"]
+    text = (tmp_path / "m.md").read_text()
+    assert "| manywell128 | sgds | 1 | 10 | 600.00 | 668.00 | 68.00 |" in text
+    assert "| manywell128 | sgds (other) | 1 |" in text
+    assert gap_vs_calls.main([str(a), f"sgds={b}", "--name", "m", "--only", "sgds"]) == 0
+    assert "| sgds | 2 | 10 | 600.00 (0.00) | 669.00 (1.41) | 69.00 (1.41) |" in (tmp_path / "m.md").read_text()
+    assert (tmp_path / "m.png").stat().st_size > 0
+    with pytest.raises(SystemExit) as exit_info:   # not a benchmark file: named, exit 2
+        (tmp_path / "bad.json").write_text("{}")
+        gap_vs_calls.main([str(tmp_path / "bad.json"), "--name", "m"])
+    assert exit_info.value.code == 2
+
+
 def _params(sampler):
     return torch.cat([p.detach().flatten() for p in sampler.parameters()])
 
@@ -107,6 +141,7 @@ def test_run_directory_contents_and_report(tmp_path):
     rep = json.load(open(tmp_path / "r" / "report.json"))
     assert set(REPORT_KEYS) <= set(rep)
     assert rep["iterations"] == 10 and rep["log_Z_true"] == 0.0 and rep["target"] == "gmm25"
+    assert rep["log_Z_learned"] == pytest.approx(run.sampler.log_Z.item())   # TB trains log Z
     assert rep["energy_calls"]["total"] == sum(rep["energy_calls"][k] for k in ("search", "train", "eval"))
     run2 = load_run(str(tmp_path / "r"))
     assert torch.equal(_params(run.sampler), _params(run2.sampler))
@@ -457,5 +492,6 @@ def test_jeffreys_recipe_keeps_the_light_mode_that_reverse_kl_drops():
         run = ds.train(u, progress=False, **keys)
         x, _ = run.sampler.sample(4000, steps=20)
         heavy[recipe] = (x[:, 0] > 0).double().mean().item()
+        assert run.report["log_Z_learned"] is None   # neither KL nor ML trains log Z: no stale number
     assert heavy["pis"] > 0.97, heavy
     assert abs(heavy["sgds_jeffreys"] - 0.8) < 0.1, heavy

@@ -19,11 +19,14 @@ from ..sde import Trajectories
 
 class Objective:
     """Loss on a batch of trajectories. `pathwise`: needs reparametrised forward rollouts.
-    `needs_flow`: needs the learned log-flow (and log R at every state)."""
+    `needs_flow`: needs the learned log-flow (and log R at every state). `fits_log_Z`: training with
+    it moves sampler.log_Z toward log Z (the balance losses); the divergences (KL, maximum
+    likelihood) leave it where it was initialised."""
 
     name = "objective"
     pathwise = False
     needs_flow = False
+    fits_log_Z = True
 
     def __call__(self, traj: Trajectories, sampler) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

@@ -14,6 +14,7 @@ from .balance import Objective
 class KLDivergence(Objective):
     name = "kl"
     pathwise = True
+    fits_log_Z = False
 
     def __call__(self, traj, sampler):
         return (traj.log_pf.sum(1) - traj.log_pb.sum(1) - traj.log_r).mean()
@@ -21,6 +22,7 @@ class KLDivergence(Objective):
 
 class MaximumLikelihood(Objective):
     name = "ml"
+    fits_log_Z = False
 
     def __call__(self, traj, sampler):
         return -traj.log_pf.sum(1).mean()

@@ -192,6 +192,7 @@ class OrbitMaximumLikelihood(Objective):
     On forward trajectories it would fit the sampler's own samples: do not use it there."""
 
     name = "orbit_ml"
+    fits_log_Z = False
 
     def __init__(self, K: int = 32, t_threshold: float | None = None, augment_data: bool = True) -> None:
         self.K, self.t_threshold, self.augment_data = int(K), t_threshold, bool(augment_data)

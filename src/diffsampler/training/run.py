@@ -10,6 +10,7 @@ import torch
 
 from ..evaluation import evaluate
 from ..evaluation.plots import plot_marginals, plot_samples, plot_training_curves
+from ..objectives import make_objective
 from ..targets import Target, get
 from .checkpoint import load_checkpoint, write_json
 from .config import TrainConfig, default_config
@@ -40,6 +41,14 @@ class Run:
         return rep
 
 
+def fits_log_Z(cfg: TrainConfig) -> bool:
+    """Whether the run's objectives train sampler.log_Z (TB, VarGrad, DB, SubTB do; the KL and
+    maximum-likelihood divergences do not, so after them the parameter is only its initial value
+    and the report gives None for it rather than a number that looks learned)."""
+    names = {cfg.objective, cfg.objective_fwd or cfg.objective}
+    return any(make_objective(n).fits_log_Z for n in names)
+
+
 def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None,
                 integrator: str = "euler_maruyama", corrector_steps: int = 0) -> dict:
     """Evaluate and assemble the report dict (keys REPORT_KEYS plus extras). Unknown -> None."""
@@ -50,7 +59,8 @@ def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None,
         "target": run.target.name, "dim": run.target.dim, "log_Z_true": run.target.log_Z,
         "elbo": m["elbo"], "eubo": m["eubo"], "eubo_minus_elbo": m["eubo_minus_elbo"],
         "log_Z_is": m["log_Z_is"], "delta_log_Z_is": m["delta_log_Z_is"], "delta_elbo": m["delta_elbo"],
-        "log_Z_learned": run.sampler.log_Z.item(), "ess": m["ess"], "w2": m["w2"], "mmd": m["mmd"],
+        "log_Z_learned": run.sampler.log_Z.item() if fits_log_Z(run.config) else None,
+        "ess": m["ess"], "w2": m["w2"], "mmd": m["mmd"],
         "mode_coverage": m["mode_coverage"],
         "energy_calls": run.target.counter.as_dict(),
         "train_seconds": prev.get("train_seconds"), "iterations": prev.get("iterations"),
