@@ -357,3 +357,30 @@ def test_orbit_ml_warmup_runs_in_the_trainer(tmp_path):
     assert run.report["iterations"] == 6
     with pytest.raises(ConfigError, match="orbit_K"):
         ds.train("gmm25", progress=False, recipe="tb", orbit_K=4, iterations=2, threads=1)
+
+
+def test_orbit_serves_only_the_buffer_batches_of_a_mixed_ml_recipe():
+    """recipe=sgds_jeffreys with orbit_K: the orbit Rao-Blackwell ML replaces the maximum-likelihood
+    (buffer) iterations only; the on-policy iterations keep the pathwise KL and cost B energy calls
+    each. (Before session 20 every iteration went to the orbit step: no on-policy KL at all.)"""
+    import diffsampler as ds
+    from diffsampler.training import TrainConfig
+    from diffsampler.training.trainer import Trainer
+
+    t = ds.targets.get("dw4")
+    B = 16
+    cfg = TrainConfig.from_dict(dict(recipe="sgds_jeffreys", drift="egnn", width=16, depth=1, time_features=8,
+                                     batch_size=B, train_steps=4, iterations=6, rounds=1, orbit_K=4,
+                                     search_chains=32, search_burnin=2, search_steps=4, search_thin=1,
+                                     log_Z_init=0.0, eval_steps=4, eval_samples=32, threads=1))
+    tr = Trainer(t, cfg, progress=False)
+    kinds = []
+    orbit_step = tr._orbit_step
+
+    def counting_orbit_step():
+        kinds.append(tr.iteration)
+        return orbit_step()
+    tr._orbit_step = counting_orbit_step
+    tr.fit()
+    assert kinds == [1, 3, 5]   # offpolicy_every = 2: the odd iterations are buffer batches
+    assert t.counter.counts["train"] == 3 * B   # three on-policy KL rollouts, one terminal call per sample

@@ -173,6 +173,16 @@ class Trainer:
         """Whether this iteration draws new trajectories (else it trains on stored ones)."""
         return self.iteration % (1 + self.cfg.trajectory_reuse) == 0 or not self.store
 
+    def backward_batch(self) -> bool:
+        """Whether a fresh iteration trains on backward trajectories from buffer samples (else on
+        forward, on-policy ones): always for behaviour=backward and in the ML warm-up, on every
+        `offpolicy_every`-th fresh iteration for mixed; never while the buffer is empty."""
+        cfg = self.cfg
+        fresh_index = self.iteration // (1 + cfg.trajectory_reuse)
+        use_backward = (cfg.behaviour == "backward" or self.in_ml_warmup()
+                        or (cfg.behaviour == "mixed" and fresh_index % cfg.offpolicy_every == cfg.offpolicy_every - 1))
+        return use_backward and len(self.buffer) > 0
+
     def trajectories(self) -> tuple[Trajectories, bool]:
         """This iteration's batch and whether it is on-policy (fresh forward trajectories of the
         learner): fresh trajectories of the behaviour policy (forward, or backward from the buffer
@@ -184,10 +194,7 @@ class Trainer:
             return replay(s, self.store[int(torch.randint(len(self.store), ()))]), False
         p = s.log_Z
         grid = s.make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps)
-        fresh_index = self.iteration // (1 + cfg.trajectory_reuse)
-        use_backward = (cfg.behaviour == "backward" or self.in_ml_warmup()
-                        or (cfg.behaviour == "mixed" and fresh_index % cfg.offpolicy_every == cfg.offpolicy_every - 1))
-        on_policy = not (use_backward and len(self.buffer) > 0)
+        on_policy = not self.backward_batch()
         if not on_policy:
             x, log_r = self.buffer.sample(cfg.batch_size)
             tr = backward_rollout(s, x.to(p), grid, log_r=log_r.to(p), need_step_rewards=self.objective.needs_flow)
@@ -222,8 +229,10 @@ class Trainer:
             x0, _ = self.buffer.sample(cfg.local_search_batch)
             x, e = local_search(cfg, self.target, x0.to(self.sampler.log_Z))
             self.buffer.add(x, -e)
-        ml_phase = self.in_ml_warmup() or cfg.objective == "ml"
-        if self.orbit is not None and ml_phase and len(self.buffer) > 0:
+        # the orbit estimator replaces maximum likelihood on buffer batches only: in a mixed recipe
+        # (e.g. sgds_jeffreys) the on-policy iterations keep their own objective
+        if self.orbit is not None and self.backward_batch() and (
+                self.in_ml_warmup() or (cfg.objective == "ml" and self.is_fresh())):
             return self._orbit_step()
         fresh = self.is_fresh()
         with self.target.counter.use("train"):
