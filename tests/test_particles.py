@@ -147,6 +147,24 @@ def test_data_location_and_missing_data(tmp_path, monkeypatch):
                                interatomic_distances(torch.as_tensor(raw), 4, 2))
 
 
+def test_reference_samples_given_in_memory_are_centred_checked_and_named():
+    t = ds.targets.get("lj55")
+    raw = torch.as_tensor(np.random.default_rng(1).normal(3.0, 1.0, size=(20, 165)))
+    t.use_reference_samples(raw, source="our_mcmc.npy")
+    assert t.has_samples and t.info()["reference_samples"] == "our_mcmc.npy"
+    x = t.sample(20)
+    torch.testing.assert_close(x.view(20, 55, 3).mean(1), torch.zeros(20, 3), atol=1e-12, rtol=0)
+    # the same configurations, centred: pair distances unchanged (as a set: sample() permutes rows)
+    d, d_raw = t.interatomic_distances(x), t.interatomic_distances(raw)
+    torch.testing.assert_close(d.sum(1).sort().values, d_raw.sum(1).sort().values)
+    with pytest.raises(ds.errors.ShapeError, match=r"\(N, 165\)"):
+        t.use_reference_samples(raw[:, :39], source="wrong")
+    bad = raw.clone()
+    bad[3, 7] = float("nan")
+    with pytest.raises(ds.errors.NonFiniteError, match="bad.npy"):
+        t.use_reference_samples(bad, source="bad.npy")
+
+
 # -- mean-free reference --------------------------------------------------------------------------
 def test_mean_free_reference_detailed_balance_and_noise():
     torch.manual_seed(0)

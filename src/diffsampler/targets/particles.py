@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ShapeError
+from ..errors import NonFiniteError, ShapeError
 from .base import Target
 
 R_FLOOR = 1e-6
@@ -110,6 +110,7 @@ class ParticleTarget(Target):
         self.dim = self.n_particles * self.spatial_dim
         self.symmetry = ParticleSymmetry.all_identical(self.n_particles, self.spatial_dim)
         self._data: torch.Tensor | None = None
+        self.reference_source: str | None = None   # set by use_reference_samples; else data_path
         if self.soft_core is not None:  # slope v'(r_c) of the linear continuation, in float64
             rc = torch.tensor(float(self.soft_core), dtype=torch.float64, requires_grad=True)
             (dv,) = torch.autograd.grad(self.pair_energy(rc), rc)
@@ -181,6 +182,18 @@ class ParticleTarget(Target):
             self._data = self.project(torch.as_tensor(a, dtype=torch.float64))
         return self._data.to(torch.get_default_dtype())
 
+    def use_reference_samples(self, x: torch.Tensor, source: str) -> None:
+        """Use x (N, dim) as this target's reference samples (e.g. an MCMC set made for a target
+        whose shared data has none); `source` names where they come from (in `info()`). The centre
+        of mass is removed; non-finite rows are an error."""
+        x = torch.as_tensor(x, dtype=torch.float64)
+        if x.dim() != 2 or x.shape[1] != self.dim or x.shape[0] == 0:
+            raise ShapeError(f"{self.name}: reference samples must have shape (N, {self.dim}), got {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise NonFiniteError(f"{self.name}: reference samples from {source} contain non-finite values")
+        self._data = self.project(x)
+        self.reference_source = str(source)
+
     def _sample(self, n: int) -> torch.Tensor:
         self.reference_samples()
         N = self._data.shape[0]
@@ -189,7 +202,8 @@ class ParticleTarget(Target):
 
     def info(self) -> dict:
         return {**super().info(), "n_particles": self.n_particles, "spatial_dim": self.spatial_dim,
-                "symmetry": self.symmetry.name, "sigma": self.sigma}
+                "symmetry": self.symmetry.name, "sigma": self.sigma,
+                "reference_samples": self.reference_source or (self.data_filename if self.data_path else None)}
 
 
 class DoubleWell4(ParticleTarget):
