@@ -22,6 +22,8 @@ from .config import TrainConfig
 from .ema import ParameterEMA
 from .search_phase import local_search, run_search
 
+STEP_CALLS_WINDOW = 10   # iterations whose train-call cost bounds the next one's (budget check)
+
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -84,6 +86,7 @@ class Trainer:
         self.store: list[Trajectories] = []   # recent fresh trajectories, for trajectory_reuse
         self.iteration = 0
         self.train_seconds = 0.0
+        self.step_calls: list[int] = []   # train energy calls of the last STEP_CALLS_WINDOW iterations
         self.stop_reason = "iterations"
         self.last_loss = float("nan")
         self.checkpoints_written = 0
@@ -330,6 +333,7 @@ class Trainer:
                 "target": {"name": self.target.name, "dim": self.target.dim},
                 "energy_calls": dict(self.target.counter.counts), "buffer": self.buffer.state_dict(),
                 "train_seconds": self.train_seconds, "searched_rounds": self.searched_rounds,
+                "step_calls": self.step_calls,
                 "warm_start_log_Z": self.warm_start_log_Z, "search_log": self.search_log,
                 "store": [vars(tr) for tr in self.store],
                 "ema": None if self.ema is None else self.ema.state_dict(),
@@ -349,6 +353,7 @@ class Trainer:
         self.target.counter.load(state.get("energy_calls", {}))
         self.buffer.load_state_dict(state["buffer"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.step_calls = [int(v) for v in state.get("step_calls", [])]
         self.searched_rounds = int(state.get("searched_rounds", 0))
         self.warm_start_log_Z = bool(state.get("warm_start_log_Z", False))
         self.search_log = list(state.get("search_log", []))
@@ -393,7 +398,12 @@ class Trainer:
             return "iterations"
         if cfg.max_seconds is not None and self.train_seconds >= cfg.max_seconds:
             return "max_seconds"
-        if cfg.max_energy_calls is not None and c["search"] + c["train"] >= cfg.max_energy_calls:
+        # stop before an iteration that could overrun the call budget: the next one is assumed to
+        # cost as much as the dearest of the last few (on-policy and buffer iterations alternate)
+        next_cost = max(self.step_calls, default=0)
+        used = c["search"] + c["train"]
+        if cfg.max_energy_calls is not None and (used >= cfg.max_energy_calls
+                                                 or used + next_cost > cfg.max_energy_calls):
             return "max_energy_calls"
         return None
 
@@ -427,7 +437,9 @@ class Trainer:
                     self.start_round()
                     if (reason := self.budget_exhausted()) is not None:
                         break
+                before = self.target.counter.counts["train"]
                 loss = self.step()
+                self.step_calls = [*self.step_calls, self.target.counter.counts["train"] - before][-STEP_CALLS_WINDOW:]
                 self.iteration += 1
                 self.train_seconds += time.perf_counter() - t0
                 self.last_loss = loss
