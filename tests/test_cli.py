@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,3 +67,32 @@ def test_train_eval_sample_roundtrip(tmp_path):
     assert rep["integrator"] == "exponential" and rep["nfe"] == 6 and rep["eubo"] is None
     r = cli("train", "gmm25", *small, "--out", run, ok=False)  # refuses to overwrite a run
     assert r.returncode == 2 and "--resume" in r.stderr
+    # --config: a run's own config.json repeats it; key=value overrides apply on top of the file's keys
+    cli("train", "gmm25", "--config", f"{run}/config.json", "iterations=10", "--out", str(tmp_path / "again"), "-q")
+    first, again = (json.load(open(f"{d}/config.json")) for d in (run, tmp_path / "again"))
+    assert again.pop("iterations") == 10 and first.pop("iterations") == 30 and again == first
+
+
+def test_config_file_errors_name_the_problem(tmp_path):
+    (tmp_path / "ok.json").write_text(json.dumps({"width": 16, "target": "gmm25"}))
+    (tmp_path / "typo.json").write_text(json.dumps({"widht": 16}))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "broken.json").write_text("{width: 16")
+    cases = [("ok.json", "manywell32", "written for target 'gmm25'"), ("typo.json", "gmm25", "'widht'"),
+             ("list.json", "gmm25", "JSON object"), ("broken.json", "gmm25", "not valid JSON"),
+             ("missing.json", "gmm25", "does not exist")]
+    for name, target, msg in cases:
+        r = cli("train", target, "--config", str(tmp_path / name), "--out", str(tmp_path / "r"), ok=False)
+        assert r.returncode == 2 and msg in r.stderr, (name, r.stderr)
+        assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (Path(__file__).parents[1] / "benchmarks" / "configs").glob("*.json")))
+def test_presets_are_valid_configs_for_their_target(preset):
+    from diffsampler.targets import get
+    from diffsampler.training import default_config, read_config_file
+
+    target = preset.split("_")[0]
+    keys = read_config_file(str(Path(__file__).parents[1] / "benchmarks" / "configs" / preset), target)
+    cfg = default_config(get(target), keys.pop("recipe", None)).replace(**keys)
+    assert cfg.validate() is cfg and cfg.max_energy_calls is not None

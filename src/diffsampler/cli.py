@@ -55,9 +55,11 @@ def _energy(args) -> int:
 
 
 def _train(args) -> int:
-    from .training import parse_overrides, summary_table, train
+    from .training import parse_overrides, read_config_file, summary_table, train
 
     overrides = parse_overrides(args.overrides)
+    if args.config:                      # the file's keys first, the command line's on top
+        overrides = {**read_config_file(args.config, args.target.strip().lower()), **overrides}
     if args.max_seconds is not None:     # the flag and a max_seconds=... override: the flag wins
         overrides["max_seconds"] = args.max_seconds
     if args.resume and not args.out:
@@ -126,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train a sampler: diffsampler train TARGET [key=value ...]")
     s.add_argument("target")
     s.add_argument("overrides", nargs="*", help="config overrides key=value")
+    s.add_argument("--config", help="JSON file of config keys (a preset, or a run's config.json); "
+                                    "key=value overrides apply on top")
     s.add_argument("--out", help="run directory (default runs/TARGET-DATE-TIME)")
     s.add_argument("--max-seconds", type=float, default=None)
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -156,7 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .errors import DiffSamplerError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops filling `overrides` at the first option, so `train T --config F key=value` leaves
+    # key=value over: take such leftovers as overrides; anything else is an unknown argument.
+    if getattr(args, "fn", None) is _train and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.fn(args)
     except (DiffSamplerError, FileNotFoundError, NotImplementedError) as e:

@@ -261,6 +261,31 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def read_config_file(path: str, target_name: str) -> dict:
+    """Config keys from a JSON object: a preset (e.g. benchmarks/configs/*.json) or a run's own
+    config.json, so that a run can be repeated (on another device: add device=cuda). The keys act as
+    overrides of the target's default config, and command-line overrides act on top of them. A
+    'target' key (run directories write one) must name `target_name`: a config tuned for one target
+    is not silently reused on another."""
+    import json
+
+    try:
+        with open(path) as fh:
+            d = json.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path!r} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path!r} is not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"config file {path!r} must hold a JSON object of config keys, got {type(d).__name__}")
+    written_for = d.pop("target", None)
+    if written_for is not None and written_for != target_name:
+        raise ConfigError(f"config file {path!r} was written for target {written_for!r}, not {target_name!r}; "
+                          "remove its 'target' key to use it anyway")
+    coerce_keys(d)   # unknown keys and unreadable values fail here, naming the file's key
+    return d
+
+
 def default_config(target, recipe: str | None = None) -> TrainConfig:
     """A sensible recipe for any target, chosen from its dimension: SGDS (an AIS searcher fills a
     rank-prioritised buffer; TB alternates on-policy and buffer trajectories; two rounds with
