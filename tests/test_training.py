@@ -499,3 +499,46 @@ def test_jeffreys_recipe_keeps_the_light_mode_that_reverse_kl_drops():
         assert run.report["log_Z_learned"] is None   # neither KL nor ML trains log Z: no stale number
     assert heavy["pis"] > 0.97, heavy
     assert abs(heavy["sgds_jeffreys"] - 0.8) < 0.1, heavy
+
+
+def test_init_from_starts_from_another_runs_averaged_weights_and_buffer(tmp_path):
+    """init_from=RUN: the new run's first weights are the source's reported (EMA-averaged) ones, its
+    buffer holds the source's buffer, and its optimiser, iteration and energy calls start at zero; a
+    different network, target or a missing path is an error naming the problem."""
+    src = tmp_path / "src"
+    base = dict(SMALL, recipe="custom", objective="tb", behaviour="mixed", offpolicy_data="replay",
+                buffer_size=400, ema_decay=0.9, time_warp=2.0)
+    first = ds.train("gmm25", out=str(src), progress=False, **dict(base, iterations=12))
+    ref = _params(first.sampler)   # the averaged weights the source reports
+    state = torch.load(src / "checkpoint.pt", weights_only=False)
+    assert not torch.equal(ref, torch.cat([v.flatten() for k, v in state["sampler"].items()
+                                           if k in dict(first.sampler.named_parameters())]))
+
+    seen = []
+    tr = ds.training.trainer.Trainer(ds.targets.get("gmm25"), TrainConfig.from_dict(
+        dict(base, iterations=4, seed=3, init_from=str(src))), progress=False)
+    assert torch.equal(_params(tr.sampler), ref)
+    assert torch.equal(tr.buffer.x, state["buffer"]["x"]) and torch.equal(tr.buffer.log_r, state["buffer"]["log_r"])
+    assert tr.iteration == 0 and tr.target.counter.total == 0 and not tr.warm_start_log_Z
+    assert torch.equal(tr.sampler.log_Z.detach(), first.sampler.log_Z.detach())
+    # through train(): the run continues from those weights (checkpoint file given directly)
+    run = ds.train("gmm25", out=str(tmp_path / "ft"), progress=False,
+                   callbacks=[lambda t, it: seen.append(it)],
+                   **dict(base, iterations=4, init_from=str(src / "checkpoint.pt")))
+    assert run.report["iterations"] == 4 and seen == [1, 2, 3, 4]
+    assert run.report["energy_calls"]["train"] < first.report["energy_calls"]["train"]
+    assert json.load(open(tmp_path / "ft" / "config.json"))["init_from"] == str(src / "checkpoint.pt")
+    # a resumed fine-tune takes everything from its own checkpoint: the source is no longer needed
+    (src / "checkpoint.pt").rename(tmp_path / "moved.pt")
+    assert ds.train("gmm25", out=str(tmp_path / "ft"), resume=True, progress=False,
+                    iterations=6).report["iterations"] == 6
+    (tmp_path / "moved.pt").rename(src / "checkpoint.pt")
+
+    with pytest.raises(CheckpointError, match="width"):
+        ds.train("gmm25", progress=False, **dict(base, width=32, iterations=2, init_from=str(src)))
+    with pytest.raises(CheckpointError, match="gmm25"):
+        ds.train("gmm40", progress=False, **dict(base, iterations=2, init_from=str(src)))
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        ds.train("gmm25", progress=False, **dict(base, iterations=2, init_from=str(tmp_path / "nowhere")))
+    with pytest.raises(ConfigError, match="'init_from'"):
+        TrainConfig.from_dict({"init_from": " "})

@@ -97,6 +97,9 @@ class TrainConfig:
     log_Z_init: float | None = None    # None: warm-start from the first training batch (log_Z_warm_start)
     log_Z_warm_start: str = "mean"     # 'mean' (ELBO of the batch) or 'logmeanexp' (IS estimate: robust
                                        # to a few trajectories with log w thousands of nats low)
+    init_from: str | None = None       # fine-tune: start from another run's weights (its averaged ones if it kept
+                                       # an EMA), log Z and replay buffer; a run directory or checkpoint file of the
+                                       # same target and network; optimiser, iteration count and calls start anew
     # evaluation
     eval_grid: str = "uniform"
     eval_steps: int = 100
@@ -157,6 +160,8 @@ class TrainConfig:
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
              "must be cpu, cuda, cuda:N or auto")
         need(self.log_Z_init is None or math.isfinite(self.log_Z_init), "log_Z_init", "must be finite")
+        need(self.init_from is None or (isinstance(self.init_from, str) and self.init_from.strip() != ""),
+             "init_from", "must be a run directory or checkpoint path")
         need(not (self.objective == "kl" and self.trajectory_reuse > 0), "trajectory_reuse",
              "the KL (PIS) objective differentiates through fresh rollouts; stored trajectories cannot serve it")
         need(not (self.objective == "kl" and self.behaviour != "forward"), "behaviour",

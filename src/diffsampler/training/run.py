@@ -130,7 +130,7 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
     created = prepare_run_dir(out, resume) if out else False
     trainer = None
     try:
-        trainer = Trainer(target, cfg, out, callbacks=callbacks, progress=progress)
+        trainer = Trainer(target, cfg, out, callbacks=callbacks, progress=progress, init_weights=not resume)
         if out:
             write_json(os.path.join(out, "config.json"), {**cfg.to_dict(), "target": target.name})
         if resume:

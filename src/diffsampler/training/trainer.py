@@ -51,7 +51,7 @@ class Trainer:
     from one to simulate a kill)."""
 
     def __init__(self, target: Target, cfg: TrainConfig, out: str | None = None, *,
-                 callbacks: list[Callable] | None = None, progress: bool = True) -> None:
+                 callbacks: list[Callable] | None = None, progress: bool = True, init_weights: bool = True) -> None:
         self.target, self.cfg, self.out = target, cfg.validate(), out
         self.callbacks = callbacks or []
         self.progress = progress
@@ -90,6 +90,8 @@ class Trainer:
         self.stop_reason = "iterations"
         self.last_loss = float("nan")
         self.checkpoints_written = 0
+        if cfg.init_from and init_weights:   # a resumed run takes everything from its own checkpoint instead
+            self.load_weights(cfg.init_from)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.cfg
@@ -369,6 +371,40 @@ class Trainer:
         if self.rnd is not None and state.get("rnd") is not None:
             self.rnd.load_state_dict(state["rnd"]["net"])
             self.rnd.optimizer.load_state_dict(state["rnd"]["optimizer"])
+
+    ARCHITECTURE_KEYS = ("drift", "width", "depth", "time_features", "sigma", "scale_by_sigma", "time_warp")
+
+    def load_weights(self, source: str) -> None:
+        """Fine-tuning start: copy another run's network weights, log Z and replay buffer into this one.
+
+        `source` is a run directory or a checkpoint file of the same target. The source's averaged
+        weights are taken when it kept an EMA (they are the weights it reported and sampled with).
+        The network must have the same architecture keys; a flow network (SubTB/DB) that only one
+        side has is left as initialised. Optimiser state, iteration, energy-call counts and RNG start
+        anew, so this run's budgets count its own work only."""
+        path = os.path.join(source, CHECKPOINT) if os.path.isdir(source) else source
+        state = load_checkpoint(path, target_name=self.target.name, dim=self.target.dim)
+        saved = {**TrainConfig().to_dict(), **state["config"]}
+        for k in self.ARCHITECTURE_KEYS:
+            if saved.get(k) != getattr(self.cfg, k):
+                raise CheckpointError(f"config key 'init_from': {path} has {k}={saved.get(k)!r}, this config has "
+                                      f"{getattr(self.cfg, k)!r} (the network must match)")
+        weights = dict(state["sampler"])
+        if state.get("ema") is not None:
+            weights.update(state["ema"]["shadow"])
+        mine = self.sampler.state_dict()
+        mismatched = sorted(k for k in set(mine) ^ set(weights) if not k.startswith("flow."))
+        if mismatched:
+            raise CheckpointError(f"config key 'init_from': {path} does not match this network: {mismatched}")
+        try:
+            self.sampler.load_state_dict({k: v for k, v in weights.items() if k in mine}, strict=False)
+        except RuntimeError as e:
+            raise CheckpointError(f"config key 'init_from': {path} does not match this network: {e}") from None
+        if state.get("buffer") is not None:
+            self.buffer.add(state["buffer"]["x"], state["buffer"]["log_r"])
+        self.warm_start_log_Z = False
+        if self.ema is not None:
+            self.ema.reset(self.sampler)
 
     def save(self) -> None:
         if self.out:
