@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from scipy.stats import wasserstein_distance
 
+from diffsampler.evaluation.particles import wasserstein_1d
 from diffsampler.training import load_run
 
 matplotlib.use("Agg")
@@ -55,7 +56,9 @@ def main() -> None:
            "ref_energy_mean": float(e_ref.mean()), "raw_energy_mean": float(e.mean()),
            "snis_energy_mean": float((w * e).sum()),
            "raw_energy_w1": wasserstein_distance(e.numpy(), e_ref.numpy()),
+           "raw_energy_w2": wasserstein_1d(e, e_ref, p=2),
            "resampled_energy_w1": wasserstein_distance(e[idx].numpy(), e_ref.numpy()),
+           "resampled_energy_w2": wasserstein_1d(e[idx], e_ref, p=2),
            "distinct_resampled": int(idx.unique().numel()), "corrected": []}
     corrected = {}
     for k in a.corrector_steps:   # the same raw samples each time, so the rows differ only by K
@@ -65,16 +68,18 @@ def main() -> None:
         corrected[k] = ek
         out["corrected"].append({"steps": k, "energy_calls_per_sample": (t.counter.total - before) / a.n - 1,
                                  "energy_mean": float(ek.mean()),
-                                 "energy_w1": wasserstein_distance(ek.numpy(), e_ref.numpy())})
+                                 "energy_w1": wasserstein_distance(ek.numpy(), e_ref.numpy()),
+                                 "energy_w2": wasserstein_1d(ek, e_ref, p=2)})
     os.makedirs(OUT, exist_ok=True)
     json.dump(out, open(os.path.join(OUT, f"{a.name}.json"), "w"), indent=1)
-    md = ["| samples | energy mean | energy W1 to reference |", "| --- | --- | --- |",
+    md = ["| samples | energy mean | energy W1 / W2 to reference |", "| --- | --- | --- |",
           f"| reference ({a.n}) | {out['ref_energy_mean']:.2f} | 0 |",
-          f"| sampler, raw ({a.n}) | {out['raw_energy_mean']:.2f} | {out['raw_energy_w1']:.3f} |",
+          f"| sampler, raw ({a.n}) | {out['raw_energy_mean']:.2f} | {out['raw_energy_w1']:.3f} / "
+          f"{out['raw_energy_w2']:.3f} |",
           f"| sampler, importance-weighted (ESS {out['ess']:.0f}) | {out['snis_energy_mean']:.2f} | "
-          f"{out['resampled_energy_w1']:.3f} (resampled) |"]
+          f"{out['resampled_energy_w1']:.3f} / {out['resampled_energy_w2']:.3f} (resampled) |"]
     md += [f"| sampler, raw, then {c['steps']} MALA steps ({c['energy_calls_per_sample']:.0f} energy calls per sample) | "
-           f"{c['energy_mean']:.2f} | {c['energy_w1']:.3f} |" for c in out["corrected"]]
+           f"{c['energy_mean']:.2f} | {c['energy_w1']:.3f} / {c['energy_w2']:.3f} |" for c in out["corrected"]]
     open(os.path.join(OUT, f"{a.name}.md"), "w").write("\n".join(md) + "\n")
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.linspace(-28, -8, 100)

@@ -542,3 +542,28 @@ def test_init_from_starts_from_another_runs_averaged_weights_and_buffer(tmp_path
         ds.train("gmm25", progress=False, **dict(base, iterations=2, init_from=str(tmp_path / "nowhere")))
     with pytest.raises(ConfigError, match="'init_from'"):
         TrainConfig.from_dict({"init_from": " "})
+
+
+def test_in_run_evaluations_are_logged_every_eval_every_iterations(tmp_path):
+    """eval_every=k: rows at iterations k, 2k, ... with ELBO <= log Z(IS) <= EUBO-scale quantities of the
+    averaged weights and, with an EMA, the raw weights ('raw_' keys); particle targets with reference
+    samples add the energy W1/W2 and equivariant W2 of the same samples; their energy calls count
+    as 'eval', never against the training budget."""
+    for name, extra in (("gmm25", {}), ("dw4", dict(drift="egnn", width=16, depth=1))):
+        out = tmp_path / name
+        run = ds.train(name, out=str(out), progress=False,
+                       **dict(SMALL, iterations=4, eval_every=2, eval_samples=64, ema_decay=0.9, **extra))
+        rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+        evals = [r for r in rows if "eubo" in r]
+        assert [r["iteration"] for r in evals] == [2, 4]
+        particle = {"energy_w1", "energy_w2", "equivariant_w2"}
+        for r in evals:
+            assert r["elbo"] <= r["log_Z_is"] + 1e-9 and r["raw_elbo"] <= r["raw_log_Z_is"] + 1e-9
+            assert math.isfinite(r["eubo"]) and math.isfinite(r["raw_eubo"])
+            if name == "dw4":
+                assert all(r[k] >= 0 and r[f"raw_{k}"] >= 0 for k in particle)
+            else:
+                assert not particle & set(r)
+            assert r["energy_calls"]["eval"] > 0
+        assert run.report["energy_calls"]["eval"] >= evals[-1]["energy_calls"]["eval"]
+        assert evals[-1]["energy_calls"]["train"] == run.report["energy_calls"]["train"]

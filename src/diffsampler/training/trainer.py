@@ -450,10 +450,11 @@ class Trainer:
 
         cfg = self.cfg
         keep = ("elbo", "eubo", "log_Z_is", "ess", "w2", "mode_coverage")
+        particle = ("energy_w1", "energy_w2", "equivariant_w2")   # particle targets with reference samples
 
         def metrics() -> dict:
             m = evaluate(self.sampler, n=min(cfg.eval_samples, 1000), steps=cfg.eval_steps, grid=cfg.eval_grid).metrics
-            return {k: m.get(k) for k in keep}
+            return {**{k: m.get(k) for k in keep}, **{k: m[k] for k in particle if k in m}}
         if self.ema is None:
             return metrics()
         raw = metrics()
