@@ -87,6 +87,24 @@ def test_config_file_errors_name_the_problem(tmp_path):
         assert not (tmp_path / "r").exists()
 
 
+def test_yaml_config_file_reads_the_same_keys_as_json(tmp_path):
+    pytest.importorskip("yaml")
+    from diffsampler.errors import ConfigError
+    from diffsampler.training import read_config_file
+
+    keys = {"recipe": "sgds_jeffreys", "width": 16, "sigma": 1.0, "init_from": None, "ema_decay": 0.999}
+    (tmp_path / "c.json").write_text(json.dumps(keys))
+    (tmp_path / "c.yaml").write_text("# a preset\nrecipe: sgds_jeffreys\nwidth: 16\nsigma: 1.0\n"
+                                     "init_from: null\nema_decay: 0.999\n")
+    assert read_config_file(str(tmp_path / "c.yaml"), "dw4") == read_config_file(str(tmp_path / "c.json"), "dw4") == keys
+    (tmp_path / "list.yml").write_text("- 1\n- 2\n")
+    (tmp_path / "broken.yaml").write_text("width: [16\n")
+    (tmp_path / "typo.yaml").write_text("widht: 16\n")
+    for name, msg in (("list.yml", "YAML mapping"), ("broken.yaml", "not valid YAML"), ("typo.yaml", "'widht'")):
+        with pytest.raises(ConfigError, match=msg):
+            read_config_file(str(tmp_path / name), "dw4")
+
+
 @pytest.mark.parametrize("preset", sorted(p.name for p in (Path(__file__).parents[1] / "benchmarks" / "configs").glob("*.json")))
 def test_presets_are_valid_configs_for_their_target(preset):
     from diffsampler.targets import get

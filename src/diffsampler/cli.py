@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train a sampler: diffsampler train TARGET [key=value ...]")
     s.add_argument("target")
     s.add_argument("overrides", nargs="*", help="config overrides key=value")
-    s.add_argument("--config", help="JSON file of config keys (a preset, or a run's config.json); "
-                                    "key=value overrides apply on top")
+    s.add_argument("--config", help="JSON (or YAML: .yaml/.yml) file of config keys (a preset, or a run's "
+                                    "config.json); key=value overrides apply on top")
     s.add_argument("--out", help="run directory (default runs/TARGET-DATE-TIME)")
     s.add_argument("--max-seconds", type=float, default=None)
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")

@@ -267,22 +267,36 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def read_config_file(path: str, target_name: str) -> dict:
-    """Config keys from a JSON object: a preset (e.g. benchmarks/configs/*.json) or a run's own
-    config.json, so that a run can be repeated (on another device: add device=cuda). The keys act as
-    overrides of the target's default config, and command-line overrides act on top of them. A
-    'target' key (run directories write one) must name `target_name`: a config tuned for one target
-    is not silently reused on another."""
+    """Config keys from a JSON object (or a YAML mapping, for a path ending in .yaml/.yml; needs
+    PyYAML): a preset (e.g. benchmarks/configs/*.json) or a run's own config.json, so that a run can
+    be repeated (on another device: add device=cuda). The keys act as overrides of the target's
+    default config, and command-line overrides act on top of them. A 'target' key (run directories
+    write one) must name `target_name`: a config tuned for one target is not silently reused on another."""
     import json
 
+    is_yaml = path.lower().endswith((".yaml", ".yml"))
+    kind = "YAML" if is_yaml else "JSON"
     try:
         with open(path) as fh:
-            d = json.load(fh)
+            if is_yaml:
+                try:
+                    import yaml
+                except ImportError:
+                    raise ConfigError(f"config file {path!r} is YAML, which needs PyYAML (pip install pyyaml); "
+                                      "or write it as JSON") from None
+                try:
+                    d = yaml.safe_load(fh)
+                except yaml.YAMLError as e:
+                    raise ConfigError(f"config file {path!r} is not valid YAML ({e})") from None
+            else:
+                d = json.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path!r} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {path!r} is not valid JSON ({e})") from None
+        raise ConfigError(f"config file {path!r} is not valid {kind} ({e})") from None
     if not isinstance(d, dict):
-        raise ConfigError(f"config file {path!r} must hold a JSON object of config keys, got {type(d).__name__}")
+        raise ConfigError(f"config file {path!r} must hold a {kind} {'mapping' if is_yaml else 'object'} of "
+                          f"config keys, got {type(d).__name__}")
     written_for = d.pop("target", None)
     if written_for is not None and written_for != target_name:
         raise ConfigError(f"config file {path!r} was written for target {written_for!r}, not {target_name!r}; "
