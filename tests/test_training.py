@@ -545,7 +545,7 @@ def test_init_from_starts_from_another_runs_averaged_weights_and_buffer(tmp_path
 
 
 def test_in_run_evaluations_are_logged_every_eval_every_iterations(tmp_path):
-    """eval_every=k: rows at iterations k, 2k, ... with ELBO <= log Z(IS) <= EUBO-scale quantities of the
+    """eval_every=k: rows at iterations k, 2k, ... with ELBO <= log Z (IS) and a finite EUBO for the
     averaged weights and, with an EMA, the raw weights ('raw_' keys); particle targets with reference
     samples add the energy W1/W2 and equivariant W2 of the same samples; their energy calls count
     as 'eval', never against the training budget."""

@@ -372,6 +372,15 @@ class Trainer:
             self.rnd.load_state_dict(state["rnd"]["net"])
             self.rnd.optimizer.load_state_dict(state["rnd"]["optimizer"])
 
+    def _first_mismatch(self, state: dict, keys: tuple[str, ...]) -> tuple[str | None, object]:
+        """The first of `keys` on which a checkpoint's config (keys added since: their defaults)
+        differs from this run's, with the checkpoint's value; (None, None) if none does."""
+        saved = {**TrainConfig().to_dict(), **state["config"]}
+        for k in keys:
+            if saved.get(k) != getattr(self.cfg, k):
+                return k, saved.get(k)
+        return None, None
+
     ARCHITECTURE_KEYS = ("drift", "width", "depth", "time_features", "sigma", "scale_by_sigma", "time_warp")
 
     def load_weights(self, source: str) -> None:
@@ -384,11 +393,10 @@ class Trainer:
         anew, so this run's budgets count its own work only."""
         path = os.path.join(source, CHECKPOINT) if os.path.isdir(source) else source
         state = load_checkpoint(path, target_name=self.target.name, dim=self.target.dim)
-        saved = {**TrainConfig().to_dict(), **state["config"]}
-        for k in self.ARCHITECTURE_KEYS:
-            if saved.get(k) != getattr(self.cfg, k):
-                raise CheckpointError(f"config key 'init_from': {path} has {k}={saved.get(k)!r}, this config has "
-                                      f"{getattr(self.cfg, k)!r} (the network must match)")
+        k, have = self._first_mismatch(state, self.ARCHITECTURE_KEYS)
+        if k is not None:
+            raise CheckpointError(f"config key 'init_from': {path} has {k}={have!r}, this config has "
+                                  f"{getattr(self.cfg, k)!r} (the network must match)")
         weights = dict(state["sampler"])
         if state.get("ema") is not None:
             weights.update(state["ema"]["shadow"])
@@ -414,11 +422,10 @@ class Trainer:
     def resume(self) -> None:
         state = load_checkpoint(os.path.join(self.out, CHECKPOINT), target_name=self.target.name,
                                 dim=self.target.dim)
-        saved = {**TrainConfig().to_dict(), **state["config"]}   # keys added since: their defaults
-        for k in ("drift", "width", "depth", "time_features", "objective", "dtype", "time_warp"):
-            if saved.get(k) != getattr(self.cfg, k):
-                raise CheckpointError(f"cannot resume: checkpoint has {k}={saved.get(k)!r}, "
-                                      f"config has {getattr(self.cfg, k)!r}")
+        k, have = self._first_mismatch(state, ("drift", "width", "depth", "time_features", "objective", "dtype",
+                                               "time_warp"))
+        if k is not None:
+            raise CheckpointError(f"cannot resume: checkpoint has {k}={have!r}, config has {getattr(self.cfg, k)!r}")
         self.load_state_dict(state)
         _truncate_metrics(os.path.join(self.out, "metrics.jsonl"), self.iteration)
 
