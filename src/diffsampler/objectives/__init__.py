@@ -1,5 +1,6 @@
-"""Training objectives: TB, VarGrad, SubTB, DB, KL (PIS), maximum likelihood."""
+"""Training objectives: TB, VarGrad, SubTB, DB, KL (PIS), maximum likelihood, adjoint matching."""
 from ..errors import ConfigError
+from .adjoint import AdjointMatching, adjoint_target, bridge_states
 from .balance import (DetailedBalance, Objective, SubTrajectoryBalance, TrajectoryBalance, VarGrad,
                       log_flows)
 from .divergence import KLDivergence, MaximumLikelihood
@@ -7,16 +8,25 @@ from .orbit import (OrbitMaximumLikelihood, OrbitTarget, apply_group, augment, o
                     sample_permutations, sample_rotations)
 
 OBJECTIVES = {"tb": TrajectoryBalance, "vargrad": VarGrad, "subtb": SubTrajectoryBalance,
-              "db": DetailedBalance, "kl": KLDivergence, "ml": MaximumLikelihood}
+              "db": DetailedBalance, "kl": KLDivergence, "ml": MaximumLikelihood,
+              "adjoint": AdjointMatching}
 
 
-def make_objective(name: str, subtb_lambda: float = 2.0) -> Objective:
+def make_objective(name: str, subtb_lambda: float = 2.0, *, adjoint_times: int = 4,
+                   adjoint_weights: str = "uniform", score_clip: float | None = 100.0) -> Objective:
+    """The objective `name`, with its options (SubTB's lambda; adjoint matching's bridge times per
+    sample, terminal weights 'uniform' | 'importance', and score clip)."""
     if name not in OBJECTIVES:
         raise ConfigError(f"unknown objective {name!r}; expected one of {sorted(OBJECTIVES)}")
-    return SubTrajectoryBalance(subtb_lambda) if name == "subtb" else OBJECTIVES[name]()
+    if name == "subtb":
+        return SubTrajectoryBalance(subtb_lambda)
+    if name == "adjoint":
+        return AdjointMatching(adjoint_times, adjoint_weights == "importance", score_clip)
+    return OBJECTIVES[name]()
 
 
 __all__ = ["Objective", "TrajectoryBalance", "VarGrad", "DetailedBalance", "SubTrajectoryBalance",
-           "KLDivergence", "MaximumLikelihood", "OBJECTIVES", "make_objective", "log_flows",
+           "KLDivergence", "MaximumLikelihood", "AdjointMatching", "adjoint_target", "bridge_states",
+           "OBJECTIVES", "make_objective", "log_flows",
            "OrbitMaximumLikelihood", "OrbitTarget", "orbit_target", "orbit_ml_loss", "sample_rotations",
            "sample_permutations", "apply_group", "augment"]

@@ -21,12 +21,13 @@ class Objective:
     """Loss on a batch of trajectories. `pathwise`: needs reparametrised forward rollouts.
     `needs_flow`: needs the learned log-flow (and log R at every state). `fits_log_Z`: training with
     it moves sampler.log_Z toward log Z (the balance losses); the divergences (KL, maximum
-    likelihood) leave it where it was initialised."""
+    likelihood) and adjoint matching leave it where it was initialised."""
 
     name = "objective"
     pathwise = False
     needs_flow = False
     fits_log_Z = True
+    differentiates_rollout = True   # False: the loss never differentiates the rollout's log_pf (no graph needed)
 
     def __call__(self, traj: Trajectories, sampler) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

@@ -30,11 +30,14 @@ class TrainConfig:
     sigma: float | None = None         # reference-process std; None: the target's own
     scale_by_sigma: bool = True        # MLP drifts work in units of sigma: mu = sigma NN(x / sigma, t)
     # objective and behaviour policy
-    objective: str = "tb"              # tb | vargrad | subtb | db | kl | ml
+    objective: str = "tb"              # tb | vargrad | subtb | db | kl | ml | adjoint
     objective_fwd: str | None = None   # objective of on-policy batches (SGDS's mode_fwd); None: `objective`.
                                        # kl: the pathwise (reparametrised) estimator of the same expected
                                        # gradient as on-policy TB, with far lower variance in high dimension
     subtb_lambda: float = 2.0
+    adjoint_times: int = 4             # adjoint matching: bridge times t ~ U(0, 1) per terminal sample
+    adjoint_weights: str = "uniform"   # adjoint matching: uniform (AS's fixed point) | importance
+                                       # (self-normalised trajectory weights: regress on mu* itself)
     behaviour: str = "forward"         # forward (on-policy + exploration) | mixed | backward (replay)
     exploration: float = 0.0           # extra behaviour-noise std, decayed linearly to 0 ...
     exploration_until: float = 0.5     # ... at this fraction of the iterations
@@ -125,7 +128,8 @@ class TrainConfig:
                    "train_grid": GRID_KINDS, "eval_grid": GRID_KINDS, "buffer_priority": ("rank", "uniform"),
                    "offpolicy_data": ("replay", "search", "target_samples"),
                    "searcher": ("none", "mala", "ais", "pt", "underdamped", "rmp_langevin"),
-                   "dtype": ("float32", "float64"), "log_Z_warm_start": ("mean", "logmeanexp")}
+                   "dtype": ("float32", "float64"), "log_Z_warm_start": ("mean", "logmeanexp"),
+                   "adjoint_weights": ("uniform", "importance")}
         for k, opts in choices.items():
             need(getattr(self, k) in opts, k, f"must be one of {list(opts)}")
         need(self.objective_fwd is None or self.objective_fwd in OBJECTIVES, "objective_fwd",
@@ -134,7 +138,7 @@ class TrainConfig:
         for k in ("width", "depth", "time_features", "train_steps", "batch_size", "eval_steps",
                   "eval_samples", "checkpoint_every", "log_every", "buffer_size", "rounds", "search_chains",
                   "search_steps", "search_inner", "search_thin", "search_temperatures", "rnd_width",
-                  "local_search_steps", "local_search_batch", "trajectory_store"):
+                  "local_search_steps", "local_search_batch", "trajectory_store", "adjoint_times"):
             need(getattr(self, k) >= 1, k, "must be >= 1")
         need(self.iterations >= 0, "iterations", "must be >= 0")
         need(self.offpolicy_every >= 2, "offpolicy_every", "must be >= 2 (behaviour=backward: every batch off-policy)")

@@ -59,9 +59,11 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.sampler = build_sampler(target, cfg)
-        self.objective = make_objective(cfg.objective, cfg.subtb_lambda)
+        options = {"adjoint_times": cfg.adjoint_times, "adjoint_weights": cfg.adjoint_weights,
+                   "score_clip": cfg.score_clip}
+        self.objective = make_objective(cfg.objective, cfg.subtb_lambda, **options)
         # the objective of on-policy (forward) batches; `objective` serves buffer and replayed ones
-        self.objective_fwd = (make_objective(cfg.objective_fwd, cfg.subtb_lambda) if cfg.objective_fwd
+        self.objective_fwd = (make_objective(cfg.objective_fwd, cfg.subtb_lambda, **options) if cfg.objective_fwd
                               else self.objective)
         self.ml = make_objective("ml")
         self.orbit = None
@@ -204,8 +206,9 @@ class Trainer:
             x, log_r = self.buffer.sample(cfg.batch_size)
             tr = backward_rollout(s, x.to(p), grid, log_r=log_r.to(p), need_step_rewards=self.objective.needs_flow)
         else:
-            tr = forward_rollout(s, grid, explore=self.exploration(), pathwise=self.objective_fwd.pathwise,
-                                 need_step_rewards=self.objective_fwd.needs_flow or self.objective.needs_flow)
+            with torch.set_grad_enabled(self.objective_fwd.differentiates_rollout):
+                tr = forward_rollout(s, grid, explore=self.exploration(), pathwise=self.objective_fwd.pathwise,
+                                     need_step_rewards=self.objective_fwd.needs_flow or self.objective.needs_flow)
             if cfg.behaviour != "forward" and cfg.offpolicy_data == "replay":
                 self.buffer.add(tr.terminal.detach(), tr.log_r.detach())
         if cfg.trajectory_reuse:
@@ -251,7 +254,8 @@ class Trainer:
         if self.rnd is not None and fresh:
             self.rnd.fit(traj.terminal.detach(), steps=1)
         objective = self.ml if self.in_ml_warmup() else (self.objective_fwd if on_policy else self.objective)
-        loss = objective(traj, self.sampler)
+        with self.target.counter.use("train"):   # adjoint matching evaluates the energy inside its loss
+            loss = objective(traj, self.sampler)
         if not on_policy and self.cfg.offpolicy_weight != 1.0 and not self.in_ml_warmup():
             loss = self.cfg.offpolicy_weight * loss
         if not torch.isfinite(loss):

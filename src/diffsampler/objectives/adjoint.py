@@ -1,0 +1,85 @@
+"""Reciprocal adjoint matching: regress the drift onto a target built from terminal samples and the
+energy gradient there (Adjoint Sampling, Havens et al., ICML 2025; adjoint matching, Domingo-Enrich
+et al., ICLR 2025).
+
+For the pinned-Brownian reference (X_0 = 0, dX = sigma dW, so X_1 ~ N(0, sigma^2 I)) the reference is
+memoryless and its lean adjoint is constant in time, so the optimal (Föllmer) drift is a conditional
+expectation over the terminal state Y = X_1 of the optimal process:
+
+    mu*(x, t) = E[ Y + sigma^2 grad log R(Y) | X_t = x ],   Y ~ p,   X_t | Y ~ N(t Y, sigma^2 t (1 - t) I)
+
+(the bridge of the reference; `Target.optimal_drift` states the same identity). The loss is the
+regression of mu_theta on that target, with Y the sampler's own terminal states (the reciprocal
+projection of its path measure), M bridge times t ~ U(0, 1) per Y:
+
+    L = E_{Y, t, X_t} w(Y) || mu_theta(X_t, t) - (Y + sigma^2 clip(grad log R(Y))) ||^2 / sigma^2.
+
+With w = 1 the exact sampler is a fixed point (AS's iteration). With `importance=True` the terminal
+states carry self-normalised trajectory weights w_i ∝ exp(log w_i) (batch mean 1): reweighted, a
+forward trajectory's terminal state is distributed as p, so the regression aims at mu* itself, not
+only at a fixed point, at the price of the weights' variance (use it when the ESS is not small).
+
+Energy calls per batch of B terminal states: B (the gradient at Y) plus, for a drift that takes the
+target score as input (Langevin drifts), B M (the score at the bridge states). The rollout that made
+the terminal states needs no graph: the loss only differentiates the drift at the bridge states.
+On the centre-of-mass-free space of particle targets, states, targets and residuals are projected
+by the reference.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..sde import Trajectories
+from .balance import Objective
+
+
+def bridge_states(reference, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """X_t ~ N(t y, sigma^2 t (1 - t) I) on the reference's state space; y (B, d), t (B,) -> (B, d)."""
+    std = reference.sigma * (t * (1 - t)).clamp_min(0).sqrt()
+    return t[:, None] * y + std[:, None] * reference.noise_like(y)
+
+
+def adjoint_target(reference, y: torch.Tensor, score_y: torch.Tensor, score_clip: float | None = None) -> torch.Tensor:
+    """Y + sigma^2 grad log R(Y) (B, d), the regression target whose conditional mean given X_t is mu*.
+    score_clip: clamp each component of the score (as the Langevin drift does) against rare huge gradients."""
+    if score_clip is not None:
+        score_y = score_y.clamp(-score_clip, score_clip)
+    return reference.project(y + reference.sigma ** 2 * score_y)
+
+
+class AdjointMatching(Objective):
+    """Reciprocal adjoint matching on the terminal states of a batch of trajectories (see module)."""
+
+    name = "adjoint"
+    fits_log_Z = False
+    differentiates_rollout = False
+
+    def __init__(self, times: int = 4, importance: bool = False, score_clip: float | None = 100.0) -> None:
+        if times < 1:
+            raise ValueError(f"adjoint matching needs >= 1 bridge time per sample, got {times}")
+        self.times, self.importance, self.score_clip = int(times), bool(importance), score_clip
+
+    def weights(self, traj: Trajectories) -> torch.Tensor:
+        """(B,) weights with mean 1: uniform, or self-normalised exp(log w) of the trajectories."""
+        B = traj.log_r.shape[0]
+        if not self.importance:
+            return traj.log_r.new_ones(B)
+        return torch.softmax(traj.log_w.detach(), 0) * B
+
+    def __call__(self, traj: Trajectories, sampler) -> torch.Tensor:
+        target, drift, ref = sampler.target, sampler.drift, sampler.reference
+        y = traj.terminal.detach()
+        B, M = y.shape[0], self.times
+        _, score_y = target.log_reward_and_score(y)
+        goal = adjoint_target(ref, y, score_y, self.score_clip).repeat(M, 1)      # (M B, d), sample-minor
+        yy = y.repeat(M, 1)
+        t = torch.rand(M * B, dtype=y.dtype, device=y.device)
+        x_t = bridge_states(ref, yy, t)
+        score = target.log_reward_and_score(x_t)[1] if drift.needs_score else None
+        mu = ref.project(drift(x_t, t, score))
+        per_state = ((mu - goal) ** 2).sum(-1) / ref.sigma ** 2                  # (M B,)
+        w = self.weights(traj).repeat(M)
+        return (w * per_state).mean()
+
+
+__all__ = ["AdjointMatching", "adjoint_target", "bridge_states"]
