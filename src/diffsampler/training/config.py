@@ -38,6 +38,8 @@ class TrainConfig:
     adjoint_times: int = 4             # adjoint matching: bridge times t ~ U(0, 1) per terminal sample
     adjoint_weights: str = "uniform"   # adjoint matching: uniform (AS's fixed point) | importance
                                        # (self-normalised trajectory weights: regress on mu* itself)
+    adjoint_batch_average: bool = False  # adjoint matching: Rao-Blackwellise each bridge state's target over
+                                       # the batch (posterior of the sample that generated it); no extra calls
     behaviour: str = "forward"         # forward (on-policy + exploration) | mixed | backward (replay)
     exploration: float = 0.0           # extra behaviour-noise std, decayed linearly to 0 ...
     exploration_until: float = 0.5     # ... at this fraction of the iterations
