@@ -206,7 +206,9 @@ class Trainer:
             x, log_r = self.buffer.sample(cfg.batch_size)
             tr = backward_rollout(s, x.to(p), grid, log_r=log_r.to(p), need_step_rewards=self.objective.needs_flow)
         else:
-            with torch.set_grad_enabled(self.objective_fwd.differentiates_rollout):
+            # an objective that never differentiates log_pf (adjoint matching) needs no graph; duck-typed
+            # objectives without the flag keep it
+            with torch.set_grad_enabled(getattr(self.objective_fwd, "differentiates_rollout", True)):
                 tr = forward_rollout(s, grid, explore=self.exploration(), pathwise=self.objective_fwd.pathwise,
                                      need_step_rewards=self.objective_fwd.needs_flow or self.objective.needs_flow)
             if cfg.behaviour != "forward" and cfg.offpolicy_data == "replay":
