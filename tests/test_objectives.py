@@ -166,8 +166,9 @@ def test_adjoint_target_has_the_follmer_drift_as_its_conditional_mean():
 
 
 def test_adjoint_matching_on_particles_counts_its_energy_calls_and_stays_centred():
-    """One adjoint-matching loss on DW-4 with a Langevin EGNN costs B (gradient at Y) + B M (score at
-    the bridge states) energy calls; targets and drift live on the centre-of-mass-free space."""
+    """One adjoint-matching loss on DW-4 with a Langevin EGNN costs B (gradient at Y, unless the rollout
+    returned it) + B M (score at the bridge states) energy calls; targets live on the centre-of-mass-free
+    space."""
     from diffsampler.objectives import adjoint_target
     target = ds.targets.get("dw4")
     s = ds.DiffusionSampler(target, drift="egnn_langevin", width=16, depth=1, sigma=1.0).double()
@@ -184,6 +185,13 @@ def test_adjoint_matching_on_particles_counts_its_energy_calls_and_stays_centred
     y = tr.terminal
     goal = adjoint_target(s.reference, y, target.score(y))
     assert goal.view(B, 4, 2).sum(1).abs().max().item() < 1e-10
+    # a rollout that returns the terminal gradient with log R (as the trainer's does) saves the B calls at Y
+    with torch.no_grad():
+        tr = forward_rollout(s, make_grid("random", B, 6), need_terminal_score=True)
+    assert torch.allclose(tr.terminal_score, target.score(tr.terminal))
+    before = target.counter.counts["train"]
+    obj(tr, s)
+    assert target.counter.counts["train"] - before == B * M
 
 
 def test_adjoint_importance_weights_are_self_normalised_trajectory_weights():

@@ -31,8 +31,9 @@ states carry self-normalised trajectory weights w_i ∝ exp(log w_i) (batch mean
 forward trajectory's terminal state is distributed as p, so the regression aims at mu* itself, not
 only at a fixed point, at the price of the weights' variance (use it when the ESS is not small).
 
-Energy calls per batch of B terminal states: B (the gradient at Y) plus, for a drift that takes the
-target score as input (Langevin drifts), B M (the score at the bridge states). The rollout that made
+Energy calls per batch of B terminal states: none at Y when the trainer's rollout returned the
+gradient there with log R (`needs_terminal_score`; else B), plus, for a drift that takes the target
+score as input (Langevin drifts), B M (the score at the bridge states). The rollout that made
 the terminal states needs no graph: the loss only differentiates the drift at the bridge states.
 On the centre-of-mass-free space of particle targets, states, targets and residuals are projected
 by the reference.
@@ -79,6 +80,7 @@ class AdjointMatching(Objective):
     name = "adjoint"
     fits_log_Z = False
     differentiates_rollout = False
+    needs_terminal_score = True     # the rollout returns grad log R(x_N) with log R(x_N): no extra call
 
     def __init__(self, times: int = 4, importance: bool = False, score_clip: float | None = 100.0,
                  batch_average: bool = False) -> None:
@@ -98,7 +100,9 @@ class AdjointMatching(Objective):
         target, drift, ref = sampler.target, sampler.drift, sampler.reference
         y = traj.terminal.detach()
         B, M = y.shape[0], self.times
-        _, score_y = target.log_reward_and_score(y)
+        score_y = traj.terminal_score
+        if score_y is None:   # trajectories from elsewhere (a backward batch, a test): one call per sample
+            _, score_y = target.log_reward_and_score(y)
         goal = adjoint_target(ref, y, score_y, self.score_clip)                  # (B, d)
         w = self.weights(traj)
         t = torch.rand(M * B, dtype=y.dtype, device=y.device)

@@ -28,7 +28,8 @@ class Trajectories:
     reward; log_r_steps: (B, N+1) log R at every state, when it was computed (else None);
     score: (B, N, d) the target score grad log R at x_0 .. x_{N-1}, when the drift used it (else
     None). States, grid, scores and rewards are all a replay needs to recompute log_pf under a
-    newer drift without a single energy call (`replay`).
+    newer drift without a single energy call (`replay`). terminal_score: (B, d) grad log R(x_N), when
+    the rollout was asked for it (adjoint matching; the same call as log R(x_N), so it costs nothing).
     """
 
     x: torch.Tensor
@@ -38,6 +39,7 @@ class Trajectories:
     log_r: torch.Tensor
     log_r_steps: torch.Tensor | None = None
     score: torch.Tensor | None = None
+    terminal_score: torch.Tensor | None = None
 
     @property
     def log_w(self) -> torch.Tensor:
@@ -66,13 +68,14 @@ def _reward_and_score_at_origin(target, batch: int, dtype, device, need_score: b
 
 
 def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwise: bool = False,
-                    need_step_rewards: bool = False) -> Trajectories:
+                    need_step_rewards: bool = False, need_terminal_score: bool = False) -> Trajectories:
     """Simulate B = grid.shape[0] forward trajectories (Euler-Maruyama) on the given grid.
 
     explore: extra noise std per step for the *behaviour* policy (gfn-diffusion's convention: the
         step variance becomes sigma^2 dt + explore^2); log_pf is always evaluated under the learned
         policy (variance sigma^2 dt), as off-policy objectives need.
     pathwise: keep the graph through the states (reparametrisation; for the KL/PIS objective).
+    need_terminal_score: also return grad log R(x_N) (from the same energy call as log R(x_N)).
     """
     target, drift, ref = sampler.target, sampler.drift, sampler.reference
     sigma = ref.sigma
@@ -121,14 +124,18 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
     X_prev = X[:, :-1] if pathwise else X[:, :-1].detach()
     log_pf = ref.step_log_prob(X[:, 1:], X_prev + mu_all * dts[..., None], sigma ** 2 * dts)
     log_pb = ref.backward_log_prob(X_prev, X[:, 1:], grid[:, :-1], grid[:, 1:])
+    terminal_score = None
     if pathwise:
         log_r = target.log_prob(x)
+    elif need_terminal_score:
+        log_r, terminal_score = target.log_reward_and_score(x.detach())
     else:
         log_r = target.log_prob(x).detach()
     step = None
     if need_step_rewards:
         step = torch.stack(step_r + [log_r.detach()], 1)
-    return Trajectories(X, grid, log_pf, log_pb, log_r, step, torch.stack(scores, 1) if scores else None)
+    return Trajectories(X, grid, log_pf, log_pb, log_r, step, torch.stack(scores, 1) if scores else None,
+                        terminal_score)
 
 
 def policy_log_pf(sampler, X: torch.Tensor, grid: torch.Tensor, score: torch.Tensor | None) -> torch.Tensor:

@@ -210,7 +210,8 @@ class Trainer:
             # objectives without the flag keep it
             with torch.set_grad_enabled(getattr(self.objective_fwd, "differentiates_rollout", True)):
                 tr = forward_rollout(s, grid, explore=self.exploration(), pathwise=self.objective_fwd.pathwise,
-                                     need_step_rewards=self.objective_fwd.needs_flow or self.objective.needs_flow)
+                                     need_step_rewards=self.objective_fwd.needs_flow or self.objective.needs_flow,
+                                     need_terminal_score=getattr(self.objective_fwd, "needs_terminal_score", False))
             if cfg.behaviour != "forward" and cfg.offpolicy_data == "replay":
                 self.buffer.add(tr.terminal.detach(), tr.log_r.detach())
         if cfg.trajectory_reuse:
