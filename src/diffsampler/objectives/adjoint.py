@@ -14,7 +14,10 @@ projection of its path measure), M bridge times t ~ U(0, 1) per Y:
 
     L = E_{Y, t, X_t} w(Y) || mu_theta(X_t, t) - (Y + sigma^2 clip(grad log R(Y))) ||^2 / sigma^2.
 
-With w = 1 the exact sampler is a fixed point (AS's iteration).
+With w = 1 the exact sampler is a fixed point (AS's iteration). With `importance=True` the terminal
+states carry self-normalised trajectory weights w_i ∝ exp(log w_i) (batch mean 1): reweighted, a
+forward trajectory's terminal state is distributed as p, so the regression aims at mu* itself, not
+only at a fixed point, at the price of the weights' variance (use it when the ESS is not small).
 
 Rao-Blackwellised over the batch (`batch_average=True`): a state X_t drawn from the bridge of Y_i is
 equally likely to have come from any Y_j of the batch a priori, so given X_t = x and the batch, the
@@ -26,10 +29,7 @@ target goal_I and the weight w_I by their conditional expectations given (x, bat
 leaves the expected gradient unchanged (tower property; the same argument as the orbit estimator's,
 seed 002, with the batch in place of the group orbit, the generating sample always included) and lowers its
 variance where the bridge is wide: at small t the average runs over most of the batch, near t = 1
-it reduces to the sample's own target. No extra energy calls; a (M B) x B matrix of distances. With `importance=True` the terminal
-states carry self-normalised trajectory weights w_i ∝ exp(log w_i) (batch mean 1): reweighted, a
-forward trajectory's terminal state is distributed as p, so the regression aims at mu* itself, not
-only at a fixed point, at the price of the weights' variance (use it when the ESS is not small).
+it reduces to the sample's own target. No extra energy calls; a (M B) x B matrix of distances.
 
 Energy calls per batch of B terminal states: none at Y when the trainer's rollout returned the
 gradient there with log R (`needs_terminal_score`; else B), plus, for a drift that takes the target
@@ -66,7 +66,9 @@ def batch_averaged_target(reference, x_t: torch.Tensor, t: torch.Tensor, y: torc
     state, given the state and the batch (see module): x_t (Q, d), t (Q,), y and goal (B, d), w (B,)
     with mean 1 -> goal_hat (Q, d), w_hat (Q,)."""
     var = (reference.sigma ** 2 * t * (1 - t)).clamp_min(torch.finfo(t.dtype).tiny)
-    d2 = ((x_t[:, None, :] - t[:, None, None] * y[None]) ** 2).sum(-1)          # (Q, B)
+    # ||x_q - t_q y_j||^2 = ||x_q||^2 - 2 t_q x_q.y_j + t_q^2 ||y_j||^2: one matmul, no (Q, B, d) tensor
+    d2 = ((x_t ** 2).sum(-1)[:, None] - 2 * t[:, None] * (x_t @ y.T)
+          + (t ** 2)[:, None] * (y ** 2).sum(-1)[None]).clamp_min(0)            # (Q, B)
     log_n = -0.5 * d2 / var[:, None]
     log_w = torch.log(w.clamp_min(torch.finfo(w.dtype).tiny))
     goal_hat = torch.softmax(log_n + log_w, 1) @ goal
