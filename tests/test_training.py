@@ -592,3 +592,27 @@ def test_adjoint_matching_trains_a_sampler_with_exactly_counted_calls():
         TrainConfig.from_dict({"adjoint_weights": "snis"})
     with pytest.raises(ConfigError, match="'adjoint_times'"):
         TrainConfig.from_dict({"adjoint_times": 0})
+
+
+def test_adjoint_matching_replays_stored_terminal_states_without_energy_calls():
+    """trajectory_reuse = R with objective=adjoint (Adjoint Sampling's reuse of each energy call for
+    several updates): a replay regresses on a stored batch's terminal states, gradients and the
+    log-weights of the policy that drew them, as drawn: no energy call and no drift pass over the path.
+    The fresh iterations pay B each (plain drift), plus B for the log Z warm start."""
+    from diffsampler.training.trainer import Trainer
+    u = ds.targets.from_energy(lambda x: 0.125 * ((x - 1) ** 2).sum(-1), dim=3, log_Z=1.5 * np.log(8 * np.pi),
+                               name="gauss3wide", sigma=1.0)
+    B, R = 32, 3
+    cfg = TrainConfig.from_dict(dict(SMALL, recipe="custom", objective="adjoint", drift="mlp", batch_size=B,
+                                     adjoint_weights="importance", trajectory_reuse=R, iterations=9))
+    tr = Trainer(u, cfg)
+    tr.fit()
+    assert u.counter.counts["train"] == (-(-9 // (R + 1)) + 1) * B
+    stored = tr.store[-1]
+    assert stored.terminal_score is not None and stored.log_pf.shape == stored.log_pb.shape
+    tr.iteration = 1                                     # a replay iteration: the stored batch itself
+    tr.store = [stored]
+    replayed, on_policy = tr.trajectories()
+    assert replayed is stored and not on_policy
+    assert u.counter.counts["train"] == (-(-9 // (R + 1)) + 1) * B
+    assert torch.allclose(stored.terminal_score, u.score(stored.terminal))

@@ -198,7 +198,13 @@ class Trainer:
         current drift (no energy calls)."""
         cfg, s = self.cfg, self.sampler
         if not self.is_fresh():
-            return replay(s, self.store[int(torch.randint(len(self.store), ()))]), False
+            stored = self.store[int(torch.randint(len(self.store), ()))]
+            if not getattr(self.objective, "differentiates_rollout", True):
+                # adjoint matching regresses on the stored terminal states, gradients and log-weights
+                # as they were drawn (the weights of the policy that drew them: the right importance
+                # weights for that sample); no drift pass over the path, no energy call at Y
+                return stored, False
+            return replay(s, stored), False
         p = s.log_Z
         grid = s.make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps)
         on_policy = not self.backward_batch()
@@ -215,9 +221,14 @@ class Trainer:
             if cfg.behaviour != "forward" and cfg.offpolicy_data == "replay":
                 self.buffer.add(tr.terminal.detach(), tr.log_r.detach())
         if cfg.trajectory_reuse:
-            self.store.append(Trajectories(tr.x.detach(), tr.t, tr.log_pf.new_empty(0), tr.log_pb.detach(),
-                                           tr.log_r.detach(), None if tr.log_r_steps is None else tr.log_r_steps.detach(),
-                                           tr.score))
+            # a replay recomputes log_pf under the current drift, unless the objective never
+            # differentiates it (adjoint matching), which keeps the drawing policy's log_pf and the
+            # terminal gradient
+            keep_pf = not getattr(self.objective, "differentiates_rollout", True)
+            self.store.append(Trajectories(tr.x.detach(), tr.t, tr.log_pf.detach() if keep_pf else tr.log_pf.new_empty(0),
+                                           tr.log_pb.detach(), tr.log_r.detach(),
+                                           None if tr.log_r_steps is None else tr.log_r_steps.detach(),
+                                           tr.score, None if tr.terminal_score is None else tr.terminal_score.detach()))
             del self.store[:-cfg.trajectory_store]
         return tr, on_policy
 
