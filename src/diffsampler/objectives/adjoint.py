@@ -34,7 +34,10 @@ it reduces to the sample's own target. No extra energy calls; a (M B) x B matrix
 Energy calls per batch of B terminal states: none at Y when the trainer's rollout returned the
 gradient there with log R (`needs_terminal_score`; else B), plus, for a drift that takes the target
 score as input (Langevin drifts), B M (the score at the bridge states). The rollout that made
-the terminal states needs no graph: the loss only differentiates the drift at the bridge states.
+the terminal states needs no graph: the loss only differentiates the drift at the bridge states. With
+`trajectory_reuse=R` the trainer replays stored batches as drawn (terminal states, gradients, and the
+log-weights of the policy that drew them), so each energy call serves R + 1 updates, as in Adjoint
+Sampling's replay buffer.
 On the centre-of-mass-free space of particle targets, states, targets and residuals are projected
 by the reference.
 """
