@@ -190,6 +190,12 @@ class Trainer:
                         or (cfg.behaviour == "mixed" and fresh_index % cfg.offpolicy_every == cfg.offpolicy_every - 1))
         return use_backward and len(self.buffer) > 0
 
+    @property
+    def replays_as_drawn(self) -> bool:
+        """Whether stored batches are replayed as drawn (an objective that never differentiates
+        log_pf: adjoint matching) rather than with log_pf recomputed under the current drift."""
+        return not getattr(self.objective, "differentiates_rollout", True)
+
     def trajectories(self) -> tuple[Trajectories, bool]:
         """This iteration's batch and whether it is on-policy (fresh forward trajectories of the
         learner): fresh trajectories of the behaviour policy (forward, or backward from the buffer
@@ -199,7 +205,7 @@ class Trainer:
         cfg, s = self.cfg, self.sampler
         if not self.is_fresh():
             stored = self.store[int(torch.randint(len(self.store), ()))]
-            if not getattr(self.objective, "differentiates_rollout", True):
+            if self.replays_as_drawn:
                 # adjoint matching regresses on the stored terminal states, gradients and log-weights
                 # as they were drawn (the weights of the policy that drew them: the right importance
                 # weights for that sample); no drift pass over the path, no energy call at Y
@@ -224,8 +230,8 @@ class Trainer:
             # a replay recomputes log_pf under the current drift, unless the objective never
             # differentiates it (adjoint matching), which keeps the drawing policy's log_pf and the
             # terminal gradient
-            keep_pf = not getattr(self.objective, "differentiates_rollout", True)
-            self.store.append(Trajectories(tr.x.detach(), tr.t, tr.log_pf.detach() if keep_pf else tr.log_pf.new_empty(0),
+            self.store.append(Trajectories(tr.x.detach(), tr.t,
+                                           tr.log_pf.detach() if self.replays_as_drawn else tr.log_pf.new_empty(0),
                                            tr.log_pb.detach(), tr.log_r.detach(),
                                            None if tr.log_r_steps is None else tr.log_r_steps.detach(),
                                            tr.score, None if tr.terminal_score is None else tr.terminal_score.detach()))
