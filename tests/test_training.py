@@ -544,6 +544,36 @@ def test_init_from_starts_from_another_runs_averaged_weights_and_buffer(tmp_path
         TrainConfig.from_dict({"init_from": " "})
 
 
+def test_init_from_a_shallower_egnn_deepens_it_without_changing_the_function(tmp_path):
+    """init_from a depth-2 EGNN run into depth 4: the inserted layers start as the identity, so the
+    new drift equals the source's at any (x, t, score), and training then moves them; a deeper
+    source, or another depth change for a non-EGNN drift, is an error naming depth."""
+    base = dict(SMALL, recipe="pis", drift="egnn_langevin", width=16, time_features=8, batch_size=16,
+                train_steps=4, ema_decay=0.0)
+    src = tmp_path / "src"
+    first = ds.train("dw4", out=str(src), progress=False, **dict(base, depth=2, iterations=3))
+    target = ds.targets.get("dw4")
+    cfg = ds.training.run.default_config(target, "pis").replace(
+        **{**{k: v for k, v in base.items() if k != "recipe"}, "depth": 4, "iterations": 2, "init_from": str(src)})
+    tr = ds.training.trainer.Trainer(target, cfg, progress=False)
+    g = torch.Generator().manual_seed(0)
+    x, t, score = torch.randn(64, 8, generator=g) * 2, torch.rand(64, generator=g), torch.randn(64, 8, generator=g)
+    deep, shallow = tr.sampler.drift, first.sampler.drift
+    assert len(deep.layers) == 4 and len(shallow.layers) == 2
+    with torch.no_grad():
+        assert torch.allclose(deep(x, t, score), shallow(x, t, score), atol=1e-6)
+        assert shallow(x, t, score).abs().max() > 1e-3          # the source is not the zero drift
+    inserted = torch.cat([p.flatten() for p in deep.layers[1].parameters()])
+    tr.step()
+    assert not torch.equal(torch.cat([p.flatten() for p in deep.layers[1].parameters()]), inserted)
+    with pytest.raises(CheckpointError, match="depth"):
+        ds.train("dw4", progress=False, **dict(base, depth=1, iterations=1, init_from=str(src)))
+    mlp_src = tmp_path / "mlp"
+    ds.train("gmm25", out=str(mlp_src), progress=False, **dict(SMALL, iterations=2))
+    with pytest.raises(CheckpointError, match="depth"):
+        ds.train("gmm25", progress=False, **dict(SMALL, depth=2, iterations=1, init_from=str(mlp_src)))
+
+
 def test_in_run_evaluations_are_logged_every_eval_every_iterations(tmp_path):
     """eval_every=k: rows at iterations k, 2k, ... with ELBO <= log Z (IS) and a finite EUBO for the
     averaged weights and, with an EMA, the raw weights ('raw_' keys); particle targets with reference

@@ -17,6 +17,8 @@ novelty networks of SGDS.
 """
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -95,6 +97,33 @@ class EGNNDrift(nn.Module):
         if langevin:
             self.scale = mlp(self.time_emb.out_dim, width, 1, 1, zero_last=True)
             nn.init.constant_(self.scale[-1].bias, 0.01)
+
+    def load_shallower(self, state: dict[str, torch.Tensor], depth: int) -> None:
+        """Load the weights of a drift of the same width but `depth` < len(self.layers) layers so
+        that this deeper drift computes the same function (function-preserving deepening, as in
+        Net2Net, Chen, Goodfellow & Shlens, ICLR 2016). Layer k < depth - 1 goes to layer k, the
+        source's last layer (coordinates only) to the last layer here, and the inserted layers start
+        as the identity: their coordinate and feature updates end in a zero Linear, so
+        x' = x and h' = h until training moves them. `state` is the source's state dict (keys
+        relative to this module)."""
+        L = len(self.layers)
+        if not 1 <= depth < L:
+            raise ValueError(f"load_shallower: source depth {depth} must be between 1 and {L - 1}")
+        moved = {}
+        for key, value in state.items():
+            m = re.match(r"layers\.(\d+)\.(.*)", key)
+            if m is None:
+                moved[key] = value
+            else:
+                k = int(m.group(1))
+                moved[f"layers.{k if k < depth - 1 else L - 1}.{m.group(2)}"] = value
+        for k in range(depth - 1, L - 1):
+            layer = self.layers[k]
+            for last in (layer.coord[-1], layer.node[-1]):
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
+            moved.update({f"layers.{k}.{name}": p.detach().clone() for name, p in layer.state_dict().items()})
+        self.load_state_dict(moved, strict=True)
 
     def project(self, v: torch.Tensor) -> torch.Tensor:
         u = v.reshape(v.shape[0], self.n, self.D)

@@ -104,7 +104,8 @@ class TrainConfig:
                                        # to a few trajectories with log w thousands of nats low)
     init_from: str | None = None       # fine-tune: start from another run's weights (its averaged ones if it kept
                                        # an EMA), log Z and replay buffer; a run directory or checkpoint file of the
-                                       # same target and network; optimiser, iteration count and calls start anew
+                                       # same target and network (an EGNN drift may be deeper: it starts at the source's function);
+                                       # optimiser, iteration count and calls start anew
     # evaluation
     eval_grid: str = "uniform"
     eval_steps: int = 100

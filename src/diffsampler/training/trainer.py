@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from ..errors import CheckpointError, ConfigError, NonFiniteError, TrainingError
+from ..nets import EGNNDrift
 from ..objectives import make_objective
 from ..sampler import DiffusionSampler
 from ..sde import Trajectories, backward_rollout, forward_rollout, replay
@@ -417,13 +418,16 @@ class Trainer:
         anew, so this run's budgets count its own work only."""
         path = os.path.join(source, CHECKPOINT) if os.path.isdir(source) else source
         state = load_checkpoint(path, target_name=self.target.name, dim=self.target.dim)
-        k, have = self._first_mismatch(state, self.ARCHITECTURE_KEYS)
+        k, have = self._first_mismatch(state, tuple(a for a in self.ARCHITECTURE_KEYS if a != "depth"))
         if k is not None:
             raise CheckpointError(f"config key 'init_from': {path} has {k}={have!r}, this config has "
                                   f"{getattr(self.cfg, k)!r} (the network must match)")
         weights = dict(state["sampler"])
         if state.get("ema") is not None:
             weights.update(state["ema"]["shadow"])
+        _, source_depth = self._first_mismatch(state, ("depth",))
+        if source_depth is not None:
+            weights = self._deepened(weights, int(source_depth), path)
         mine = self.sampler.state_dict()
         mismatched = sorted(k for k in set(mine) ^ set(weights) if not k.startswith("flow."))
         if mismatched:
@@ -437,6 +441,21 @@ class Trainer:
         self.warm_start_log_Z = False
         if self.ema is not None:
             self.ema.reset(self.sampler)
+
+    def _deepened(self, weights: dict, source_depth: int, path: str) -> dict:
+        """`weights` of a shallower EGNN drift rewritten for this deeper one, computing the same
+        function (`EGNNDrift.load_shallower`); any other depth change is an error."""
+        drift = self.sampler.drift
+        if not (isinstance(drift, EGNNDrift) and source_depth < self.cfg.depth):
+            raise CheckpointError(f"config key 'init_from': {path} has depth={source_depth}, this config has "
+                                  f"depth={self.cfg.depth} (only an EGNN drift can start from a shallower one)")
+        try:
+            drift.load_shallower({k[len("drift."):]: v for k, v in weights.items() if k.startswith("drift.")},
+                                 source_depth)
+        except RuntimeError as e:
+            raise CheckpointError(f"config key 'init_from': {path} does not match this network: {e}") from None
+        grown = {f"drift.{k}": v for k, v in drift.state_dict().items()}
+        return {**{k: v for k, v in weights.items() if not k.startswith("drift.")}, **grown}
 
     def save(self) -> None:
         if self.out:
