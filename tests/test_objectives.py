@@ -3,7 +3,9 @@ import pytest
 import torch
 
 import diffsampler as ds
+from diffsampler.errors import ConfigError
 from diffsampler.objectives import make_objective
+from diffsampler.training.config import TrainConfig
 from diffsampler.sde import backward_rollout, forward_rollout, make_grid
 from conftest import shifted_gaussian
 
@@ -192,6 +194,30 @@ def test_adjoint_matching_on_particles_counts_its_energy_calls_and_stays_centred
     before = target.counter.counts["train"]
     obj(tr, s)
     assert target.counter.counts["train"] - before == B * M
+
+
+def test_adjoint_matching_draws_its_bridge_times_from_the_configured_range():
+    """adjoint_t_min / adjoint_t_max: every bridge time the drift is regressed at lies in the range
+    (the default covers (0, 1)); an empty or out-of-[0, 1] range is an error naming the key."""
+    target = ds.targets.get("dw4")
+    s = ds.DiffusionSampler(target, drift="egnn", width=8, depth=1, sigma=1.0).double()
+    with torch.no_grad():
+        tr = forward_rollout(s, make_grid("random", 64, 4), need_terminal_score=True)
+    seen = []
+    hook = s.drift.register_forward_hook(lambda m, args, out: seen.append(args[1].detach()))
+    make_objective("adjoint", adjoint_times=8, adjoint_t_range=(0.7, 0.95))(tr, s)
+    narrow = torch.cat(seen)
+    seen.clear()
+    make_objective("adjoint", adjoint_times=8)(tr, s)
+    hook.remove()
+    wide = torch.cat(seen)
+    assert narrow.numel() == wide.numel() == 64 * 8
+    assert narrow.min() >= 0.7 and narrow.max() <= 0.95 and narrow.max() - narrow.min() > 0.2
+    assert wide.min() < 0.3 and wide.max() > 0.97
+    with pytest.raises(ValueError, match="t_min < t_max"):
+        make_objective("adjoint", adjoint_t_range=(0.9, 0.5))
+    with pytest.raises(ConfigError, match="adjoint_t_max"):
+        TrainConfig.from_dict({"adjoint_t_min": 0.5, "adjoint_t_max": 1.5})
 
 
 def test_adjoint_importance_weights_are_self_normalised_trajectory_weights():

@@ -14,7 +14,7 @@ OBJECTIVES = {"tb": TrajectoryBalance, "vargrad": VarGrad, "subtb": SubTrajector
 
 def make_objective(name: str, subtb_lambda: float = 2.0, *, adjoint_times: int = 4,
                    adjoint_weights: str = "uniform", adjoint_batch_average: bool = False,
-                   score_clip: float | None = 100.0) -> Objective:
+                   adjoint_t_range: tuple[float, float] = (0.0, 1.0), score_clip: float | None = 100.0) -> Objective:
     """The objective `name`, with its options (SubTB's lambda; adjoint matching's bridge times per
     sample, terminal weights 'uniform' | 'importance', batch Rao-Blackwellisation, and score clip)."""
     if name not in OBJECTIVES:
@@ -22,7 +22,8 @@ def make_objective(name: str, subtb_lambda: float = 2.0, *, adjoint_times: int =
     if name == "subtb":
         return SubTrajectoryBalance(subtb_lambda)
     if name == "adjoint":
-        return AdjointMatching(adjoint_times, adjoint_weights == "importance", score_clip, adjoint_batch_average)
+        return AdjointMatching(adjoint_times, adjoint_weights == "importance", score_clip, adjoint_batch_average,
+                               adjoint_t_range)
     return OBJECTIVES[name]()
 
 

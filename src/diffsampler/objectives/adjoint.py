@@ -10,7 +10,7 @@ expectation over the terminal state Y = X_1 of the optimal process:
 
 (the bridge of the reference; `Target.optimal_drift` states the same identity). The loss is the
 regression of mu_theta on that target, with Y the sampler's own terminal states (the reciprocal
-projection of its path measure), M bridge times t ~ U(0, 1) per Y:
+projection of its path measure), M bridge times t ~ U(t_min, t_max) (default U(0, 1)) per Y:
 
     L = E_{Y, t, X_t} w(Y) || mu_theta(X_t, t) - (Y + sigma^2 clip(grad log R(Y))) ||^2 / sigma^2.
 
@@ -88,9 +88,12 @@ class AdjointMatching(Objective):
     needs_terminal_score = True     # the rollout returns grad log R(x_N) with log R(x_N): no extra call
 
     def __init__(self, times: int = 4, importance: bool = False, score_clip: float | None = 100.0,
-                 batch_average: bool = False) -> None:
+                 batch_average: bool = False, t_range: tuple[float, float] = (0.0, 1.0)) -> None:
         if times < 1:
             raise ValueError(f"adjoint matching needs >= 1 bridge time per sample, got {times}")
+        if not 0 <= t_range[0] < t_range[1] <= 1:
+            raise ValueError(f"adjoint matching bridge times: need 0 <= t_min < t_max <= 1, got {t_range}")
+        self.t_range = (float(t_range[0]), float(t_range[1]))
         self.times, self.importance, self.score_clip = int(times), bool(importance), score_clip
         self.batch_average = bool(batch_average)
 
@@ -110,7 +113,8 @@ class AdjointMatching(Objective):
             _, score_y = target.log_reward_and_score(y)
         goal = adjoint_target(ref, y, score_y, self.score_clip)                  # (B, d)
         w = self.weights(traj)
-        t = torch.rand(M * B, dtype=y.dtype, device=y.device)
+        lo, hi = self.t_range
+        t = lo + (hi - lo) * torch.rand(M * B, dtype=y.dtype, device=y.device)
         x_t = bridge_states(ref, y.repeat(M, 1), t)                              # (M B, d), sample-minor
         if self.batch_average:
             goal_x, w_x = batch_averaged_target(ref, x_t, t, y, goal, w)

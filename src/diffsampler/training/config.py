@@ -35,7 +35,9 @@ class TrainConfig:
                                        # kl: the pathwise (reparametrised) estimator of the same expected
                                        # gradient as on-policy TB, with far lower variance in high dimension
     subtb_lambda: float = 2.0
-    adjoint_times: int = 4             # adjoint matching: bridge times t ~ U(0, 1) per terminal sample
+    adjoint_times: int = 4             # adjoint matching: bridge times t ~ U(adjoint_t_min, adjoint_t_max) per sample
+    adjoint_t_min: float = 0.0         # adjoint matching: a narrower range of bridge times spends the regression
+    adjoint_t_max: float = 1.0         # where the drift errs (the minimiser there is the same mu*)
     adjoint_weights: str = "uniform"   # adjoint matching: uniform (AS's fixed point) | importance
                                        # (self-normalised trajectory weights: regress on mu* itself)
     adjoint_batch_average: bool = False  # adjoint matching: Rao-Blackwellise each bridge state's target over
@@ -167,6 +169,8 @@ class TrainConfig:
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
              "must be cpu, cuda, cuda:N or auto")
         need(self.log_Z_init is None or math.isfinite(self.log_Z_init), "log_Z_init", "must be finite")
+        need(0 <= self.adjoint_t_min < 1, "adjoint_t_min", "must be in [0, 1)")
+        need(self.adjoint_t_min < self.adjoint_t_max <= 1, "adjoint_t_max", "must be in (adjoint_t_min, 1]")
         need(self.init_from is None or (isinstance(self.init_from, str) and self.init_from.strip() != ""),
              "init_from", "must be a run directory or checkpoint path")
         need(not (self.objective == "kl" and self.trajectory_reuse > 0), "trajectory_reuse",
