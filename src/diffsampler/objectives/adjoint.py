@@ -19,6 +19,19 @@ states carry self-normalised trajectory weights w_i ∝ exp(log w_i) (batch mean
 forward trajectory's terminal state is distributed as p, so the regression aims at mu* itself, not
 only at a fixed point, at the price of the weights' variance (use it when the ESS is not small).
 
+Lower-variance target (`kappa > 0`). Given X_t = x the bridge form (Y - X_t) / (1 - t) has the same
+conditional mean mu*(x, t) (integrate the posterior's score to zero: the Tweedie / denoising form, as
+against the target-score form above; De Bortoli et al., "Target score matching", 2024, compare the
+two), so any mixture
+    goal_lambda = lambda(t) (Y + sigma^2 grad log R(Y)) + (1 - lambda(t)) (Y - X_t) / (1 - t)
+regresses onto the same mu*. The score form's variance is roughly flat in t and large for stiff
+targets; the bridge form's grows like 1 / (1 - t). Weighting them by inverse variance gives
+    lambda(t) = 1 / (1 + kappa (1 - t)),
+kappa = (variance of the score form) / ((1 - t) x variance of the bridge form); kappa = 0 is the plain
+score form (Adjoint Sampling's target), and lambda -> 1 as t -> 1 keeps the bridge term's variance
+finite there. On DW-4 (sigma = 1) the posterior variances measured by MALA give kappa ~ 40 and a
+5-10x lower target variance for t <= 0.9 (docs/RESULTS.md, session 27).
+
 Rao-Blackwellised over the batch (`batch_average=True`): a state X_t drawn from the bridge of Y_i is
 equally likely to have come from any Y_j of the batch a priori, so given X_t = x and the batch, the
 index I that generated it has posterior P(I = j) ∝ w_j N(x; t Y_j, sigma^2 t (1 - t) I). Replacing the
@@ -63,6 +76,18 @@ def adjoint_target(reference, y: torch.Tensor, score_y: torch.Tensor, score_clip
     return reference.project(y + reference.sigma ** 2 * score_y)
 
 
+def mixed_target(reference, goal: torch.Tensor, y: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                 kappa: float) -> torch.Tensor:
+    """lambda(t) goal + (1 - lambda(t)) (y - x_t) / (1 - t), lambda(t) = 1 / (1 + kappa (1 - t)) (see module);
+    goal, y, x_t (Q, d), t (Q,) -> (Q, d). Same conditional mean given x_t as goal; kappa = 0: goal."""
+    if kappa == 0:
+        return goal
+    one_minus = (1 - t)[:, None]
+    lam = 1 / (1 + kappa * one_minus)
+    # (1 - lam) / (1 - t) = kappa lam: finite at t = 1
+    return lam * goal + kappa * lam * reference.project(y - x_t)
+
+
 def batch_averaged_target(reference, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, goal: torch.Tensor,
                           w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Conditional expectations of the target and weight of the sample that generated each bridge
@@ -88,12 +113,16 @@ class AdjointMatching(Objective):
     needs_terminal_score = True     # the rollout returns grad log R(x_N) with log R(x_N): no extra call
 
     def __init__(self, times: int = 4, importance: bool = False, score_clip: float | None = 100.0,
-                 batch_average: bool = False, t_range: tuple[float, float] = (0.0, 1.0)) -> None:
+                 batch_average: bool = False, t_range: tuple[float, float] = (0.0, 1.0), kappa: float = 0.0) -> None:
         if times < 1:
             raise ValueError(f"adjoint matching needs >= 1 bridge time per sample, got {times}")
         if not 0 <= t_range[0] < t_range[1] <= 1:
             raise ValueError(f"adjoint matching bridge times: need 0 <= t_min < t_max <= 1, got {t_range}")
-        self.t_range = (float(t_range[0]), float(t_range[1]))
+        if not kappa >= 0:
+            raise ValueError(f"adjoint matching: kappa (mixing of the bridge-form target) must be >= 0, got {kappa}")
+        if kappa and batch_average:
+            raise ValueError("adjoint matching: the bridge-form mixing (kappa > 0) is not combined with batch_average")
+        self.t_range, self.kappa = (float(t_range[0]), float(t_range[1])), float(kappa)
         self.times, self.importance, self.score_clip = int(times), bool(importance), score_clip
         self.batch_average = bool(batch_average)
 
@@ -119,11 +148,12 @@ class AdjointMatching(Objective):
         if self.batch_average:
             goal_x, w_x = batch_averaged_target(ref, x_t, t, y, goal, w)
         else:
-            goal_x, w_x = goal.repeat(M, 1), w.repeat(M)
+            goal_x = mixed_target(ref, goal.repeat(M, 1), y.repeat(M, 1), x_t, t, self.kappa)
+            w_x = w.repeat(M)
         score = target.log_reward_and_score(x_t)[1] if drift.needs_score else None
         mu = ref.project(drift(x_t, t, score))
         per_state = ((mu - goal_x) ** 2).sum(-1) / ref.sigma ** 2                # (M B,)
         return (w_x * per_state).mean()
 
 
-__all__ = ["AdjointMatching", "adjoint_target", "batch_averaged_target", "bridge_states"]
+__all__ = ["AdjointMatching", "adjoint_target", "batch_averaged_target", "bridge_states", "mixed_target"]

@@ -40,6 +40,8 @@ class TrainConfig:
     adjoint_t_max: float = 1.0         # where the drift errs (the minimiser there is the same mu*)
     adjoint_weights: str = "uniform"   # adjoint matching: uniform (AS's fixed point) | importance
                                        # (self-normalised trajectory weights: regress on mu* itself)
+    adjoint_kappa: float = 0.0         # adjoint matching: mix the bridge form (Y - X_t)/(1 - t) into the target,
+                                       # weight 1 - 1/(1 + kappa (1 - t)); same minimiser, lower variance (0: off)
     adjoint_batch_average: bool = False  # adjoint matching: Rao-Blackwellise each bridge state's target over
                                        # the batch (posterior of the sample that generated it); no extra calls
     behaviour: str = "forward"         # forward (on-policy + exploration) | mixed | backward (replay)
@@ -171,6 +173,9 @@ class TrainConfig:
         need(self.log_Z_init is None or math.isfinite(self.log_Z_init), "log_Z_init", "must be finite")
         need(0 <= self.adjoint_t_min < 1, "adjoint_t_min", "must be in [0, 1)")
         need(self.adjoint_t_min < self.adjoint_t_max <= 1, "adjoint_t_max", "must be in (adjoint_t_min, 1]")
+        need(math.isfinite(self.adjoint_kappa) and self.adjoint_kappa >= 0, "adjoint_kappa", "must be finite and >= 0")
+        need(not (self.adjoint_kappa and self.adjoint_batch_average), "adjoint_kappa",
+             "must be 0 with adjoint_batch_average=true (the two are not combined)")
         need(self.init_from is None or (isinstance(self.init_from, str) and self.init_from.strip() != ""),
              "init_from", "must be a run directory or checkpoint path")
         need(not (self.objective == "kl" and self.trajectory_reuse > 0), "trajectory_reuse",

@@ -62,7 +62,8 @@ class Trainer:
         self.sampler = build_sampler(target, cfg)
         options = {"adjoint_times": cfg.adjoint_times, "adjoint_weights": cfg.adjoint_weights,
                    "adjoint_batch_average": cfg.adjoint_batch_average,
-                   "adjoint_t_range": (cfg.adjoint_t_min, cfg.adjoint_t_max), "score_clip": cfg.score_clip}
+                   "adjoint_t_range": (cfg.adjoint_t_min, cfg.adjoint_t_max), "adjoint_kappa": cfg.adjoint_kappa,
+                   "score_clip": cfg.score_clip}
         self.objective = make_objective(cfg.objective, cfg.subtb_lambda, **options)
         # the objective of on-policy (forward) batches; `objective` serves buffer and replayed ones
         self.objective_fwd = (make_objective(cfg.objective_fwd, cfg.subtb_lambda, **options) if cfg.objective_fwd
