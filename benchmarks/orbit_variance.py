@@ -11,8 +11,9 @@ report the total gradient variance tr Cov[grad] of one sample (minibatch varianc
 EGNN briefly warmed up with the orbit loss so that it is not at its zero initialisation. A last
 row gives the same for the whole loss (sum over a uniform 20-step grid, weights dt).
 
-    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/orbit_variance.py
-Writes benchmarks/out/orbit_variance.{json,md,png}.
+    OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/orbit_variance.py [--kappa 7.5 --time-warp 2 --name NAME]
+Writes benchmarks/out/<name>.{json,md,png} (default name orbit_variance). With --kappa the targets are also
+measured with the score form of the data mixed in (`orbit_ml_loss(kappa=...)`), at more t near 1.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ import time
 import torch
 
 import diffsampler as ds
-from diffsampler.objectives.orbit import augment, drift_on_states, orbit_ml_loss, orbit_target
+from diffsampler.objectives.orbit import (apply_group, drift_on_states, orbit_ml_loss, orbit_target,
+                                          random_group_elements)
 from diffsampler.sde import make_grid
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
@@ -36,39 +38,62 @@ def flat_grad(loss, params):
     return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, retain_graph=True)])
 
 
-def per_t_variance(sampler, data, t: float, K: int, b: int, R: int) -> dict:
+def per_t_variance(sampler, data, t: float, K: int, b: int, R: int, scores=None, kappa: float = 0.0) -> dict:
+    """Per-sample gradient variance at noise level t of the augmentation and orbit targets; with
+    kappa > 0 (and the data's scores) also of both with the score form mixed in (`adjoint_kappa`'s
+    lambda(t) = 1 / (1 + kappa (1 - t)))."""
     ref, sym, sigma = sampler.reference, sampler.target.symmetry, sampler.reference.sigma
     params = [p for p in sampler.drift.parameters() if p.requires_grad]
-    g_aug, g_orb, ess = [], [], []
+    grads = {"augmentation": [], "orbit": []}
+    if kappa:
+        grads.update({"augmentation_mixed": [], "orbit_mixed": []})
+    ess = []
+    lam = 1 / (1 + kappa * (1 - t))
     for _ in range(R):
-        y = augment(data[torch.randint(0, len(data), (b,))], sym)
+        idx = torch.randint(0, len(data), (b,))
+        rot, perm = random_group_elements(b, 1, sym, dtype=data.dtype, identity_first=False)
+        y = apply_group(data[idx], rot[:, 0], perm[:, 0], sym)
+        s = None if scores is None else apply_group(scores[idx], rot[:, 0], perm[:, 0], sym)
         tt = torch.full((b,), t)
         x = t * y + sigma * (t * (1 - t)) ** 0.5 * ref.noise_like(y)
-        orb = orbit_target(x, y, tt, K, symmetry=sym, sigma=sigma)
-        mu = drift_on_states(sampler, x, tt)  # one network pass, shared by both estimators
-        for target, out in ((y, g_aug), (orb.y_hat, g_orb)):
-            res = ((mu - (target - x) / (1 - t)) ** 2).sum(-1) / (2 * sigma ** 2)
-            out.append(flat_grad(res.mean(), params))
+        orb = orbit_target(x, y, tt, K, symmetry=sym, sigma=sigma, score=s if kappa else None)
+        mu = drift_on_states(sampler, x, tt)  # one network pass, shared by all estimators
+        targets = {"augmentation": (y - x) / (1 - t), "orbit": (orb.y_hat - x) / (1 - t)}
+        if kappa:
+            targets["augmentation_mixed"] = lam * (y + sigma ** 2 * s) + (1 - lam) * targets["augmentation"]
+            targets["orbit_mixed"] = lam * (orb.y_hat + sigma ** 2 * orb.score_hat) + (1 - lam) * targets["orbit"]
+        for name, u in targets.items():
+            res = ((mu - ref.project(u)) ** 2).sum(-1) / (2 * sigma ** 2)
+            grads[name].append(flat_grad(res.mean(), params))
         ess.append(orb.ess.mean())
-    va = torch.stack(g_aug).var(0).sum().item() * b
-    vo = torch.stack(g_orb).var(0).sum().item() * b
-    return {"t": t, "var_augmentation": va, "var_orbit": vo, "ratio": va / vo if vo > 0 else None,
-            "ess_mean": float(torch.stack(ess).mean()),
-            "grad_norm2_mean": float(torch.stack(g_aug).mean(0).pow(2).sum())}
+    var = {name: torch.stack(g).var(0).sum().item() * b for name, g in grads.items()}
+    va, vo = var["augmentation"], var["orbit"]
+    row = {"t": t, "var_augmentation": va, "var_orbit": vo, "ratio": va / vo if vo > 0 else None,
+           "ess_mean": float(torch.stack(ess).mean()),
+           "grad_norm2_mean": float(torch.stack(grads["augmentation"]).mean(0).pow(2).sum())}
+    if kappa:
+        row.update({"lambda": lam, "var_augmentation_mixed": var["augmentation_mixed"],
+                    "var_orbit_mixed": var["orbit_mixed"]})
+    return row
 
 
-def full_loss_variance(sampler, data, K: int, b: int, R: int, steps: int = 20) -> dict:
+def full_loss_variance(sampler, data, K: int, b: int, R: int, steps: int = 20, scores=None,
+                       kappa: float = 0.0, kind: str = "uniform") -> dict:
     params = [p for p in sampler.drift.parameters() if p.requires_grad]
     res = {}
-    for name, k in (("var_augmentation", 1), ("var_orbit", K)):
+    variants = [("var_augmentation", 1, 0.0), ("var_orbit", K, 0.0)]
+    if kappa:
+        variants += [("var_augmentation_mixed", 1, kappa), ("var_orbit_mixed", K, kappa)]
+    for name, k, kap in variants:
         gs = []
         for _ in range(R):
-            y = data[torch.randint(0, len(data), (b,))]
-            loss, _ = orbit_ml_loss(sampler, y, make_grid("uniform", b, steps), K=k, augment_data=True)
+            idx = torch.randint(0, len(data), (b,))
+            loss, _ = orbit_ml_loss(sampler, data[idx], sampler.make_grid(kind, b, steps), K=k, augment_data=True,
+                                    score=None if not kap else scores[idx], kappa=kap)
             gs.append(flat_grad(loss, params))
         res[name] = torch.stack(gs).var(0).sum().item() * b
-    return {"t": f"all ({steps} uniform steps)", **res, "ratio": res["var_augmentation"] / res["var_orbit"],
-            "ess_mean": None, "grad_norm2_mean": None}
+    return {"t": f"all ({steps} {kind} steps, time warp {sampler.time_warp:g})", **res,
+            "ratio": res["var_augmentation"] / res["var_orbit"], "ess_mean": None, "grad_norm2_mean": None}
 
 
 def warm_up(sampler, data, iters: int, K: int, batch: int = 64, steps: int = 10) -> list[float]:
@@ -116,6 +141,11 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--kappa", type=float, default=0.0,
+                    help="also measure the targets with the score form mixed in, lambda = 1 / (1 + kappa (1 - t)) "
+                         "(orbit_ml_loss(kappa=...); needs the reference samples' scores), adding t near 1")
+    ap.add_argument("--time-warp", type=float, default=1.0, help="time warp of the whole-loss row's grid")
+    ap.add_argument("--name", default="orbit_variance")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -123,12 +153,14 @@ def main() -> None:
     if not target.has_samples:
         raise SystemExit("LJ-13 reference samples (lj13_dem_val.npy) not found; set $DIFFSAMPLER_DATA")
     data = target.reference_samples()
-    sampler = ds.DiffusionSampler(target, drift="egnn", width=a.width, depth=a.depth)
+    sampler = ds.DiffusionSampler(target, drift="egnn", width=a.width, depth=a.depth, time_warp=a.time_warp)
+    scores = sampler.reference.project(target.score(data)) if a.kappa else None
     t0 = time.perf_counter()
     losses = warm_up(sampler, data, a.warmup, a.K)
     t_warm = time.perf_counter() - t0
-    rows = [per_t_variance(sampler, data, t, a.K, a.batch, a.repeats) for t in T_LEVELS]
-    rows.append(full_loss_variance(sampler, data, a.K, a.batch, a.repeats))
+    levels = T_LEVELS + ([0.95, 0.99, 0.999] if a.kappa else [])
+    rows = [per_t_variance(sampler, data, t, a.K, a.batch, a.repeats, scores, a.kappa) for t in levels]
+    rows.append(full_loss_variance(sampler, data, a.K, a.batch, a.repeats, scores=scores, kappa=a.kappa))
     wall = time.perf_counter() - t0
     os.makedirs(OUT, exist_ok=True)
     meta = {"target": "lj13", "sigma": sampler.reference.sigma, "K": a.K, "batch": a.batch,
@@ -136,20 +168,28 @@ def main() -> None:
             "warmup_seconds": round(t_warm, 1), "drift": f"egnn width {a.width} depth {a.depth}",
             "threads": a.threads, "wall_seconds": round(wall, 1), "machine": platform.processor() or platform.machine(),
             "variance_rel_stderr": round((2 / (a.repeats - 1)) ** 0.5, 3)}
-    with open(os.path.join(OUT, "orbit_variance.json"), "w") as f:
+    meta["kappa"] = a.kappa
+    with open(os.path.join(OUT, f"{a.name}.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)
     caption = (f"LJ-13, sigma = {meta['sigma']}, K = {a.K}, per-sample gradient variance (tr Cov) from "
                f"{a.repeats} minibatches of {a.batch}; EGNN {a.width}x{a.depth} after {a.warmup} warm-up steps; "
                f"relative std. error of each variance about {meta['variance_rel_stderr']:.0%}; "
                f"{meta['wall_seconds']} s on {a.threads} thread(s).")
+    mixed = f" | lambda | augmentation, mixed (kappa {a.kappa:g}) | orbit RB, mixed | orbit / orbit mixed |" if a.kappa else " |"
     lines = [caption, "",
-             "| t | augmentation (K=1) | orbit RB | ratio | mean ESS |", "| --- | --- | --- | --- | --- |"]
+             "| t | augmentation (K=1) | orbit RB | ratio | mean ESS" + mixed,
+             "| --- | --- | --- | --- | --- |" + (" --- | --- | --- | --- |" if a.kappa else "")]
     for r in rows:
         ess = "" if r["ess_mean"] is None else f"{r['ess_mean']:.2f}"
-        lines.append(f"| {r['t']} | {r['var_augmentation']:.4g} | {r['var_orbit']:.4g} | {r['ratio']:.2f} | {ess} |")
-    with open(os.path.join(OUT, "orbit_variance.md"), "w") as f:
+        line = f"| {r['t']} | {r['var_augmentation']:.4g} | {r['var_orbit']:.4g} | {r['ratio']:.2f} | {ess} |"
+        if a.kappa:
+            lam = f"{r['lambda']:.3f}" if "lambda" in r else "t-dependent"
+            line += (f" {lam} | {r['var_augmentation_mixed']:.4g} | {r['var_orbit_mixed']:.4g} | "
+                     f"{r['var_orbit'] / r['var_orbit_mixed']:.2f} |")
+        lines.append(line)
+    with open(os.path.join(OUT, f"{a.name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    plot(rows, os.path.join(OUT, "orbit_variance.png"), a.K)
+    plot(rows, os.path.join(OUT, f"{a.name}.png"), a.K)
     print("\n".join(lines))
 
 

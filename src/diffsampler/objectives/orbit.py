@@ -99,10 +99,12 @@ def augment(y: torch.Tensor, symmetry) -> torch.Tensor:
 # -- the orbit target ----------------------------------------------------------------------------
 @dataclass
 class OrbitTarget:
-    """y_hat (B, [N,] d): estimate of E[y | x_t]; weights (B, [N,] K): SNIS weights (sum to 1)."""
+    """y_hat (B, [N,] d): estimate of E[y | x_t]; weights (B, [N,] K): SNIS weights (sum to 1);
+    score_hat: the same average of the rotated/permuted scores g grad log p(y) (when given)."""
 
     y_hat: torch.Tensor
     weights: torch.Tensor
+    score_hat: torch.Tensor | None = None
 
     @property
     def ess(self) -> torch.Tensor:
@@ -111,13 +113,14 @@ class OrbitTarget:
 
 
 def orbit_target(x_t: torch.Tensor, y: torch.Tensor, t: torch.Tensor, K: int, *, symmetry, sigma: float,
-                 t_threshold: float | None = None) -> OrbitTarget:
+                 t_threshold: float | None = None, score: torch.Tensor | None = None) -> OrbitTarget:
     """Orbit Rao-Blackwell estimate of E[y | x_t] under the pinned-Brownian noising kernel
     q_t(x_t | y) = N(t y, sigma^2 t (1 - t)) on the CoM-free subspace (module docstring).
 
     x_t: (B, d) or (B, N, d) noisy states (several times per data point share the K group
     samples); y: (B, d) CoM-free data; t: (B,) or (B, N) in [0, 1). K = 1 returns y itself.
-    t_threshold: use the group samples only where t < t_threshold."""
+    t_threshold: use the group samples only where t < t_threshold. score: (B, d) grad log p(y), averaged
+    with the same weights (for G-invariant p, grad log p(g y) = g grad log p(y))."""
     if K < 1:
         raise ValueError(f"orbit_target: K must be >= 1, got {K}")
     single = x_t.dim() == 2
@@ -137,9 +140,15 @@ def orbit_target(x_t: torch.Tensor, y: torch.Tensor, t: torch.Tensor, K: int, *,
         logits = logits.masked_fill(off, float("-inf"))
     w = torch.softmax(logits, -1)
     y_hat = torch.einsum("bnk,bkd->bnd", w, gy)
+    s_hat = None
+    if score is not None:
+        if score.shape != y.shape:
+            raise ShapeError(f"orbit_target: score {tuple(score.shape)} must have y's shape {tuple(y.shape)}")
+        s_hat = torch.einsum("bnk,bkd->bnd", w, apply_group(score[:, None], rot, perm, symmetry))
     if single:
         y_hat, w = y_hat[:, 0], w[:, 0]
-    return OrbitTarget(y_hat, w)
+        s_hat = None if s_hat is None else s_hat[:, 0]
+    return OrbitTarget(y_hat, w, s_hat)
 
 
 # -- the loss ------------------------------------------------------------------------------------
@@ -159,29 +168,55 @@ def drift_on_states(sampler, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return sampler.reference.project(sampler.drift(x, t, score))
 
 
-def drift_matching_residual(sampler, x: torch.Tensor, t: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
-    """|| mu(x, t) - (y_hat - x) / (1 - t) ||^2 / (2 sigma^2), shape (M,), for x, y_hat (M, d), t (M,) < 1."""
+def drift_matching_residual(sampler, x: torch.Tensor, t: torch.Tensor, y_hat: torch.Tensor,
+                            score_hat: torch.Tensor | None = None, kappa: float = 0.0) -> torch.Tensor:
+    """|| mu(x, t) - u ||^2 / (2 sigma^2), shape (M,), for x, y_hat (M, d), t (M,) < 1, with the bridge
+    drift u = (y_hat - x) / (1 - t), or with kappa > 0 and score_hat the mix
+    u = lambda (y_hat + sigma^2 score_hat) + (1 - lambda) (y_hat - x) / (1 - t), lambda = 1 / (1 + kappa (1 - t)),
+    whose conditional mean is the same for data from the target (`objectives.adjoint.mixed_target`:
+    score and Tweedie forms of the Föllmer drift); finite at t = 1."""
     mu = drift_on_states(sampler, x, t)
-    u = (y_hat - x) / (1 - t)[:, None]
+    if kappa > 0:
+        if score_hat is None:
+            raise ValueError("drift_matching_residual: kappa > 0 needs the scores of the data (score_hat)")
+        from .adjoint import mixed_target
+        ref = sampler.reference
+        u = mixed_target(ref, ref.project(y_hat + ref.sigma ** 2 * score_hat), y_hat, x, t, kappa)
+    else:
+        u = (y_hat - x) / (1 - t)[:, None]
     return ((mu - u) ** 2).sum(-1) / (2 * sampler.reference.sigma ** 2)
 
 
 def orbit_ml_loss(sampler, y: torch.Tensor, grid: torch.Tensor, *, K: int = 32, t_threshold: float | None = None,
-                  augment_data: bool = True, symmetry=None) -> tuple[torch.Tensor, OrbitTarget]:
+                  augment_data: bool = True, symmetry=None, score: torch.Tensor | None = None,
+                  kappa: float = 0.0) -> tuple[torch.Tensor, OrbitTarget]:
     """Rao-Blackwellised backward maximum-likelihood loss (module docstring) on data y (B, d) and
     grids (B, N+1): mean over b of sum_{n<N} dt_n ||mu(x_n, t_n) - (y_hat_n - x_n)/(1 - t_n)||^2 / (2 sigma^2).
-    One drift pass on B*N states. K = 1 with augment_data = True is plain data augmentation."""
+    One drift pass on B*N states. K = 1 with augment_data = True is plain data augmentation.
+    With kappa > 0 and the data's scores grad log p(y) (B, d) the target is the lower-variance mix of
+    `drift_matching_residual` (same expected gradient for data from p; the score form is far less
+    noisy near t = 1, where the bridge form's variance grows like 1 / (1 - t))."""
     symmetry = symmetry if symmetry is not None else sampler.target.symmetry
     if symmetry is None:
         raise ValueError(f"orbit_ml_loss: target {sampler.target.name!r} has no symmetry")
-    y = sampler.reference.project(y.to(grid))
-    if augment_data:
-        y = augment(y, symmetry)
+    if kappa < 0 or (kappa > 0 and score is None):
+        raise ValueError(f"orbit_ml_loss: kappa = {kappa} must be >= 0, and > 0 needs the data's scores")
+    ref = sampler.reference
+    y = ref.project(y.to(grid))
+    score = None if score is None else ref.project(score.to(grid))
+    if augment_data:   # one random g per row, applied to y and to its score alike
+        rot, perm = random_group_elements(y.shape[0], 1, symmetry, dtype=y.dtype, device=y.device,
+                                          identity_first=False)
+        y = apply_group(y, rot[:, 0], perm[:, 0], symmetry)
+        score = None if score is None else apply_group(score, rot[:, 0], perm[:, 0], symmetry)
     t, dt = grid[:, :-1], grid[:, 1:] - grid[:, :-1]
-    x = bridge_marginal_sample(y, t, sampler.reference)
-    target = orbit_target(x, y, t, K, symmetry=symmetry, sigma=sampler.reference.sigma, t_threshold=t_threshold)
+    x = bridge_marginal_sample(y, t, ref)
+    target = orbit_target(x, y, t, K, symmetry=symmetry, sigma=ref.sigma, t_threshold=t_threshold,
+                          score=score if kappa > 0 else None)
     B, N, d = x.shape
-    res = drift_matching_residual(sampler, x.reshape(B * N, d), t.reshape(-1), target.y_hat.reshape(B * N, d))
+    s_hat = None if target.score_hat is None else target.score_hat.reshape(B * N, d)
+    res = drift_matching_residual(sampler, x.reshape(B * N, d), t.reshape(-1), target.y_hat.reshape(B * N, d),
+                                  s_hat, kappa)
     return (res.view(B, N) * dt).sum(1).mean(), target
 
 
@@ -194,15 +229,22 @@ class OrbitMaximumLikelihood(Objective):
     name = "orbit_ml"
     fits_log_Z = False
 
-    def __init__(self, K: int = 32, t_threshold: float | None = None, augment_data: bool = True) -> None:
+    def __init__(self, K: int = 32, t_threshold: float | None = None, augment_data: bool = True,
+                 kappa: float = 0.0) -> None:
+        if not kappa >= 0:
+            raise ValueError(f"orbit ML: kappa must be >= 0, got {kappa}")
         self.K, self.t_threshold, self.augment_data = int(K), t_threshold, bool(augment_data)
+        self.kappa = float(kappa)
         self.last_ess: float | None = None
 
-    def loss(self, sampler, y: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    def loss(self, sampler, y: torch.Tensor, grid: torch.Tensor, score: torch.Tensor | None = None) -> torch.Tensor:
+        """score: grad log R(y) (B, d), needed when kappa > 0."""
         loss, target = orbit_ml_loss(sampler, y, grid, K=self.K, t_threshold=self.t_threshold,
-                                     augment_data=self.augment_data)
+                                     augment_data=self.augment_data, score=score, kappa=self.kappa)
         self.last_ess = float(target.ess.mean())
         return loss
 
     def __call__(self, traj, sampler):
-        return self.loss(sampler, traj.x[:, -1].detach(), traj.t)
+        y = traj.x[:, -1].detach()
+        score = sampler.target.log_reward_and_score(y)[1] if self.kappa else None
+        return self.loss(sampler, y, traj.t, score)

@@ -82,6 +82,8 @@ class TrainConfig:
     orbit_K: int = 0                   # symmetric targets: ML with the orbit Rao-Blackwell target over K
                                        # group elements (Tong et al. 2025); 0: plain ML on backward paths
     orbit_t_threshold: float | None = None  # spend group samples only where t < this (high noise)
+    orbit_kappa: float = 0.0           # orbit ML: mix the score form of the drift target in (as adjoint_kappa);
+                                       # each buffer row's score is computed once, when first drawn (train calls)
     trajectory_reuse: int = 0              # after each fresh batch of trajectories, this many iterations train on
                                        # stored ones (states, scores, rewards kept: no energy calls)
     trajectory_store: int = 10           # how many recent fresh batches the trajectory store keeps
@@ -185,6 +187,8 @@ class TrainConfig:
         need(not (self.offpolicy_data == "search" and self.searcher == "none"), "offpolicy_data",
              "'search' needs a searcher (set searcher=mala|ais|pt|underdamped|rmp_langevin)")
         need(self.search_t_max >= 1, "search_t_max", "must be >= 1")
+        need(math.isfinite(self.orbit_kappa) and self.orbit_kappa >= 0, "orbit_kappa", "must be finite and >= 0")
+        need(self.orbit_kappa == 0 or self.orbit_K > 0, "orbit_kappa", "needs orbit_K >= 1 (it mixes the orbit ML target)")
         need(self.orbit_t_threshold is None or 0 < self.orbit_t_threshold <= 1, "orbit_t_threshold",
              "must be in (0, 1]")
         need(self.iterations >= self.rounds or self.iterations == 0, "rounds", "more rounds than iterations")

@@ -75,7 +75,7 @@ class Trainer:
                 raise ConfigError(f"config key 'orbit_K' = {cfg.orbit_K}: target {target.name!r} declares no "
                                   "symmetry group")
             from ..objectives.orbit import OrbitMaximumLikelihood
-            self.orbit = OrbitMaximumLikelihood(cfg.orbit_K, cfg.orbit_t_threshold)
+            self.orbit = OrbitMaximumLikelihood(cfg.orbit_K, cfg.orbit_t_threshold, kappa=cfg.orbit_kappa)
         self.optimizer = self._make_optimizer()
         self.ema = ParameterEMA(self.sampler, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.buffer = ReplayBuffer(target.dim, cfg.buffer_size, cfg.buffer_priority, cfg.buffer_rank_k)
@@ -323,11 +323,20 @@ class Trainer:
 
     def _orbit_step(self) -> float:
         """One maximum-likelihood step with the orbit Rao-Blackwell target on buffer samples
-        (no rollout: the loss draws its own bridge states; no energy calls)."""
+        (no rollout: the loss draws its own bridge states; no energy calls, except with orbit_kappa > 0
+        one score call per buffer row the first time it is drawn, counted as train)."""
         cfg, p = self.cfg, self.sampler.log_Z
-        y, _ = self.buffer.sample(cfg.batch_size)
+        idx = self.buffer.sample_index(cfg.batch_size)
+        y, score = self.buffer.x[idx], None
+        if self.orbit.kappa > 0:
+            todo = self.buffer.missing_scores(idx)
+            if todo.numel():
+                with torch.no_grad(), self.target.counter.use("train"):
+                    _, s = self.target.log_reward_and_score(self.buffer.x[todo].to(p))
+                self.buffer.set_scores(todo, s)
+            score = self.buffer.score[idx].to(p)
         grid = self.sampler.make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps)
-        loss = self.orbit.loss(self.sampler, y.to(p), grid)
+        loss = self.orbit.loss(self.sampler, y.to(p), grid, score)
         if not torch.isfinite(loss):
             raise TrainingError(f"iteration {self.iteration}: non-finite orbit ML loss ({loss.item()})")
         self.optimizer.zero_grad(set_to_none=True)
