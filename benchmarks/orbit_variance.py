@@ -84,9 +84,11 @@ def full_loss_variance(sampler, data, K: int, b: int, R: int, steps: int = 20, s
     variants = [("var_augmentation", 1, 0.0), ("var_orbit", K, 0.0)]
     if kappa:
         variants += [("var_augmentation_mixed", 1, kappa), ("var_orbit_mixed", K, kappa)]
+    base = int(torch.randint(0, 2 ** 31 - 1, ()))
     for name, k, kap in variants:
         gs = []
-        for _ in range(R):
+        for r in range(R):   # common random numbers: repeat r draws the same data, group elements, states, grid
+            torch.manual_seed(base + r)
             idx = torch.randint(0, len(data), (b,))
             loss, _ = orbit_ml_loss(sampler, data[idx], sampler.make_grid(kind, b, steps), K=k, augment_data=True,
                                     score=None if not kap else scores[idx], kappa=kap)
