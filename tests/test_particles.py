@@ -436,7 +436,8 @@ def test_orbit_kappa_scores_each_buffer_row_once_and_keeps_them_in_checkpoints(t
                                      width=16, depth=1, time_features=8, batch_size=16, train_steps=4,
                                      iterations=4, ml_warmup=4, orbit_K=4, orbit_kappa=7.5, threads=1))
     tr = Trainer(t, cfg, progress=False)
-    tr.buffer.add(t.sample(40), -t.energy(t.sample(40)))   # rewards need not match for this count
+    pts = t.project(torch.tensor([0.0, 0, 4, 0, 0, 4, 4, 4]) + 0.3 * torch.randn(40, 8))   # no data files needed
+    tr.buffer.add(pts, -t.energy(pts))
     drawn = set()
     sample_index = tr.buffer.sample_index
 
