@@ -90,8 +90,7 @@ def mcmc_follmer_drift(target, reference, x: torch.Tensor, t: float, mc: int, ch
     ys = run.x.reshape(-1, d)                                                            # (T * B * chains, d)
     score = reference.project(target.score(ys))
     T = run.x.shape[0]
-    per_state = lambda v: v.reshape(T, B, chains, d).mean((0, 2))                       # noqa: E731
-    mean_y = reference.project(per_state(ys))
+    mean_y = reference.project(ys.reshape(T, B, chains, d).mean((0, 2)))
     a_form = (reference.sigma ** 2 * score + reference.project(ys)).reshape(T, B, chains, d)
     b_form = ((reference.project(ys) - reference.project(x).repeat_interleave(chains, 0).repeat(T, 1))
               / (1 - t)).reshape(T, B, chains, d)

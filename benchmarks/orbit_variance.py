@@ -26,8 +26,8 @@ import time
 import torch
 
 import diffsampler as ds
-from diffsampler.objectives.orbit import (apply_group, drift_on_states, orbit_ml_loss, orbit_target,
-                                          random_group_elements)
+from diffsampler.objectives.adjoint import mixed_target
+from diffsampler.objectives.orbit import augment_together, drift_on_states, orbit_ml_loss, orbit_target
 from diffsampler.sde import make_grid
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
@@ -48,20 +48,19 @@ def per_t_variance(sampler, data, t: float, K: int, b: int, R: int, scores=None,
     if kappa:
         grads.update({"augmentation_mixed": [], "orbit_mixed": []})
     ess = []
-    lam = 1 / (1 + kappa * (1 - t))
+    lam = 1 / (1 + kappa * (1 - t))   # reported; mixed_target applies it
     for _ in range(R):
         idx = torch.randint(0, len(data), (b,))
-        rot, perm = random_group_elements(b, 1, sym, dtype=data.dtype, identity_first=False)
-        y = apply_group(data[idx], rot[:, 0], perm[:, 0], sym)
-        s = None if scores is None else apply_group(scores[idx], rot[:, 0], perm[:, 0], sym)
+        y, s = augment_together(sym, data[idx], None if scores is None else scores[idx])
         tt = torch.full((b,), t)
         x = t * y + sigma * (t * (1 - t)) ** 0.5 * ref.noise_like(y)
         orb = orbit_target(x, y, tt, K, symmetry=sym, sigma=sigma, score=s if kappa else None)
         mu = drift_on_states(sampler, x, tt)  # one network pass, shared by all estimators
         targets = {"augmentation": (y - x) / (1 - t), "orbit": (orb.y_hat - x) / (1 - t)}
         if kappa:
-            targets["augmentation_mixed"] = lam * (y + sigma ** 2 * s) + (1 - lam) * targets["augmentation"]
-            targets["orbit_mixed"] = lam * (orb.y_hat + sigma ** 2 * orb.score_hat) + (1 - lam) * targets["orbit"]
+            targets["augmentation_mixed"] = mixed_target(ref, ref.project(y + sigma ** 2 * s), y, x, tt, kappa)
+            targets["orbit_mixed"] = mixed_target(ref, ref.project(orb.y_hat + sigma ** 2 * orb.score_hat),
+                                                  orb.y_hat, x, tt, kappa)
         for name, u in targets.items():
             res = ((mu - ref.project(u)) ** 2).sum(-1) / (2 * sigma ** 2)
             grads[name].append(flat_grad(res.mean(), params))

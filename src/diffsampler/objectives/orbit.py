@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ShapeError
+from .adjoint import mixed_target
 from .balance import Objective
 
 
@@ -91,9 +92,15 @@ def random_group_elements(batch: int, K: int, symmetry, *, dtype=None, device=No
 
 def augment(y: torch.Tensor, symmetry) -> torch.Tensor:
     """Plain data augmentation: g y with one random g = (rotation, permutation) per row."""
+    return augment_together(symmetry, y)[0]
+
+
+def augment_together(symmetry, y: torch.Tensor, *others: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """(g y, g o for o in others): one random g per row, applied alike to y and to equivariant
+    companions of the same shape (e.g. the scores grad log p(y)); None passes through."""
     rot, perm = random_group_elements(y.shape[0], 1, symmetry, dtype=y.dtype, device=y.device,
                                       identity_first=False)
-    return apply_group(y, rot[:, 0], perm[:, 0], symmetry)
+    return tuple(None if v is None else apply_group(v, rot[:, 0], perm[:, 0], symmetry) for v in (y, *others))
 
 
 # -- the orbit target ----------------------------------------------------------------------------
@@ -179,7 +186,6 @@ def drift_matching_residual(sampler, x: torch.Tensor, t: torch.Tensor, y_hat: to
     if kappa > 0:
         if score_hat is None:
             raise ValueError("drift_matching_residual: kappa > 0 needs the scores of the data (score_hat)")
-        from .adjoint import mixed_target
         ref = sampler.reference
         u = mixed_target(ref, ref.project(y_hat + ref.sigma ** 2 * score_hat), y_hat, x, t, kappa)
     else:
@@ -204,11 +210,8 @@ def orbit_ml_loss(sampler, y: torch.Tensor, grid: torch.Tensor, *, K: int = 32, 
     ref = sampler.reference
     y = ref.project(y.to(grid))
     score = None if score is None else ref.project(score.to(grid))
-    if augment_data:   # one random g per row, applied to y and to its score alike
-        rot, perm = random_group_elements(y.shape[0], 1, symmetry, dtype=y.dtype, device=y.device,
-                                          identity_first=False)
-        y = apply_group(y, rot[:, 0], perm[:, 0], symmetry)
-        score = None if score is None else apply_group(score, rot[:, 0], perm[:, 0], symmetry)
+    if augment_data:
+        y, score = augment_together(symmetry, y, score)
     t, dt = grid[:, :-1], grid[:, 1:] - grid[:, :-1]
     x = bridge_marginal_sample(y, t, ref)
     target = orbit_target(x, y, t, K, symmetry=symmetry, sigma=ref.sigma, t_threshold=t_threshold,
