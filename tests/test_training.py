@@ -646,3 +646,61 @@ def test_adjoint_matching_replays_stored_terminal_states_without_energy_calls():
     assert replayed is stored and not on_policy
     assert u.counter.counts["train"] == (-(-9 // (R + 1)) + 1) * B
     assert torch.allclose(stored.terminal_score, u.score(stored.terminal))
+
+
+@pytest.mark.parametrize("target,keys", [
+    ("gmm25", dict(objective="tb", behaviour="forward")),                       # on-policy TB, Langevin drift
+    ("gmm25", dict(objective="subtb", behaviour="mixed", offpolicy_data="target_samples", offpolicy_every=2)),
+    ("gmm25", dict(objective="vargrad", trajectory_reuse=1)),                   # a replayed batch
+    ("dw4", dict(objective="tb", drift="egnn", width=16, depth=2, behaviour="mixed",
+                 offpolicy_data="replay")),                                      # backward paths, EGNN
+])
+def test_grad_chunk_steps_gives_the_same_gradient_as_one_backward(target, keys):
+    """grad_chunk_steps = k rolls out without a graph and back-propagates log_pf k steps at a time;
+    the states are constants, so the parameter gradient (drift, log Z, flow) must equal the one of a
+    single backward through all steps, iteration by iteration (float64, same random numbers)."""
+    from diffsampler.training import Trainer
+    t = ds.targets.get(target)
+    if keys.get("offpolicy_data") == "target_samples" and not t.has_samples:
+        pytest.skip("needs the target's reference samples")
+    grads = {}
+    for chunk in (0, 3):
+        cfg = TrainConfig.from_dict(dict(SMALL, train_steps=8, iterations=4, dtype="float64", grad_chunk_steps=chunk,
+                                         **keys))
+        tr = Trainer(t, cfg, progress=False)
+        grads[chunk] = []
+        for _ in range(3):
+            tr.step()
+            grads[chunk].append([p.grad.clone() for p in tr.sampler.parameters() if p.grad is not None])
+            tr.iteration += 1
+        if chunk:   # as step() draws them, the batches keep no graph (the point: memory of k steps, not N)
+            with torch.no_grad():
+                assert not any(tr.trajectories()[0].log_pf.requires_grad for _ in range(2))
+    for g0, g3 in zip(grads[0], grads[3]):
+        assert len(g0) == len(g3) > 0
+        for a, b in zip(g0, g3):
+            torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ConfigError, match="grad_chunk_steps"):
+        TrainConfig.from_dict(dict(SMALL, objective="kl", grad_chunk_steps=4))
+    with pytest.raises(ConfigError, match="grad_chunk_steps"):
+        TrainConfig.from_dict(dict(SMALL, grad_chunk_steps=-1))
+
+
+def test_policy_log_pf_without_autograd_evaluates_the_drift_in_row_chunks(monkeypatch):
+    """Without autograd (evaluation, EUBO), log_pf over B N states is computed in row chunks sized
+    by the drift's activation size; the values equal the one-pass ones."""
+    from diffsampler.sde import backward_rollout, trajectories
+    t = ds.targets.get("dw4")
+    s = build_sampler(t, TrainConfig.from_dict(dict(SMALL, drift="egnn", width=16, depth=2)))
+    grid = s.make_grid("uniform", 6, 7)
+    x = t.project(torch.randn(6, t.dim))
+    whole = backward_rollout(s, x, grid)
+    assert whole.log_pf.requires_grad
+    calls = []
+    drift_forward = s.drift.forward
+    monkeypatch.setattr(s.drift, "forward", lambda *a, **k: (calls.append(a[0].shape[0]), drift_forward(*a, **k))[1])
+    monkeypatch.setattr(trajectories, "NO_GRAD_ACTIVATION_BUDGET", 10 * s.drift.activation_elems_per_row)
+    with torch.no_grad():
+        chunked = trajectories.policy_log_pf(s, whole.x, whole.t, None)
+    assert calls == [10, 10, 10, 10, 2]
+    torch.testing.assert_close(chunked, whole.log_pf.detach(), rtol=1e-6, atol=1e-5)

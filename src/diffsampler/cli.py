@@ -75,7 +75,7 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from .training import load_run, summary_table
 
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, device=args.device)
     rep = run.evaluate(steps=args.steps, grid=args.grid, n=args.n, integrator=args.integrator,
                        corrector_steps=args.corrector_steps)
     if args.json:
@@ -90,7 +90,7 @@ def _sample(args) -> int:
     from .sde.integrators import make_integrator, nfe_for
     from .training import load_run
 
-    run = load_run(args.run_dir)
+    run = load_run(args.run_dir, device=args.device)
     x, log_w = run.sampler.sample(args.n, steps=args.steps, integrator=args.integrator,
                                   corrector_steps=args.corrector_steps)
     steps = args.steps or run.sampler.default_steps
@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_train)
     s = sub.add_parser("eval", help="recompute metrics of a run; saved under RUN_DIR/eval/")
     s.add_argument("run_dir")
+    s.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the run's own; a CUDA "
+                   "run loads on the CPU where no GPU is present)")
     s.add_argument("--steps", type=int, default=None)
     s.add_argument("--grid", default=None, choices=["uniform", "random", "equidistant"])
     s.add_argument("-n", type=int, default=None, help="number of samples")
@@ -147,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_eval)
     s = sub.add_parser("sample", help="draw samples with log-weights to an .npz (x, log_w)")
     s.add_argument("run_dir")
+    s.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the run's own; a CUDA "
+                   "run loads on the CPU where no GPU is present)")
     s.add_argument("-n", type=int, required=True)
     s.add_argument("--steps", type=int, default=None)
     s.add_argument("--integrator", default="euler_maruyama", choices=_integrators())

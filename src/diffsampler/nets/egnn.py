@@ -98,6 +98,11 @@ class EGNNDrift(nn.Module):
             self.scale = mlp(self.time_emb.out_dim, width, 1, 1, zero_last=True)
             nn.init.constant_(self.scale[-1].bias, 0.01)
 
+    @property
+    def activation_elems_per_row(self) -> int:
+        """Size of one edge activation (n, n, width) per configuration: what bounds a batch's memory."""
+        return self.n * self.n * self.layers[0].edge[2].out_features
+
     def load_shallower(self, state: dict[str, torch.Tensor], depth: int) -> None:
         """Load the weights of a drift of the same width but `depth` < len(self.layers) layers so
         that this deeper drift computes the same function (function-preserving deepening, as in

@@ -4,8 +4,8 @@ from .integrators import (INTEGRATORS, EulerMaruyama, ExponentialEuler, PicardMi
                           fisher_scale, make_integrator)
 from .mean_free import MeanFreePinnedBrownian
 from .reference import PinnedBrownian, gaussian_log_prob
-from .trajectories import Trajectories, backward_rollout, forward_rollout, log_mean_exp, policy_log_pf, replay
+from .trajectories import Trajectories, backprop_log_pf, backward_rollout, forward_rollout, log_mean_exp, policy_log_pf, replay
 
 __all__ = ["GRID_KINDS", "make_grid", "PinnedBrownian", "MeanFreePinnedBrownian", "gaussian_log_prob", "Trajectories",
-           "forward_rollout", "backward_rollout", "log_mean_exp", "policy_log_pf", "replay", "INTEGRATORS", "make_integrator", "Simulation",
+           "forward_rollout", "backward_rollout", "backprop_log_pf", "log_mean_exp", "policy_log_pf", "replay", "INTEGRATORS", "make_integrator", "Simulation",
            "EulerMaruyama", "ExponentialEuler", "RandomizedMidpoint", "PicardMidpoint", "fisher_scale"]

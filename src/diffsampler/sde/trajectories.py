@@ -138,16 +138,27 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
                         terminal_score)
 
 
+NO_GRAD_ACTIVATION_BUDGET = 2 ** 27   # elements of one activation tensor per drift call when no graph is kept
+
+
 def policy_log_pf(sampler, X: torch.Tensor, grid: torch.Tensor, score: torch.Tensor | None) -> torch.Tensor:
     """log pi_fwd(x_{n+1} | x_n) (B, N) of the sampler's current drift along given states X (B, N+1, d)
     on `grid` (B, N+1), with the target score at x_0 .. x_{N-1} (B, N, d) when the drift needs it:
-    one batched drift pass over all B N states (they are all known: parallel in time)."""
+    one batched drift pass over all B N states (they are all known: parallel in time); without
+    autograd, in row chunks of NO_GRAD_ACTIVATION_BUDGET / drift.activation_elems_per_row states."""
     drift, ref = sampler.drift, sampler.reference
     B, N, d = X.shape[0], X.shape[1] - 1, X.shape[2]
     if drift.needs_score and score is None:
         raise ValueError("this drift needs the target score at every state of the trajectories")
     sc = None if score is None or not drift.needs_score else score.reshape(B * N, d)
-    mu = ref.project(drift(X[:, :-1].reshape(B * N, d), grid[:, :-1].reshape(-1), sc)).view(B, N, d)
+    xs, ts = X[:, :-1].reshape(B * N, d), grid[:, :-1].reshape(-1)
+    if torch.is_grad_enabled():
+        mu = drift(xs, ts, sc)
+    else:   # no graph to keep: bound the transient activations (e.g. the EUBO's B N states of an EGNN)
+        rows = max(1, NO_GRAD_ACTIVATION_BUDGET // getattr(drift, "activation_elems_per_row", 1024))
+        mu = torch.cat([drift(xs[i:i + rows], ts[i:i + rows], None if sc is None else sc[i:i + rows])
+                        for i in range(0, B * N, rows)]) if B * N else drift(xs, ts, sc)
+    mu = ref.project(mu).view(B, N, d)
     dt = grid[:, 1:] - grid[:, :-1]
     return ref.step_log_prob(X[:, 1:], X[:, :-1] + mu * dt[..., None], ref.sigma ** 2 * dt)
 
@@ -160,6 +171,22 @@ def replay(sampler, stored: Trajectories) -> Trajectories:
     data (the trajectory replay of GFlowNets; cf. the replay buffers of SGDS and Sendera et al.)."""
     log_pf = policy_log_pf(sampler, stored.x, stored.t, stored.score)
     return Trajectories(stored.x, stored.t, log_pf, stored.log_pb, stored.log_r, stored.log_r_steps, stored.score)
+
+
+def backprop_log_pf(sampler, traj: Trajectories, grad_log_pf: torch.Tensor, chunk: int) -> None:
+    """Accumulate d loss / d theta = sum_{b,n} g[b, n] d log_pf[b, n] / d theta into the drift's .grad,
+    given g = d loss / d log_pf (B, N) from a loss evaluated on detached log_pf (a leaf).
+
+    The states of a non-pathwise batch are constants, so log_pf[:, n] depends on theta only through
+    the drift at (x_n, t_n): recomputing it `chunk` steps at a time (`policy_log_pf` on a slice of
+    the path) and back-propagating g slice by slice gives the same gradient as one backward through
+    all N steps, with the autograd memory of `chunk` steps instead of N (costs one more drift pass)."""
+    N = traj.log_pf.shape[1]
+    for a in range(0, N, chunk):
+        b = min(a + chunk, N)
+        score = None if traj.score is None else traj.score[:, a:b]
+        lp = policy_log_pf(sampler, traj.x[:, a:b + 1], traj.t[:, a:b + 1], score)
+        lp.backward(grad_log_pf[:, a:b])
 
 
 def backward_rollout(sampler, x_final: torch.Tensor, grid: torch.Tensor, *,

@@ -101,6 +101,9 @@ class TrainConfig:
     lr_log_Z: float = 1e-1
     lr_flow: float = 1e-3
     grad_clip: float = 0.0             # max gradient norm; 0 disables
+    grad_chunk_steps: int = 0          # > 0: roll out without a graph, then back-propagate log_pf this many
+                                       # steps at a time (same gradient, memory of k steps instead of all;
+                                       # one more drift pass). 0: one graph through the whole path
     lr_final: float = 1.0              # cosine decay of every learning rate to lr_final x its value over each
                                        # round's iterations (restarted with every round); 1: constant
     ema_decay: float = 0.0             # evaluate and sample with a moving average of the weights (e.g. 0.999);
@@ -169,6 +172,9 @@ class TrainConfig:
         need(self.max_seconds is None or self.max_seconds > 0, "max_seconds", "must be > 0")
         need(self.max_energy_calls is None or self.max_energy_calls > 0, "max_energy_calls", "must be > 0")
         need(self.eval_every >= 0, "eval_every", "must be >= 0")
+        need(self.grad_chunk_steps >= 0, "grad_chunk_steps", "must be >= 0 (0: no chunking)")
+        need(not (self.grad_chunk_steps and "kl" in (self.objective, self.objective_fwd)), "grad_chunk_steps",
+             "must be 0 with the KL (PIS) objective, which differentiates through the states themselves")
         need(self.threads >= 0, "threads", "must be >= 0")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
              "must be cpu, cuda, cuda:N or auto")

@@ -159,8 +159,11 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
     return run
 
 
-def load_run(run_dir: str, target: Target | None = None) -> Run:
-    """Load a run directory (its final checkpoint). A user-defined target must be passed again."""
+def load_run(run_dir: str, target: Target | None = None, device: str | None = None) -> Run:
+    """Load a run directory (its final checkpoint). A user-defined target must be passed again.
+
+    device: where to put the sampler ("cpu", "cuda", "cuda:N"); None keeps the run's own device,
+    except that a run trained on CUDA loads on the CPU (with a warning) where no GPU is present."""
     cfg_path = os.path.join(run_dir, "config.json")
     if not os.path.exists(cfg_path):
         from ..errors import CheckpointError
@@ -168,6 +171,12 @@ def load_run(run_dir: str, target: Target | None = None) -> Run:
     raw = json.load(open(cfg_path))
     name = raw.pop("target")
     target = target or get(name)
+    if device is None and str(raw.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
+        import warnings
+        warnings.warn(f"{run_dir} was trained on {raw['device']}; no GPU here, so it is loaded on the CPU")
+        device = "cpu"
+    if device is not None:
+        raw["device"] = device
     cfg = TrainConfig.from_dict(raw)
     state = load_checkpoint(os.path.join(run_dir, CHECKPOINT), target_name=target.name, dim=target.dim)
     torch.manual_seed(cfg.seed)

@@ -8,6 +8,8 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import replace
 
 import torch
 
@@ -15,7 +17,7 @@ from ..errors import CheckpointError, ConfigError, NonFiniteError, TrainingError
 from ..nets import EGNNDrift
 from ..objectives import make_objective
 from ..sampler import DiffusionSampler
-from ..sde import Trajectories, backward_rollout, forward_rollout, replay
+from ..sde import Trajectories, backprop_log_pf, backward_rollout, forward_rollout, replay
 from ..search import RND, ReplayBuffer
 from ..targets import Target
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -221,9 +223,11 @@ class Trainer:
             x, log_r = self.buffer.sample(cfg.batch_size)
             tr = backward_rollout(s, x.to(p), grid, log_r=log_r.to(p), need_step_rewards=self.objective.needs_flow)
         else:
-            # an objective that never differentiates log_pf (adjoint matching) needs no graph; duck-typed
-            # objectives without the flag keep it
-            with torch.set_grad_enabled(getattr(self.objective_fwd, "differentiates_rollout", True)):
+            # an objective that never differentiates log_pf (adjoint matching) needs no graph, nor does
+            # grad_chunk_steps (it recomputes log_pf slice by slice); duck-typed objectives without the
+            # flag keep it
+            graph = getattr(self.objective_fwd, "differentiates_rollout", True) and not cfg.grad_chunk_steps
+            with torch.set_grad_enabled(graph):
                 tr = forward_rollout(s, grid, explore=self.exploration(), pathwise=self.objective_fwd.pathwise,
                                      need_step_rewards=self.objective_fwd.needs_flow or self.objective.needs_flow,
                                      need_terminal_score=getattr(self.objective_fwd, "needs_terminal_score", False))
@@ -266,7 +270,8 @@ class Trainer:
                 self.in_ml_warmup() or (cfg.objective == "ml" and self.is_fresh())):
             return self._orbit_step()
         fresh = self.is_fresh()
-        with self.target.counter.use("train"):
+        chunk = cfg.grad_chunk_steps
+        with self.target.counter.use("train"), torch.no_grad() if chunk else nullcontext():
             try:
                 traj, on_policy = self.trajectories()
             except NonFiniteError as e:
@@ -277,8 +282,11 @@ class Trainer:
         if self.rnd is not None and fresh:
             self.rnd.fit(traj.terminal.detach(), steps=1)
         objective = self.ml if self.in_ml_warmup() else (self.objective_fwd if on_policy else self.objective)
+        leaf = None   # grad_chunk_steps: the loss sees log_pf as a leaf; its gradient is pushed through
+        if chunk and getattr(objective, "differentiates_rollout", True):   # the drift slice by slice below
+            leaf = traj.log_pf.detach().requires_grad_(True)
         with self.target.counter.use("train"):   # adjoint matching evaluates the energy inside its loss
-            loss = objective(traj, self.sampler)
+            loss = objective(traj if leaf is None else replace(traj, log_pf=leaf), self.sampler)
         if not on_policy and self.cfg.offpolicy_weight != 1.0 and not self.in_ml_warmup():
             loss = self.cfg.offpolicy_weight * loss
         if not torch.isfinite(loss):
@@ -286,6 +294,8 @@ class Trainer:
                                 f"cause: {self._diagnose(traj)}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if leaf is not None and leaf.grad is not None:
+            backprop_log_pf(self.sampler, traj, leaf.grad, chunk)
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         if self.cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
