@@ -30,7 +30,7 @@ export PYTHONUNBUFFERED=1
 
 echo "== CUDA tests"
 t0=$(date +%s)
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$OUT/pytest_cuda.txt" 2>&1
+timeout "${PYTEST_SECONDS:-120}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$OUT/pytest_cuda.txt" 2>&1
 echo "pytest rc=$? in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/pytest_cuda.txt"
 tail -5 "$OUT/pytest_cuda.txt"
 
@@ -48,7 +48,7 @@ run_preset() {  # name, extra keys...
   local dir=/tmp/runs/$name
   rm -rf "$dir"; mkdir -p /tmp/runs
   local t=$(date +%s)
-  timeout $(( SECONDS_TRAIN + 200 )) python3 -m diffsampler train "$name" --config "benchmarks/configs/${name}_sgds_paper.json" \
+  timeout $(( SECONDS_TRAIN + ${REPORT_SECONDS:-200} )) python3 -m diffsampler train "$name" --config "benchmarks/configs/${name}_sgds_paper.json" \
     device="$DEVICE" threads=4 "$@" --out "$dir" --max-seconds "$SECONDS_TRAIN" -q > "/tmp/runs/$name.log" 2>&1
   echo "rc=$? wall=$(( $(date +%s) - t )) s" >> "/tmp/runs/$name.log"
   cp "/tmp/runs/$name.log" "$dir/" 2>/dev/null
