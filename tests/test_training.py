@@ -295,6 +295,30 @@ def test_log_Z_warm_start_uses_the_first_batch(mode):
         TrainConfig.from_dict({"log_Z_warm_start": "median"})
 
 
+def test_log_Z_warm_start_from_the_buffer_is_the_log_mean_reward_of_its_samples():
+    """'buffer' (SGDS's start): log Z <- log (1/N) sum_i R(x_i) over the replay buffer's stored
+    rewards, at the first TB iteration after the ML warm-up, with no energy call of its own; an
+    empty buffer is an error naming the key."""
+    from diffsampler.training import Trainer
+    from diffsampler.errors import TrainingError
+    cfg = TrainConfig.from_dict(dict(SMALL, behaviour="mixed", offpolicy_data="target_samples", ml_warmup=2,
+                                     iterations=6, log_Z_warm_start="buffer"))
+    tr = Trainer(ds.targets.get("gmm25"), cfg, progress=False)
+    tr.fill_buffer_from_target()
+    lr = tr.buffer.log_r.double()
+    want = torch.logsumexp(lr, 0) - math.log(lr.numel())
+    before = tr.target.counter.total
+    tr.warm_start()
+    assert tr.target.counter.total == before and not tr.warm_start_log_Z
+    assert abs(tr.sampler.log_Z.item() - want.item()) < 1e-4
+    # log mean R over (near-)target samples is log Z + log E_p[p(x)]: below log Z for a spread target
+    assert tr.sampler.log_Z.item() < ds.targets.get("gmm25").log_Z + 1e-6
+    empty = Trainer(ds.targets.get("gmm25"), TrainConfig.from_dict(dict(SMALL, log_Z_warm_start="buffer")),
+                    progress=False)
+    with pytest.raises(TrainingError, match="log_Z_warm_start='buffer'"):
+        empty.step()
+
+
 def test_log_Z_warm_start_waits_for_the_end_of_the_ml_warmup():
     """The ML warm-up does not train log Z, so the warm start must use the warmed-up sampler:
     it runs once, at the first TB iteration (iteration == ml_warmup), not at iteration 0."""

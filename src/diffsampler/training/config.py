@@ -109,8 +109,9 @@ class TrainConfig:
     ema_decay: float = 0.0             # evaluate and sample with a moving average of the weights (e.g. 0.999);
                                        # training continues from the raw weights; 0 disables
     log_Z_init: float | None = None    # None: warm-start from the first training batch (log_Z_warm_start)
-    log_Z_warm_start: str = "mean"     # 'mean' (ELBO of the batch) or 'logmeanexp' (IS estimate: robust
-                                       # to a few trajectories with log w thousands of nats low)
+    log_Z_warm_start: str = "mean"     # 'mean' (ELBO of the batch), 'logmeanexp' (IS estimate: robust to a
+                                       # few trajectories with log w thousands of nats low) or 'buffer' (log mean
+                                       # R over the replay buffer, SGDS's start; no rollout, no energy calls)
     init_from: str | None = None       # fine-tune: start from another run's weights (its averaged ones if it kept
                                        # an EMA), log Z and replay buffer; a run directory or checkpoint file of the
                                        # same target and network (an EGNN drift may be deeper: it starts at the source's function);
@@ -140,7 +141,7 @@ class TrainConfig:
                    "train_grid": GRID_KINDS, "eval_grid": GRID_KINDS, "buffer_priority": ("rank", "uniform"),
                    "offpolicy_data": ("replay", "search", "target_samples"),
                    "searcher": ("none", "mala", "ais", "pt", "underdamped", "rmp_langevin"),
-                   "dtype": ("float32", "float64"), "log_Z_warm_start": ("mean", "logmeanexp"),
+                   "dtype": ("float32", "float64"), "log_Z_warm_start": ("mean", "logmeanexp", "buffer"),
                    "adjoint_weights": ("uniform", "importance")}
         for k, opts in choices.items():
             need(getattr(self, k) in opts, k, f"must be one of {list(opts)}")

@@ -316,8 +316,20 @@ class Trainer:
         bound in expectation, but set by the best trajectories instead of dragged down by a few
         with log w thousands of nats low, e.g. overlapping particles). On-policy (no exploration):
         explored trajectories have log w far below the policy's. Costs one rollout's energy calls
-        ('train')."""
+        ('train'). 'buffer' sets log Z = log (1/N) sum_i R(x_i) over the replay buffer's stored
+        rewards (the searcher's samples), as the SGDS code does (Kim et al. 2025): no rollout and
+        no energy call, and on the scale of log Z where an untrained sampler's batch is
+        catastrophic (LJ-13: mean log w ~ -5e4 at the start)."""
         cfg = self.cfg
+        if cfg.log_Z_warm_start == "buffer":
+            if len(self.buffer) == 0:
+                raise TrainingError("log_Z_warm_start='buffer': the replay buffer is empty at the first "
+                                    "TB iteration (use a searcher, offpolicy_data=target_samples, or 'logmeanexp')")
+            lr = self.buffer.log_r.to(self.sampler.log_Z)
+            with torch.no_grad():
+                self.sampler.log_Z.copy_(torch.logsumexp(lr, 0) - math.log(lr.numel()))
+            self.warm_start_log_Z = False
+            return
         grid = self.sampler.make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps)
         with torch.no_grad(), self.target.counter.use("train"):
             lw = forward_rollout(self.sampler, grid).log_w
