@@ -728,3 +728,20 @@ def test_policy_log_pf_without_autograd_evaluates_the_drift_in_row_chunks(monkey
         chunked = trajectories.policy_log_pf(s, whole.x, whole.t, None)
     assert calls == [10, 10, 10, 10, 2]
     torch.testing.assert_close(chunked, whole.log_pf.detach(), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback of a machine without a GPU")
+def test_a_cuda_run_loads_on_the_cpu_where_no_gpu_is_present(tmp_path):
+    """A run directory whose config says device=cuda (trained on a GPU) loads on a CPU-only machine,
+    with a warning, and gives the same weights; asking for CUDA explicitly is an error naming it."""
+    run = ds.train("gmm25", out=str(tmp_path / "r"), progress=False, **dict(SMALL, iterations=3))
+    path = tmp_path / "r" / "config.json"
+    cfg = json.load(open(path))
+    cfg["device"] = "cuda"
+    json.dump(cfg, open(path, "w"))
+    with pytest.warns(UserWarning, match="trained on cuda"):
+        back = load_run(str(tmp_path / "r"))
+    for p, q in zip(run.sampler.parameters(), back.sampler.parameters()):
+        assert q.device.type == "cpu" and torch.equal(p.detach(), q.detach())
+    with pytest.raises(ConfigError, match="'device'"):
+        load_run(str(tmp_path / "r"), device="cuda")
