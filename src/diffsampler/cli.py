@@ -114,6 +114,9 @@ def _integrators() -> list[str]:
     return list(INTEGRATORS)
 
 
+DEVICE_HELP = "cpu | cuda | cuda:N (default: the run's own; a CUDA run loads on the CPU where no GPU is present)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="diffsampler", description="Train and evaluate diffusion samplers.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -137,8 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_train)
     s = sub.add_parser("eval", help="recompute metrics of a run; saved under RUN_DIR/eval/")
     s.add_argument("run_dir")
-    s.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the run's own; a CUDA "
-                   "run loads on the CPU where no GPU is present)")
+    s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("--steps", type=int, default=None)
     s.add_argument("--grid", default=None, choices=["uniform", "random", "equidistant"])
     s.add_argument("-n", type=int, default=None, help="number of samples")
@@ -149,8 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_eval)
     s = sub.add_parser("sample", help="draw samples with log-weights to an .npz (x, log_w)")
     s.add_argument("run_dir")
-    s.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the run's own; a CUDA "
-                   "run loads on the CPU where no GPU is present)")
+    s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("-n", type=int, required=True)
     s.add_argument("--steps", type=int, default=None)
     s.add_argument("--integrator", default="euler_maruyama", choices=_integrators())

@@ -223,10 +223,9 @@ class Trainer:
             x, log_r = self.buffer.sample(cfg.batch_size)
             tr = backward_rollout(s, x.to(p), grid, log_r=log_r.to(p), need_step_rewards=self.objective.needs_flow)
         else:
-            # an objective that never differentiates log_pf (adjoint matching) needs no graph, nor does
-            # grad_chunk_steps (it recomputes log_pf slice by slice); duck-typed objectives without the
-            # flag keep it
-            graph = getattr(self.objective_fwd, "differentiates_rollout", True) and not cfg.grad_chunk_steps
+            # an objective that never differentiates log_pf (adjoint matching) needs no graph; duck-typed
+            # objectives without the flag keep it, unless the caller disabled autograd (grad_chunk_steps)
+            graph = getattr(self.objective_fwd, "differentiates_rollout", True) and torch.is_grad_enabled()
             with torch.set_grad_enabled(graph):
                 tr = forward_rollout(s, grid, explore=self.exploration(), pathwise=self.objective_fwd.pathwise,
                                      need_step_rewards=self.objective_fwd.needs_flow or self.objective.needs_flow,
