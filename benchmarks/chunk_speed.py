@@ -1,4 +1,5 @@
-"""Seconds and peak memory per training iteration of a particle learner against `grad_chunk_steps`.
+"""Seconds and peak memory per training iteration of a particle learner against `grad_chunk_steps`
+and `compile`.
 
 grad_chunk_steps = k rolls a batch out without an autograd graph and back-propagates log_pf k steps
 at a time (`diffsampler.sde.backprop_log_pf`): the same gradient, with the graph of k steps instead
@@ -6,6 +7,10 @@ of all N. This script measures what that costs or saves, side by side in one pro
 paper's LJ learners (EGNN 64 x 5, batch 32, 100 random steps, on-policy TB):
 
     python benchmarks/chunk_speed.py --device cuda --targets lj13 lj55 --chunks 0 10 25
+    python benchmarks/chunk_speed.py --device cuda --targets lj13 --chunks 25 --compile none default reduce-overhead
+
+compile = mode: torch.compile of the drift (config key `compile`); its compilation happens in the
+warm-up iterations, whose total time is reported separately (warmup_seconds).
 
 Peak memory: torch.cuda.max_memory_allocated on a GPU (reset per setting); on the CPU the process's
 peak RSS, which only grows, so run one setting per process there. A setting that runs out of GPU
@@ -25,17 +30,21 @@ from diffsampler.training import TrainConfig
 from diffsampler.training.trainer import Trainer
 
 
-def measure(target: str, chunk: int, args) -> dict:
+def measure(target: str, chunk: int, mode: str, args) -> dict:
     cfg = TrainConfig.from_dict(dict(recipe="tb", drift="egnn", width=args.width, depth=args.depth,
                                      batch_size=args.batch, train_steps=args.steps, train_grid="random",
                                      grad_chunk_steps=chunk, lr=5e-4, grad_clip=1.0, log_Z_init=0.0,
-                                     device=args.device, threads=args.threads))
-    row = {"target": target, "grad_chunk_steps": chunk, "batch": args.batch, "steps": args.steps}
+                                     device=args.device, threads=args.threads, compile=mode))
+    row = {"target": target, "grad_chunk_steps": chunk, "compile": mode, "batch": args.batch, "steps": args.steps}
     cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
     try:
         tr = Trainer(ds.targets.get(target), cfg, progress=False)
+        t0 = time.perf_counter()
         for _ in range(args.warmup):
             tr.step()
+        if cuda:
+            torch.cuda.synchronize()
+        row["warmup_seconds"] = time.perf_counter() - t0
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -50,6 +59,8 @@ def measure(target: str, chunk: int, args) -> dict:
         row["memory_kind"] = "cuda max allocated" if cuda else "process peak RSS"
     except torch.cuda.OutOfMemoryError as e:
         row["error"] = "out of GPU memory: " + str(e).split("\n")[0][:160]
+    except Exception as e:   # e.g. a compile mode this machine cannot build: report it, measure the rest
+        row["error"] = f"{type(e).__name__}: " + str(e).split("\n")[0][:160]
     finally:
         tr = None
         if cuda:
@@ -61,6 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--targets", nargs="+", default=["lj13"])
     ap.add_argument("--chunks", nargs="+", type=int, default=[0, 10, 25])
+    ap.add_argument("--compile", nargs="+", default=["none"], choices=["none", "default", "reduce-overhead"])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--depth", type=int, default=5)
@@ -74,8 +86,9 @@ def main() -> None:
     rows = []
     for target in args.targets:
         for chunk in args.chunks:
-            rows.append(measure(target, chunk, args))
-            print(json.dumps(rows[-1]), flush=True)
+            for mode in args.compile:
+                rows.append(measure(target, chunk, mode, args))
+                print(json.dumps(rows[-1]), flush=True)
     best = {}
     for r in rows:
         if "seconds_per_iteration" in r and (r["target"] not in best or
@@ -83,16 +96,19 @@ def main() -> None:
             best[r["target"]] = r
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "cpu"
     out = {"device": device, "torch": torch.__version__, "args": vars(args), "rows": rows,
-           "fastest_chunk": {k: v["grad_chunk_steps"] for k, v in best.items()}}
+           "fastest_chunk": {k: v["grad_chunk_steps"] for k, v in best.items()},
+           "fastest_compile": {k: v["compile"] for k, v in best.items()}}
     with open(args.out + ".json", "w") as f:
         json.dump(out, f, indent=1)
     lines = [f"Device: {device}, torch {torch.__version__}; EGNN {args.width} x {args.depth}, batch {args.batch}, "
              f"{args.steps} steps, on-policy TB; mean of {args.iterations} iterations after {args.warmup}.", "",
-             "| target | grad_chunk_steps | s / iteration | peak memory (GB) |", "| --- | --- | --- | --- |"]
+             "| target | grad_chunk_steps | compile | s / iteration | warm-up (s) | peak memory (GB) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         s = f"{r['seconds_per_iteration']:.3f}" if "seconds_per_iteration" in r else r.get("error", "?")
         m = f"{r['peak_memory_gb']:.2f}" if "peak_memory_gb" in r else "-"
-        lines.append(f"| {r['target']} | {r['grad_chunk_steps']} | {s} | {m} |")
+        w = f"{r['warmup_seconds']:.1f}" if "warmup_seconds" in r else "-"
+        lines.append(f"| {r['target']} | {r['grad_chunk_steps']} | {r['compile']} | {s} | {w} | {m} |")
     open(args.out + ".md", "w").write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -3,12 +3,14 @@
 #   1. the CUDA tests (tests/test_cuda.py: energies equal the CPU's, equal energy-call counts, a GPU
 #      run loads on the CPU);
 #   2. benchmarks/chunk_speed.py: seconds and memory per iteration of the paper's LJ learners against
-#      grad_chunk_steps;
-#   3. the SGDS paper presets on CUDA, side by side, with the fastest grad_chunk_steps of step 2:
+#      grad_chunk_steps (CHUNKS, default "25") and torch.compile of the drift (COMPILE_MODES, default
+#      "none default reduce-overhead");
+#   3. the SGDS paper presets on CUDA, side by side, with the fastest setting of step 2:
 #      LJ-55 (45K calls) and LJ-13 (370K calls), each stopped after SECONDS of training if the
 #      budget is not spent by then (run directories come back as tarballs: evaluate them anywhere).
 # Usage, from the repository root of a machine with a GPU and the package's dependencies:
 #   OUT=dir bash benchmarks/gpu_check.sh [SECONDS]
+#   OUT=dir ONLY_PRESETS=1 M13=default bash benchmarks/gpu_check.sh [SECONDS]   # step 3 alone
 # Optional: .whl/ (wheels of missing packages, e.g. POT) and .devdata/ (reference samples, used as
 # $DIFFSAMPLER_DATA). Writes env.txt, pytest_cuda.txt, chunk_speed.{json,md}, lj13.tgz and lj55.tgz
 # under $OUT.
@@ -28,6 +30,7 @@ export PYTHONUNBUFFERED=1
   python3 -c "import sys, torch, ot; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name(), 'POT', ot.__version__)"; } \
   2>&1 | tee "$OUT/env.txt"
 
+if [ -z "${ONLY_PRESETS:-}" ]; then   # ONLY_PRESETS=1: step 3 alone (C13 C55 M13 M55 from the environment)
 echo "== CUDA tests"
 t0=$(date +%s)
 timeout "${PYTEST_SECONDS:-120}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$OUT/pytest_cuda.txt" 2>&1
@@ -36,13 +39,18 @@ tail -5 "$OUT/pytest_cuda.txt"
 
 echo "== seconds and memory per iteration against grad_chunk_steps (benchmarks/chunk_speed.py)"
 timeout "${CHUNK_SECONDS:-150}" python3 benchmarks/chunk_speed.py --device "$DEVICE" --targets lj13 lj55 \
-  --chunks 0 10 25 --iterations 3 --warmup 1 --threads 8 --out "$OUT/chunk_speed" 2>&1 | tail -12
-fastest() {  # target -> fastest measured grad_chunk_steps (10 if none was measured)
-  python3 -c "import json,sys; print(json.load(open('$OUT/chunk_speed.json'))['fastest_chunk'].get('$1', 10))" 2>/dev/null || echo 10
+  --chunks ${CHUNKS:-25} --compile ${COMPILE_MODES:-none default reduce-overhead} --iterations 3 --warmup 2 \
+  --threads 8 --out "$OUT/chunk_speed" 2>&1 | grep -v Warning | tail -12
+fastest() {  # key, target, fallback -> the fastest measured setting of that key
+  python3 -c "import json,sys; print(json.load(open('$OUT/chunk_speed.json'))['$1'].get('$2', '$3'))" 2>/dev/null || echo "$3"
 }
-C13=$(fastest lj13); C55=$(fastest lj55)
+C13=$(fastest fastest_chunk lj13 25); C55=$(fastest fastest_chunk lj55 25)
+M13=$(fastest fastest_compile lj13 none); M55=$(fastest fastest_compile lj55 none)
+fi
+C13=${C13:-25}; C55=${C55:-25}; M13=${M13:-none}; M55=${M55:-none}
 
-echo "== SGDS paper presets on $DEVICE, ${SECONDS_TRAIN} s of training each, side by side (grad_chunk_steps $C13 / $C55)"
+echo "== SGDS paper presets on $DEVICE, ${SECONDS_TRAIN} s of training each, side by side"
+echo "   (grad_chunk_steps $C13 / $C55, compile $M13 / $M55)"
 run_preset() {  # name, extra keys...
   local name=$1; shift
   local dir=/tmp/runs/$name
@@ -54,7 +62,7 @@ run_preset() {  # name, extra keys...
   cp "/tmp/runs/$name.log" "$dir/" 2>/dev/null
   tar -C /tmp/runs -czf "$OUT/$name.tgz" "$name"
 }
-run_preset lj55 grad_chunk_steps="$C55" &
-run_preset lj13 grad_chunk_steps="$C13" &
+run_preset lj55 grad_chunk_steps="$C55" compile="$M55" &
+run_preset lj13 grad_chunk_steps="$C13" compile="$M13" &
 wait
 for n in lj55 lj13; do echo "-- $n"; tail -25 "/tmp/runs/$n.log"; done

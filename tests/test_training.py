@@ -745,3 +745,53 @@ def test_a_cuda_run_loads_on_the_cpu_where_no_gpu_is_present(tmp_path):
         assert q.device.type == "cpu" and torch.equal(p.detach(), q.detach())
     with pytest.raises(ConfigError, match="'device'"):
         load_run(str(tmp_path / "r"), device="cuda")
+
+
+def test_round_iterations_and_the_ml_warmups_own_learning_rate_follow_sgds():
+    """round_iterations='3,7' (SGDS's --epochs 3 10): the second round (search, re-initialisation)
+    starts at iteration 3, not 5; each round opens with ml_warmup=2 ML iterations at lr_ml (SGDS's
+    mle_lr) with their own Adam, replaced by a fresh one at lr when the warm-up ends."""
+    seen = []
+
+    def record(trainer, it):   # after an iteration: the rounds searched, the drift's rate, the Adam step count
+        g = trainer.optimizer.param_groups[0]
+        steps = [s["step"] for s in (trainer.optimizer.state.get(p, {}) for p in g["params"]) if "step" in s]
+        seen.append((trainer.searched_rounds, g["lr"], int(max(steps))))
+
+    cfg = dict(SMALL, recipe="custom", behaviour="mixed", offpolicy_data="target_samples", rounds=2, iterations=10,
+               round_iterations="3,7", ml_warmup=2, lr=2e-3, lr_ml=5e-4)
+    run = ds.train("gmm25", progress=False, callbacks=[record], **cfg)
+    assert [r for r, _, _ in seen] == [1] * 3 + [2] * 7   # the second round's work began at iteration 3
+    assert [lr for _, lr, _ in seen] == [5e-4, 5e-4, 2e-3, 5e-4, 5e-4] + [2e-3] * 5
+    # Adam's step count restarts at the end of each warm-up and at the round's re-initialisation
+    assert [n for _, _, n in seen] == [1, 2, 1, 1, 2, 1, 2, 3, 4, 5]
+    assert len(seen) == 10
+    for bad, key in (({"round_iterations": "3,8"}, "round_iterations"), ({"round_iterations": "3"}, "round_iterations"),
+                     ({"round_iterations": "3,x"}, "round_iterations"), ({"lr_ml": -1.0}, "lr_ml")):
+        with pytest.raises(ConfigError, match=repr(key)):
+            TrainConfig.from_dict(dict(cfg, **bad))
+
+
+def test_a_compiled_drift_trains_like_the_eager_one():
+    """compile=default (torch.compile of the drift, in place, dynamic shapes) changes how the drift
+    is computed, not what: three EGNN iterations (rollout at batch 16, chunked backward on 16 x 2
+    rows, ML batch) give the eager run's parameters in float64, and the checkpoint keeps its keys."""
+    from diffsampler.training import Trainer
+    torch._dynamo.reset()
+    params, keys = {}, {}
+    for mode in ("none", "default"):
+        cfg = TrainConfig.from_dict(dict(SMALL, drift="egnn", width=8, depth=2, batch_size=16, train_steps=4,
+                                         iterations=3, dtype="float64", grad_chunk_steps=2, behaviour="mixed",
+                                         offpolicy_data="replay", compile=mode))
+        tr = Trainer(ds.targets.get("dw4"), cfg, progress=False)
+        for _ in range(3):
+            tr.step()
+            tr.iteration += 1
+        params[mode] = [p.detach().clone() for p in tr.sampler.parameters()]
+        keys[mode] = list(tr.sampler.state_dict())
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1   # it did compile, not fall back
+    assert keys["default"] == keys["none"]
+    for a, b in zip(params["none"], params["default"]):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ConfigError, match="'compile'"):
+        TrainConfig.from_dict({"compile": "max"})

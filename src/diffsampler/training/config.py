@@ -58,7 +58,9 @@ class TrainConfig:
     buffer_rank_k: float = 0.01
     # searcher and SGDS rounds (Kim et al. 2025)
     searcher: str = "none"             # none | mala | ais | pt | underdamped | rmp_langevin: run each round
-    rounds: int = 1                    # iterations are split evenly between rounds
+    rounds: int = 1                    # iterations are split evenly between rounds (or by round_iterations)
+    round_iterations: str | None = None  # iterations of each round, comma-separated, summing to iterations
+                                       # ("10000,20000" is SGDS's --epochs 10000 30000); None: even split
     search_chains: int = 3000
     search_steps: int = 100            # MCMC steps per chain; for AIS the number of annealing levels
     search_inner: int = 20             # AIS: MALA steps per annealing level
@@ -79,6 +81,8 @@ class TrainConfig:
                                        # perturb, Ash & Adams 2020); 0: a full re-initialisation (SGDS)
     log_Z_from_searcher: bool = True   # initialise log Z from the searcher's estimate (AIS)
     ml_warmup: int = 0                 # per round: iterations of backward maximum likelihood first
+    lr_ml: float | None = None         # the warm-up's own drift learning rate (SGDS's mle_lr), with a fresh Adam
+                                       # for the warm-up and another after it, as SGDS; None: lr, one optimiser
     orbit_K: int = 0                   # symmetric targets: ML with the orbit Rao-Blackwell target over K
                                        # group elements (Tong et al. 2025); 0: plain ML on backward paths
     orbit_t_threshold: float | None = None  # spend group samples only where t < this (high noise)
@@ -104,6 +108,9 @@ class TrainConfig:
     grad_chunk_steps: int = 0          # > 0: roll out without a graph, then back-propagate log_pf this many
                                        # steps at a time (same gradient, memory of k steps instead of all;
                                        # one more drift pass). 0: one graph through the whole path
+    compile: str = "none"              # none | default | reduce-overhead: torch.compile the drift (dynamic
+                                       # shapes; the mode of torch.compile, reduce-overhead adds CUDA graphs);
+                                       # the first calls compile (~30 s); the CPU needs a C++ compiler
     lr_final: float = 1.0              # cosine decay of every learning rate to lr_final x its value over each
                                        # round's iterations (restarted with every round); 1: constant
     ema_decay: float = 0.0             # evaluate and sample with a moving average of the weights (e.g. 0.999);
@@ -142,7 +149,8 @@ class TrainConfig:
                    "offpolicy_data": ("replay", "search", "target_samples"),
                    "searcher": ("none", "mala", "ais", "pt", "underdamped", "rmp_langevin"),
                    "dtype": ("float32", "float64"), "log_Z_warm_start": ("mean", "logmeanexp", "buffer"),
-                   "adjoint_weights": ("uniform", "importance")}
+                   "adjoint_weights": ("uniform", "importance"),
+                   "compile": ("none", "default", "reduce-overhead")}
         for k, opts in choices.items():
             need(getattr(self, k) in opts, k, f"must be one of {list(opts)}")
         need(self.objective_fwd is None or self.objective_fwd in OBJECTIVES, "objective_fwd",
@@ -199,9 +207,29 @@ class TrainConfig:
         need(self.orbit_t_threshold is None or 0 < self.orbit_t_threshold <= 1, "orbit_t_threshold",
              "must be in (0, 1]")
         need(self.iterations >= self.rounds or self.iterations == 0, "rounds", "more rounds than iterations")
+        if self.round_iterations is not None:
+            try:
+                lengths = [int(v) for v in self.round_iterations.split(",")]
+            except ValueError:
+                lengths = []
+            need(len(lengths) == self.rounds and all(v >= 1 for v in lengths), "round_iterations",
+                 f"must be {self.rounds} comma-separated integers >= 1 (one per round; rounds = {self.rounds})")
+            need(sum(lengths) == self.iterations, "round_iterations",
+                 f"must sum to iterations = {self.iterations} (they sum to {sum(lengths)})")
+        need(self.lr_ml is None or (math.isfinite(self.lr_ml) and self.lr_ml > 0), "lr_ml",
+             "must be None (use lr) or a finite number > 0")
         need(not (self.objective == "ml" and self.behaviour == "forward"), "behaviour",
              "maximum likelihood needs backward trajectories from samples; use behaviour=backward or mixed")
         return self
+
+    def round_starts(self) -> list[int]:
+        """The first iteration of each round (`rounds` increasing integers, the first 0): from
+        round_iterations, else ceil(iterations / rounds) apart."""
+        if self.round_iterations is not None:
+            lengths = [int(v) for v in self.round_iterations.split(",")][:-1]
+        else:
+            lengths = [max(1, -(-self.iterations // self.rounds))] * (self.rounds - 1)
+        return [sum(lengths[:r]) for r in range(self.rounds)]
 
     # -- construction --------------------------------------------------------------------------
     @classmethod

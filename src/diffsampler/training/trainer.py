@@ -44,7 +44,13 @@ def build_sampler(target: Target, cfg: TrainConfig) -> DiffusionSampler:
                          flow=make_objective(cfg.objective).needs_flow, log_Z_init=cfg.log_Z_init or 0.0,
                          default_steps=cfg.eval_steps, scale_by_sigma=cfg.scale_by_sigma,
                          time_warp=cfg.time_warp)
-    return s.to(device=resolve_device(cfg.device), dtype=getattr(torch, cfg.dtype))
+    s = s.to(device=resolve_device(cfg.device), dtype=getattr(torch, cfg.dtype))
+    if cfg.compile != "none":
+        # in place (nn.Module.compile): the state dict keeps its keys, so checkpoints do not change;
+        # dynamic shapes: one compiled graph serves the rollout's batch, the chunked backward's
+        # B k rows and the evaluation's batches
+        s.drift.compile(dynamic=True, mode=None if cfg.compile == "default" else cfg.compile)
+    return s
 
 
 class Trainer:
@@ -86,7 +92,7 @@ class Trainer:
             p = self.sampler.log_Z
             self.rnd = RND(target.dim, hidden=cfg.rnd_width, lr=cfg.rnd_lr,
                            input_scale=self.sampler.reference.sigma).to(device=p.device, dtype=p.dtype)
-        self.iterations_per_round = max(1, -(-cfg.iterations // cfg.rounds))
+        self.round_starts = cfg.round_starts()
         self.searched_rounds = 0
         self.warm_start_log_Z = cfg.log_Z_init is None
         self.search_log: list[dict] = []
@@ -115,15 +121,19 @@ class Trainer:
         f = self.cfg.lr_final
         if f == 1.0:
             return 1.0
-        start = self.round * self.iterations_per_round
-        length = max(1, min(self.iterations_per_round, self.cfg.iterations - start))
+        r = self.round
+        start = self.round_starts[r]
+        end = self.round_starts[r + 1] if r + 1 < len(self.round_starts) else self.cfg.iterations
+        length = max(1, min(end, self.cfg.iterations) - start)
         u = min(1.0, (self.iteration - start) / length)
         return f + (1 - f) * 0.5 * (1 + math.cos(math.pi * u))
 
     def _set_lr(self) -> None:
-        if self.cfg.lr_final == 1.0:   # constant rates: the optimiser keeps the ones it was built with
+        cfg = self.cfg
+        if cfg.lr_final == 1.0 and cfg.lr_ml is None:   # constant rates: the optimiser keeps the ones it was built with
             return
-        base = [self.cfg.lr, self.cfg.lr_log_Z, self.cfg.lr_flow]   # the group order of _make_optimizer
+        drift_lr = cfg.lr_ml if cfg.lr_ml is not None and self.in_ml_warmup() else cfg.lr
+        base = [drift_lr, cfg.lr_log_Z, cfg.lr_flow]   # the group order of _make_optimizer
         factor = self.lr_factor()
         for group, lr in zip(self.optimizer.param_groups, base):
             group["lr"] = lr * factor
@@ -131,7 +141,7 @@ class Trainer:
     # -- rounds (SGDS): search -> buffer -> learner -> re-initialise ---------------------------
     @property
     def round(self) -> int:
-        return min(self.iteration // self.iterations_per_round, self.cfg.rounds - 1)
+        return max(r for r, start in enumerate(self.round_starts) if start <= self.iteration)
 
     def start_round(self) -> None:
         """At the first iteration of round r: search (on E - alpha*RND after round 1), fill the
@@ -179,7 +189,7 @@ class Trainer:
         return cfg.exploration * max(0.0, 1.0 - self.iteration / end)
 
     def in_ml_warmup(self) -> bool:
-        return self.iteration - self.round * self.iterations_per_round < self.cfg.ml_warmup
+        return self.iteration - self.round_starts[self.round] < self.cfg.ml_warmup
 
     def is_fresh(self) -> bool:
         """Whether this iteration draws new trajectories (else it trains on stored ones)."""
@@ -259,6 +269,8 @@ class Trainer:
         cfg = self.cfg
         if self.iteration == 0 and cfg.behaviour != "forward" and cfg.offpolicy_data == "target_samples":
             self.fill_buffer_from_target()
+        if cfg.lr_ml is not None and cfg.ml_warmup and self.iteration - self.round_starts[self.round] == cfg.ml_warmup:
+            self.optimizer = self._make_optimizer()   # SGDS: the warm-up's Adam (at lr_ml) is replaced by a fresh one
         if cfg.local_search_every and self.iteration % cfg.local_search_every == 0 and len(self.buffer):
             x0, _ = self.buffer.sample(cfg.local_search_batch)
             x, e = local_search(cfg, self.target, x0.to(self.sampler.log_Z))
