@@ -10,6 +10,7 @@
 #      budget is not spent by then (run directories come back as tarballs: evaluate them anywhere).
 # Usage, from the repository root of a machine with a GPU and the package's dependencies:
 #   OUT=dir bash benchmarks/gpu_check.sh [SECONDS]
+#   OUT=dir NO_PRESETS=1 bash benchmarks/gpu_check.sh                            # steps 1 and 2
 #   OUT=dir ONLY_PRESETS=1 M13=default bash benchmarks/gpu_check.sh [SECONDS]   # step 3 alone
 # Optional: .whl/ (wheels of missing packages, e.g. POT) and .devdata/ (reference samples, used as
 # $DIFFSAMPLER_DATA). Writes env.txt, pytest_cuda.txt, chunk_speed.{json,md}, lj13.tgz and lj55.tgz
@@ -47,6 +48,7 @@ fastest() {  # key, target, fallback -> the fastest measured setting of that key
 C13=$(fastest fastest_chunk lj13 25); C55=$(fastest fastest_chunk lj55 25)
 M13=$(fastest fastest_compile lj13 none); M55=$(fastest fastest_compile lj55 none)
 fi
+[ -n "${NO_PRESETS:-}" ] && exit 0   # NO_PRESETS=1: steps 1 and 2 only
 C13=${C13:-25}; C55=${C55:-25}; M13=${M13:-none}; M55=${M55:-none}
 
 echo "== SGDS paper presets on $DEVICE, ${SECONDS_TRAIN} s of training each, side by side"
