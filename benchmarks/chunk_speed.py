@@ -7,7 +7,7 @@ of all N. This script measures what that costs or saves, side by side in one pro
 paper's LJ learners (EGNN 64 x 5, batch 32, 100 random steps, on-policy TB):
 
     python benchmarks/chunk_speed.py --device cuda --targets lj13 lj55 --chunks 0 10 25
-    python benchmarks/chunk_speed.py --device cuda --targets lj13 --chunks 25 --compile none default reduce-overhead
+    python benchmarks/chunk_speed.py --device cuda --targets lj13 --chunks 25 --compile none default
 
 compile = mode: torch.compile of the drift (config key `compile`); its compilation happens in the
 warm-up iterations, whose total time is reported separately (warmup_seconds).
@@ -72,7 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--targets", nargs="+", default=["lj13"])
     ap.add_argument("--chunks", nargs="+", type=int, default=[0, 10, 25])
-    ap.add_argument("--compile", nargs="+", default=["none"], choices=["none", "default", "reduce-overhead"])
+    ap.add_argument("--compile", nargs="+", default=["none"], choices=["none", "default"])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--depth", type=int, default=5)

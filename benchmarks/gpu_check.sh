@@ -4,7 +4,7 @@
 #      run loads on the CPU);
 #   2. benchmarks/chunk_speed.py: seconds and memory per iteration of the paper's LJ learners against
 #      grad_chunk_steps (CHUNKS, default "25") and torch.compile of the drift (COMPILE_MODES, default
-#      "none default reduce-overhead");
+#      "none default");
 #   3. the SGDS paper presets on CUDA, side by side, with the fastest setting of step 2:
 #      LJ-55 (45K calls) and LJ-13 (370K calls), each stopped after SECONDS of training if the
 #      budget is not spent by then (run directories come back as tarballs: evaluate them anywhere).
@@ -40,7 +40,7 @@ tail -5 "$OUT/pytest_cuda.txt"
 
 echo "== seconds and memory per iteration against grad_chunk_steps (benchmarks/chunk_speed.py)"
 timeout "${CHUNK_SECONDS:-150}" python3 benchmarks/chunk_speed.py --device "$DEVICE" --targets lj13 lj55 \
-  --chunks ${CHUNKS:-25} --compile ${COMPILE_MODES:-none default reduce-overhead} --iterations 3 --warmup 2 \
+  --chunks ${CHUNKS:-25} --compile ${COMPILE_MODES:-none default} --iterations 3 --warmup 2 \
   --threads 8 --out "$OUT/chunk_speed" 2>&1 | grep -v Warning | tail -12
 fastest() {  # key, target, fallback -> the fastest measured setting of that key
   python3 -c "import json,sys; print(json.load(open('$OUT/chunk_speed.json'))['$1'].get('$2', '$3'))" 2>/dev/null || echo "$3"

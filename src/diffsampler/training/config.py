@@ -108,9 +108,9 @@ class TrainConfig:
     grad_chunk_steps: int = 0          # > 0: roll out without a graph, then back-propagate log_pf this many
                                        # steps at a time (same gradient, memory of k steps instead of all;
                                        # one more drift pass). 0: one graph through the whole path
-    compile: str = "none"              # none | default | reduce-overhead: torch.compile the drift (dynamic
-                                       # shapes; the mode of torch.compile, reduce-overhead adds CUDA graphs);
-                                       # the first calls compile (~30 s); the CPU needs a C++ compiler
+    compile: str = "none"              # none | default: torch.compile the drift (in place, dynamic shapes; the
+                                       # first calls compile, ~30 s; the CPU needs a C++ compiler). LJ-13 learner:
+                                       # 2.0x faster per iteration on an H200, 1.5x on one CPU core
     lr_final: float = 1.0              # cosine decay of every learning rate to lr_final x its value over each
                                        # round's iterations (restarted with every round); 1: constant
     ema_decay: float = 0.0             # evaluate and sample with a moving average of the weights (e.g. 0.999);
@@ -150,7 +150,7 @@ class TrainConfig:
                    "searcher": ("none", "mala", "ais", "pt", "underdamped", "rmp_langevin"),
                    "dtype": ("float32", "float64"), "log_Z_warm_start": ("mean", "logmeanexp", "buffer"),
                    "adjoint_weights": ("uniform", "importance"),
-                   "compile": ("none", "default", "reduce-overhead")}
+                   "compile": ("none", "default")}
         for k, opts in choices.items():
             need(getattr(self, k) in opts, k, f"must be one of {list(opts)}")
         need(self.objective_fwd is None or self.objective_fwd in OBJECTIVES, "objective_fwd",

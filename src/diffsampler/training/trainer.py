@@ -48,8 +48,9 @@ def build_sampler(target: Target, cfg: TrainConfig) -> DiffusionSampler:
     if cfg.compile != "none":
         # in place (nn.Module.compile): the state dict keeps its keys, so checkpoints do not change;
         # dynamic shapes: one compiled graph serves the rollout's batch, the chunked backward's
-        # B k rows and the evaluation's batches
-        s.drift.compile(dynamic=True, mode=None if cfg.compile == "default" else cfg.compile)
+        # B k rows and the evaluation's batches. (mode='reduce-overhead', i.e. CUDA graphs, fails in
+        # the chunked backward on torch 2.11: a later chunk's replay overwrites saved outputs.)
+        s.drift.compile(dynamic=True)
     return s
 
 
