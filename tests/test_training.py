@@ -795,3 +795,16 @@ def test_a_compiled_drift_trains_like_the_eager_one():
         torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
     with pytest.raises(ConfigError, match="'compile'"):
         TrainConfig.from_dict({"compile": "max"})
+
+
+def test_training_curves_plot_negative_maximum_likelihood_losses(tmp_path):
+    """An ML warm-up's loss (a negative log-likelihood of continuous states) can be negative: the
+    curve is drawn on a symmetric-log axis instead of warning that log scale has no positive data."""
+    import warnings
+    from diffsampler.evaluation.plots import plot_training_curves
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(json.dumps({"iteration": i, "loss": -4e4 + i}) for i in range(5)) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_training_curves(str(path), str(tmp_path / "curves.png"))
+    assert (tmp_path / "curves.png").stat().st_size > 0

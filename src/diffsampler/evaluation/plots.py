@@ -66,8 +66,10 @@ def plot_training_curves(metrics_path: str, path: str, log_Z_true: float | None 
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     it = [r["iteration"] for r in rows if "loss" in r]
-    axes[0].plot(it, [r["loss"] for r in rows if "loss" in r], lw=0.8)
-    axes[0].set_yscale("log")
+    losses = [r["loss"] for r in rows if "loss" in r]
+    axes[0].plot(it, losses, lw=0.8)
+    # maximum likelihood losses (negative log-likelihoods of continuous states) may be negative
+    axes[0].set_yscale("log" if all(v > 0 for v in losses) else "symlog")
     axes[0].set_xlabel("iteration")
     axes[0].set_ylabel("loss")
     ev = [r for r in rows if r.get("elbo") is not None]
