@@ -808,3 +808,21 @@ def test_training_curves_plot_negative_maximum_likelihood_losses(tmp_path):
         warnings.simplefilter("error")
         plot_training_curves(str(path), str(tmp_path / "curves.png"))
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_init_from_carries_the_rnd_novelty_networks_when_their_shapes_match(tmp_path):
+    """SGDS's novelty (RND) networks come with init_from when both runs have them with the same
+    shapes (a continued search still knows what was visited); with another width they start fresh."""
+    from diffsampler.training.trainer import Trainer
+    base = dict(SMALL, recipe="custom", objective="tb", behaviour="mixed", offpolicy_data="replay",
+                rnd_alpha=1.0, rnd_width=16, time_warp=2.0)
+    ds.train("gmm25", out=str(tmp_path / "src"), progress=False, **dict(base, iterations=6))
+    saved = torch.load(tmp_path / "src" / "checkpoint.pt", weights_only=False)["rnd"]["net"]
+    tr = Trainer(ds.targets.get("gmm25"), TrainConfig.from_dict(dict(base, iterations=2, seed=5,
+                                                                      init_from=str(tmp_path / "src"))), progress=False)
+    for k, v in tr.rnd.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    fresh = Trainer(ds.targets.get("gmm25"), TrainConfig.from_dict(dict(base, iterations=2, seed=5, rnd_width=8,
+                                                                         init_from=str(tmp_path / "src"))), progress=False)
+    assert not any(k in saved and v.shape == saved[k].shape and torch.equal(v, saved[k])
+                   for k, v in fresh.rnd.state_dict().items() if v.numel() > 1)

@@ -459,8 +459,10 @@ class Trainer:
         `source` is a run directory or a checkpoint file of the same target. The source's averaged
         weights are taken when it kept an EMA (they are the weights it reported and sampled with).
         The network must have the same architecture keys; a flow network (SubTB/DB) that only one
-        side has is left as initialised. Optimiser state, iteration, energy-call counts and RNG start
-        anew, so this run's budgets count its own work only."""
+        side has is left as initialised. The RND novelty networks (SGDS) are carried too when both
+        runs have them with the same shapes, so a continued search still knows what was visited.
+        Optimiser states, iteration, energy-call counts and RNG start anew, so this run's budgets
+        count its own work only."""
         path = os.path.join(source, CHECKPOINT) if os.path.isdir(source) else source
         state = load_checkpoint(path, target_name=self.target.name, dim=self.target.dim)
         k, have = self._first_mismatch(state, tuple(a for a in self.ARCHITECTURE_KEYS if a != "depth"))
@@ -483,6 +485,11 @@ class Trainer:
             raise CheckpointError(f"config key 'init_from': {path} does not match this network: {e}") from None
         if state.get("buffer") is not None:
             self.buffer.add(state["buffer"]["x"], state["buffer"]["log_r"])
+        rnd = (state.get("rnd") or {}).get("net")
+        if self.rnd is not None and rnd is not None:
+            mine = self.rnd.state_dict()
+            if set(mine) == set(rnd) and all(mine[k].shape == rnd[k].shape for k in mine):
+                self.rnd.load_state_dict(rnd)
         self.warm_start_log_Z = False
         if self.ema is not None:
             self.ema.reset(self.sampler)
