@@ -46,10 +46,10 @@ fastest() {  # key, target, fallback -> the fastest measured setting of that key
   python3 -c "import json,sys; print(json.load(open('$OUT/chunk_speed.json'))['$1'].get('$2', '$3'))" 2>/dev/null || echo "$3"
 }
 C13=$(fastest fastest_chunk lj13 25); C55=$(fastest fastest_chunk lj55 25)
-M13=$(fastest fastest_compile lj13 none); M55=$(fastest fastest_compile lj55 none)
+M13=$(fastest fastest_compile lj13 default); M55=$(fastest fastest_compile lj55 default)
 fi
 [ -n "${NO_PRESETS:-}" ] && exit 0   # NO_PRESETS=1: steps 1 and 2 only
-C13=${C13:-25}; C55=${C55:-25}; M13=${M13:-none}; M55=${M55:-none}
+C13=${C13:-25}; C55=${C55:-25}; M13=${M13:-default}; M55=${M55:-default}   # the presets' own values
 
 echo "== SGDS paper presets on $DEVICE, ${SECONDS_TRAIN} s of training each, side by side"
 echo "   (grad_chunk_steps $C13 / $C55, compile $M13 / $M55)"
