@@ -826,3 +826,24 @@ def test_init_from_carries_the_rnd_novelty_networks_when_their_shapes_match(tmp_
                                                                          init_from=str(tmp_path / "src"))), progress=False)
     assert not any(k in saved and v.shape == saved[k].shape and torch.equal(v, saved[k])
                    for k, v in fresh.rnd.state_dict().items() if v.numel() > 1)
+
+
+def test_compile_without_a_cpu_compiler_is_an_error_naming_the_key_and_loads_uncompiled(tmp_path, monkeypatch):
+    """compile=default on the CPU needs a C++ compiler: without one, training fails at once naming
+    the key (not deep inside the first rollout), and a compiled run's directory still loads and
+    evaluates, uncompiled, with a warning."""
+    import shutil
+    run = ds.train("gmm25", out=str(tmp_path / "r"), progress=False, **dict(SMALL, iterations=2))
+    path = tmp_path / "r" / "config.json"
+    cfg = json.load(open(path))
+    cfg["compile"] = "default"
+    json.dump(cfg, open(path, "w"))
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    with pytest.raises(ConfigError, match="'compile'.*C\\+\\+ compiler"):
+        build_sampler(ds.targets.get("gmm25"), TrainConfig.from_dict(dict(SMALL, compile="default")))
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+        loaded = load_run(str(tmp_path / "r"))
+    assert loaded.config.compile == "none"
+    for a, b in zip(loaded.sampler.parameters(), run.sampler.parameters()):
+        assert torch.equal(a, b)

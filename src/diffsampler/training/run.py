@@ -15,7 +15,7 @@ from ..targets import Target, get
 from .checkpoint import load_checkpoint, write_json
 from .config import TrainConfig, default_config
 from .ema import ParameterEMA
-from .trainer import CHECKPOINT, Trainer, build_sampler, cleanup_failed_run, prepare_run_dir
+from .trainer import CHECKPOINT, Trainer, build_sampler, cleanup_failed_run, cpu_compiler, prepare_run_dir
 
 REPORT_KEYS = ("target", "dim", "log_Z_true", "elbo", "eubo", "log_Z_is", "delta_log_Z_is", "delta_elbo",
                "ess", "w2", "mode_coverage", "energy_calls", "train_seconds", "iterations", "train_steps",
@@ -177,6 +177,11 @@ def load_run(run_dir: str, target: Target | None = None, device: str | None = No
         device = "cpu"
     if device is not None:
         raw["device"] = device
+    if raw.get("compile", "none") != "none" and cpu_compiler() is None and (
+            not str(raw.get("device", "cpu")).startswith("cuda")):
+        import warnings
+        warnings.warn(f"{run_dir} compiled its drift; no C++ compiler here, so it runs uncompiled (same numbers)")
+        raw["compile"] = "none"
     cfg = TrainConfig.from_dict(raw)
     state = load_checkpoint(os.path.join(run_dir, CHECKPOINT), target_name=target.name, dim=target.dim)
     torch.manual_seed(cfg.seed)

@@ -38,6 +38,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def cpu_compiler() -> str | None:
+    """The C++ compiler torch.compile would use on the CPU ($CXX, g++, c++ or clang++), or None."""
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
 def build_sampler(target: Target, cfg: TrainConfig) -> DiffusionSampler:
     s = DiffusionSampler(target, drift=cfg.drift, width=cfg.width, depth=cfg.depth,
                          time_features=cfg.time_features, score_clip=cfg.score_clip, sigma=cfg.sigma,
@@ -46,6 +54,9 @@ def build_sampler(target: Target, cfg: TrainConfig) -> DiffusionSampler:
                          time_warp=cfg.time_warp)
     s = s.to(device=resolve_device(cfg.device), dtype=getattr(torch, cfg.dtype))
     if cfg.compile != "none":
+        if next(s.parameters()).device.type == "cpu" and cpu_compiler() is None:
+            raise ConfigError(f"config key 'compile' = {cfg.compile!r}: torch.compile on the CPU needs a C++ "
+                              "compiler ($CXX, g++, c++ or clang++), and none was found; use compile=none")
         # in place (nn.Module.compile): the state dict keeps its keys, so checkpoints do not change;
         # dynamic shapes: one compiled graph serves the rollout's batch, the chunked backward's
         # B k rows and the evaluation's batches. (mode='reduce-overhead', i.e. CUDA graphs, fails in
@@ -630,4 +641,4 @@ def cleanup_failed_run(out: str, created: bool, trainer: Trainer | None) -> None
         shutil.rmtree(out, ignore_errors=True)
 
 
-__all__ = ["Trainer", "build_sampler", "resolve_device", "prepare_run_dir", "cleanup_failed_run"]
+__all__ = ["Trainer", "build_sampler", "cpu_compiler", "resolve_device", "prepare_run_dir", "cleanup_failed_run"]
