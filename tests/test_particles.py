@@ -489,3 +489,29 @@ def test_orbit_serves_only_the_buffer_batches_of_a_mixed_ml_recipe():
     tr.fit()
     assert kinds == [1, 3, 5]   # offpolicy_every = 2: the odd iterations are buffer batches
     assert t.counter.counts["train"] == 3 * B   # three on-policy KL rollouts, one terminal call per sample
+
+
+@pytest.mark.parametrize("name", ["dw4", "lj13"])
+def test_particle_rnd_novelty_is_invariant_and_bounded(name):
+    """make_rnd gives particle targets invariant, bounded novelty networks: novelty(g x) = novelty(x)
+    for rotations, reflections, permutations and translations (float64, 1e-6), and novelty <= 4 out_dim
+    even for a configuration blown up 100x (an MLP's grows like |x|^2 there, so E - alpha novelty
+    had no lower bound along expansions); flat targets keep the MLP networks."""
+    from diffsampler.search import BoundedInvariantFeatures, make_rnd
+    torch.manual_seed(2)
+    t = ds.targets.get(name)
+    n, D = t.n_particles, t.spatial_dim
+    rnd = make_rnd(t, width=16, out_dim=8).double()
+    assert isinstance(rnd.predictor, BoundedInvariantFeatures)
+    x = torch.randn(32, n * D, dtype=torch.float64)
+    nov = rnd(x)
+    for reflect in (False, True):
+        R, P = random_g(x, t.symmetry, reflect)
+        gx = apply_group(x, R, P, t.symmetry) + torch.randn(32, 1, D, dtype=x.dtype).expand(32, n, D).reshape(32, -1)
+        torch.testing.assert_close(rnd(gx), nov, rtol=1e-6, atol=1e-10)
+    far = rnd(100 * x)
+    assert torch.isfinite(far).all() and (far <= 4 * 8).all()
+    rnd.fit(x, steps=20)
+    assert rnd(x).mean() < nov.mean()   # it is trainable: familiar points become less novel
+    flat = make_rnd(ds.targets.get("gmm40"), width=16)
+    assert not isinstance(flat.predictor, BoundedInvariantFeatures)

@@ -9,7 +9,7 @@ from .buffer import ReplayBuffer
 from .energy import (AuxiliaryPotential, ChainState, GeometricPath, Potential, StepInfo, TemperedPotential,
                      auxiliary_potential, geometric_path, target_potential)
 from .mala import MALA, ULA, ChainSamples, MALAInfo, MALAState, run_kernel, run_mala
-from .novelty import RND, mlp
+from .novelty import RND, BoundedInvariantFeatures, make_rnd, mlp
 from .rmp_langevin import RandomizedMidpointLangevin, run_rmp_langevin
 from .tempering import TemperingResult, geometric_temperatures, run_tempering, swap_log_ratio
 from .underdamped import UnderdampedLangevin, UnderdampedState, run_underdamped
@@ -18,5 +18,5 @@ __all__ = ["ReplayBuffer", "Potential", "TemperedPotential", "GeometricPath", "A
            "StepInfo", "target_potential", "auxiliary_potential", "geometric_path", "MALA", "ULA", "MALAState",
            "MALAInfo", "ChainSamples", "run_kernel", "run_mala", "AISResult", "run_ais", "linear_schedule",
            "logmeanexp", "TemperingResult", "run_tempering", "swap_log_ratio", "geometric_temperatures",
-           "UnderdampedLangevin", "UnderdampedState", "run_underdamped", "RND", "mlp",
+           "UnderdampedLangevin", "UnderdampedState", "run_underdamped", "RND", "BoundedInvariantFeatures", "make_rnd", "mlp",
            "RandomizedMidpointLangevin", "run_rmp_langevin"]

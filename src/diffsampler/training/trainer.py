@@ -18,7 +18,7 @@ from ..nets import EGNNDrift
 from ..objectives import make_objective
 from ..sampler import DiffusionSampler
 from ..sde import Trajectories, backprop_log_pf, backward_rollout, forward_rollout, replay
-from ..search import RND, ReplayBuffer
+from ..search import ReplayBuffer, make_rnd
 from ..targets import Target
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -102,8 +102,8 @@ class Trainer:
         self.rnd = None
         if cfg.rnd_alpha > 0:
             p = self.sampler.log_Z
-            self.rnd = RND(target.dim, hidden=cfg.rnd_width, lr=cfg.rnd_lr,
-                           input_scale=self.sampler.reference.sigma).to(device=p.device, dtype=p.dtype)
+            self.rnd = make_rnd(target, width=cfg.rnd_width, lr=cfg.rnd_lr,
+                                input_scale=self.sampler.reference.sigma).to(device=p.device, dtype=p.dtype)
         self.round_starts = cfg.round_starts()
         self.searched_rounds = 0
         self.warm_start_log_Z = cfg.log_Z_init is None
