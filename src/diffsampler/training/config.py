@@ -73,7 +73,7 @@ class TrainConfig:
     search_t_max: float = 10.0         # parallel tempering: highest temperature
     search_friction: float = 1.0       # underdamped / randomized-midpoint Langevin friction
     rnd_alpha: float = 0.0             # novelty weight in E - alpha * RND(x) for rounds > 1; 0: no RND
-    rnd_width: int = 256
+    rnd_width: int = 256               # width of the novelty networks (MLP; particle targets: invariant EGNN)
     rnd_lr: float = 1e-3
     reinit: bool = True                # re-initialise the learner (and RND predictor) between rounds
     keep_log_Z: bool = True            # keep the learned log Z across a re-initialisation
