@@ -1,4 +1,5 @@
-"""Does SGDS's round-2 search stay on the target with RND novelty? LJ-13, side by side in one script.
+"""Does SGDS's round-2 search stay on the target with RND novelty? A particle target (LJ-13 by
+default, or DW-4), both novelty networks side by side in one script.
 
 SGDS searches on the auxiliary energy E(x) - alpha novelty(x) after round 1 (Kim et al., 2025;
 alpha = 10 for LJ-13). Two novelty networks, everything else equal:
@@ -9,6 +10,7 @@ A short SGDS run each (EGNN drift 16 x 2, 10 random steps, 200 + 200 iterations,
 maximum TRUE energy of the samples it stores in the buffer, and the final report.
 
     python benchmarks/rnd_search.py --out benchmarks/out/rnd_search_lj13
+    python benchmarks/rnd_search.py --target dw4 --out benchmarks/out/rnd_search_dw4
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def run(kind: str, args) -> dict:
                 rnd_width=64, log_Z_warm_start="buffer", threads=1, eval_steps=50, eval_samples=500, seed=args.seed)
     out = tempfile.mkdtemp()
     try:
-        r = ds.train("lj13", out=out, progress=False, **keys)
+        r = ds.train(args.target, out=out, progress=False, **keys)
         rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -48,13 +50,14 @@ def run(kind: str, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--target", default="lj13", choices=["lj13", "dw4", "lj55"])
     ap.add_argument("--alpha", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/out/rnd_search_lj13")
     args = ap.parse_args()
     results = [run(kind, args) for kind in ("mlp", "egnn")]
     json.dump({"args": vars(args), "results": results}, open(args.out + ".json", "w"), indent=1)
-    lines = [f"LJ-13, SGDS with RND novelty (alpha {args.alpha}), seed {args.seed}: the MALA search of each round "
+    lines = [f"{args.target}, SGDS with RND novelty (alpha {args.alpha}), seed {args.seed}: the MALA search of each round "
              "(true energies of the stored samples) and the final report.", "",
              "| novelty networks | round | acceptance | energy median | energy max | final EUBO - ELBO | equivariant W2 |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
