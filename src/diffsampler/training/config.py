@@ -209,7 +209,7 @@ class TrainConfig:
         need(self.iterations >= self.rounds or self.iterations == 0, "rounds", "more rounds than iterations")
         if self.round_iterations is not None:
             try:
-                lengths = [int(v) for v in self.round_iterations.split(",")]
+                lengths = self.round_lengths()
             except ValueError:
                 lengths = []
             need(len(lengths) == self.rounds and all(v >= 1 for v in lengths), "round_iterations",
@@ -222,13 +222,16 @@ class TrainConfig:
              "maximum likelihood needs backward trajectories from samples; use behaviour=backward or mixed")
         return self
 
-    def round_starts(self) -> list[int]:
-        """The first iteration of each round (`rounds` increasing integers, the first 0): from
-        round_iterations, else ceil(iterations / rounds) apart."""
+    def round_lengths(self) -> list[int]:
+        """Iterations of each round: round_iterations read as integers, else ceil(iterations / rounds)
+        each (the last round then ends at `iterations`)."""
         if self.round_iterations is not None:
-            lengths = [int(v) for v in self.round_iterations.split(",")][:-1]
-        else:
-            lengths = [max(1, -(-self.iterations // self.rounds))] * (self.rounds - 1)
+            return [int(v) for v in self.round_iterations.split(",")]
+        return [max(1, -(-self.iterations // self.rounds))] * self.rounds
+
+    def round_starts(self) -> list[int]:
+        """The first iteration of each round (`rounds` increasing integers, the first 0)."""
+        lengths = self.round_lengths()
         return [sum(lengths[:r]) for r in range(self.rounds)]
 
     # -- construction --------------------------------------------------------------------------

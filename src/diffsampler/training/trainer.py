@@ -40,10 +40,8 @@ def resolve_device(name: str) -> torch.device:
 
 def cpu_compiler() -> str | None:
     """The C++ compiler torch.compile would use on the CPU ($CXX, g++, c++ or clang++), or None."""
-    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
+    found = (shutil.which(name) for name in (os.environ.get("CXX"), "g++", "c++", "clang++") if name)
+    return next((path for path in found if path), None)
 
 
 def build_sampler(target: Target, cfg: TrainConfig) -> DiffusionSampler:
