@@ -214,16 +214,20 @@ def test_nan_energy_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
         e = 0.5 * (x ** 2).sum(-1)
         return e * float("nan") if state["calls"] > 120 else e
 
-    t = ds.targets.from_energy(energy, dim=2, name="breaks_later")
-    with pytest.raises(TrainingError, match=r"iteration \d+: non-finite energy"):
-        ds.train(t, out=str(tmp_path / "nan"), progress=False, **dict(SMALL, iterations=100))
-    st = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=False)
-    assert st["iteration"] % 5 == 0 and st["iteration"] > 0
-    assert all(torch.isfinite(v).all() for v in st["sampler"].values())
+    for policy, message in [("error", r"iteration \d+: non-finite energy"),
+                            ("reject", r"iteration \d+: the energy is non-finite at all 32 end points")]:
+        state["calls"] = 0
+        t = ds.targets.from_energy(energy, dim=2, name="breaks_later", sigma=1.0)
+        with pytest.raises(TrainingError, match=message):
+            ds.train(t, out=str(tmp_path / policy), progress=False,
+                     **dict(SMALL, iterations=100, nonfinite_energy=policy))
+        st = torch.load(tmp_path / policy / "checkpoint.pt", weights_only=False)
+        assert st["iteration"] % 5 == 0 and st["iteration"] > 0
+        assert all(torch.isfinite(v).all() for v in st["sampler"].values())
 
 
 def test_failure_before_first_checkpoint_leaves_no_run_dir(tmp_path):
-    t = ds.targets.from_energy(lambda x: x.sum(-1) * float("nan"), dim=2, name="always_nan")
+    t = ds.targets.from_energy(lambda x: x.sum(-1) * float("nan"), dim=2, name="always_nan", sigma=1.0)
     with pytest.raises(TrainingError):
         ds.train(t, out=str(tmp_path / "gone"), progress=False, **dict(SMALL, iterations=10))
     assert not (tmp_path / "gone").exists()
@@ -507,7 +511,7 @@ def test_jeffreys_recipe_keeps_the_light_mode_that_reverse_kl_drops():
         light = -0.5 * ((x + torch.tensor([4.0, 0.0], dtype=x.dtype)) ** 2).sum(-1) + math.log(0.2)
         return -torch.logaddexp(heavy, light)
 
-    u = ds.targets.from_energy(energy, dim=2, log_Z=math.log(2 * math.pi), name="two_modes")
+    u = ds.targets.from_energy(energy, dim=2, log_Z=math.log(2 * math.pi), name="two_modes", sigma=1.0)
     cfg = TrainConfig.from_dict({"recipe": "sgds_jeffreys"})
     assert (cfg.objective, cfg.objective_fwd, cfg.offpolicy_data, cfg.rnd_alpha, cfg.reinit) == \
         ("ml", "kl", "search", 0.0, False)

@@ -1,6 +1,6 @@
 """diffsampler: diffusion samplers for unnormalised densities (Target -> Searcher -> Buffer ->
 Learner -> Evaluator -> Report)."""
-from . import targets
+from . import errors, targets
 from .sampler import DiffusionSampler
 
 __version__ = "0.1.0"

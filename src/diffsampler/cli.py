@@ -87,6 +87,11 @@ def _eval(args) -> int:
 
 
 def _sample(args) -> int:
+    import torch
+
+    from .evaluation.evaluator import weight_metrics
+    from .evaluation.resampling import importance_resample
+    from .evaluation.trust import trust_warnings
     from .sde.integrators import make_integrator, nfe_for
     from .training import load_run
 
@@ -95,10 +100,20 @@ def _sample(args) -> int:
                                   corrector_steps=args.corrector_steps)
     steps = args.steps or run.sampler.default_steps
     nfe = nfe_for(make_integrator(args.integrator), steps)
+    diag = weight_metrics(log_w)
+    extra = {}
+    if args.resample:   # equally weighted draws: Pareto-smoothed weights, systematic resampling
+        x = importance_resample(x, log_w)
+        log_w = torch.zeros(x.shape[0], dtype=log_w.dtype)
+        extra = {"resampled": np.array(True), "ess": np.array(diag["ess"]),
+                 "psis_k": np.array(np.nan if diag["psis_k"] is None else diag["psis_k"])}
     np.savez(args.output, x=x.detach().cpu().numpy(), log_w=log_w.detach().cpu().numpy(),
-             integrator=np.array(args.integrator), nfe=np.array(nfe))
+             integrator=np.array(args.integrator), nfe=np.array(nfe), **extra)
     corr = f", then {args.corrector_steps} MALA corrector steps" if args.corrector_steps else ""
-    print(f"wrote {args.n} samples to {args.output} ({args.integrator}, {nfe} drift evaluations per sample{corr})")
+    how = ", importance-resampled (equal weights)" if args.resample else ""
+    print(f"wrote {args.n} samples to {args.output} ({args.integrator}, {nfe} drift evaluations per sample{corr}{how})")
+    for msg in trust_warnings(diag):
+        print(f"WARNING: {msg}", file=sys.stderr)
     return 0
 
 
@@ -106,6 +121,16 @@ def _nonneg(v: str) -> int:
     n = int(v)
     if n < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {v!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
     return n
 
 
@@ -141,9 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval", help="recompute metrics of a run; saved under RUN_DIR/eval/")
     s.add_argument("run_dir")
     s.add_argument("--device", default=None, help=DEVICE_HELP)
-    s.add_argument("--steps", type=int, default=None)
+    s.add_argument("--steps", type=_positive, default=None)
     s.add_argument("--grid", default=None, choices=["uniform", "random", "equidistant"])
-    s.add_argument("-n", type=int, default=None, help="number of samples")
+    s.add_argument("-n", type=_positive, default=None, help="number of samples")
     s.add_argument("--integrator", default="euler_maruyama", choices=_integrators())
     s.add_argument("--corrector-steps", type=_nonneg, default=0,
                    help="MALA steps on the target after sampling (log-weights stay valid)")
@@ -152,11 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples with log-weights to an .npz (x, log_w)")
     s.add_argument("run_dir")
     s.add_argument("--device", default=None, help=DEVICE_HELP)
-    s.add_argument("-n", type=int, required=True)
-    s.add_argument("--steps", type=int, default=None)
+    s.add_argument("-n", type=_positive, required=True)
+    s.add_argument("--steps", type=_positive, default=None)
     s.add_argument("--integrator", default="euler_maruyama", choices=_integrators())
     s.add_argument("--corrector-steps", type=_nonneg, default=0,
                    help="MALA steps on the target after sampling (log-weights stay valid)")
+    s.add_argument("--resample", action="store_true",
+                   help="importance-resample to n equally weighted draws (Pareto-smoothed weights); log_w is then 0. "
+                        "Use when the raw samples are biased but PSIS k-hat is low (docs: weighted or raw samples)")
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(fn=_sample)
     return p

@@ -57,7 +57,9 @@ class DiffusionSampler(nn.Module):
         """n samples x (n, d) and their log-weights log w (n,) (see `sde.trajectories`), simulated
         with `integrator` (a name in `sde.integrators.INTEGRATORS` or an integrator object; its
         log w is exact for its own kernels), then moved by `corrector_steps` MALA steps on the
-        target (`correct`; the log-weights stay valid). Energy calls count in the 'eval' phase."""
+        target (`correct`; the log-weights stay valid). Energy calls count in the 'eval' phase.
+        The samples are in the user's coordinates (`Target.to_user`: the sampler of a standardized
+        target simulates in its own coordinates z and returns x = m + L z; log w is the same in both)."""
         if corrector_steps < 0:
             raise ValueError(f"corrector_steps must be >= 0, got {corrector_steps}")
         steps = steps or self.default_steps
@@ -76,7 +78,8 @@ class DiffusionSampler(nn.Module):
                     xs.append(sim.x)
                     lws.append(sim.log_w)
                 if corrector_steps:
-                    xs[-1] = self.correct(xs[-1], corrector_steps)
+                    xs[-1] = self._correct(xs[-1], corrector_steps)
+                xs[-1] = self.target.to_user(xs[-1])
         return torch.cat(xs), torch.cat(lws)
 
     @torch.no_grad()
@@ -90,7 +93,12 @@ class DiffusionSampler(nn.Module):
         p. The step size starts at 0.5 s^2 d^(-1/3), s^2 = d / mean |grad E|^2 at x (the scale of a
         Gaussian with the same Fisher information), and is adapted toward acceptance 0.574 over the
         first half of the steps with one step size for all chains (a global adaptation couples the
-        chains only through the batch-mean acceptance)."""
+        chains only through the batch-mean acceptance). x and the result are in the user's
+        coordinates; the chains run in the target's own."""
+        return self.target.to_user(self._correct(self.target.from_user(x), steps))
+
+    def _correct(self, x: torch.Tensor, steps: int) -> torch.Tensor:
+        """`correct` in the target's own coordinates."""
         from .search.energy import TemperedPotential
         from .search.mala import MALA, run_kernel
         potential = TemperedPotential(self.target, 1.0, phase=self.target.counter.phase)
@@ -112,7 +120,9 @@ class DiffusionSampler(nn.Module):
     @torch.no_grad()
     def log_w_backward(self, x: torch.Tensor, steps: int | None = None, grid: str = "uniform",
                        batch_size: int = 1024) -> torch.Tensor:
-        """log w along backward trajectories ending at x (n, d); its mean on true samples is the EUBO."""
+        """log w along backward trajectories ending at x (n, d), in the user's coordinates; its mean
+        on true samples is the EUBO."""
+        x = self.target.from_user(x)
         steps = steps or self.default_steps
         out = []
         with self.target.counter.use("eval"):

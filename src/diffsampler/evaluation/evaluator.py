@@ -8,6 +8,8 @@ import torch
 
 from .distances import mmd_rbf, wasserstein2
 from .metrics import elbo, ess_fraction, log_z_is
+from .psis import psis
+from .trust import trust_warnings
 
 
 @dataclass
@@ -16,6 +18,23 @@ class Evaluation:
     x: torch.Tensor            # model samples (n, d)
     log_w: torch.Tensor        # their log-weights (n,)
     x_true: torch.Tensor | None
+
+
+def weight_metrics(log_w: torch.Tensor) -> dict:
+    """ELBO, log Z (IS), ESS, PSIS k̂ and the non-finite fraction of log-weights (n,). Samples with a
+    non-finite energy (zero density under the target, or outside its domain) have log w = -inf;
+    the ELBO is their mean over the finite ones (with any of them the true ELBO is -inf) and
+    `nonfinite_fraction` says how many were left out."""
+    lw = log_w.detach()
+    lw = torch.where(torch.isnan(lw), torch.full_like(lw, -math.inf), lw)
+    finite = torch.isfinite(lw)
+    if not finite.any():
+        return {"elbo": None, "log_Z_is": None, "ess": 0.0, "psis_k": None, "psis_k_threshold": None,
+                "nonfinite_fraction": 1.0}
+    res = psis(lw.cpu().numpy())
+    return {"elbo": elbo(lw[finite]), "log_Z_is": log_z_is(lw), "ess": ess_fraction(lw),
+            "psis_k": res.k_hat, "psis_k_threshold": res.threshold,
+            "nonfinite_fraction": float((~finite).double().mean())}
 
 
 def evaluate(sampler, n: int = 2000, steps: int = 100, grid: str = "uniform",
@@ -35,13 +54,13 @@ def evaluate(sampler, n: int = 2000, steps: int = 100, grid: str = "uniform",
     was_training = sampler.training
     sampler.eval()
     x, log_w = sampler.sample(n, steps=steps, grid=grid, integrator=integ, corrector_steps=corrector_steps)
-    m: dict = {"elbo": elbo(log_w), "log_Z_is": log_z_is(log_w), "ess": ess_fraction(log_w),
-               "n_eval_samples": n, "eval_steps": steps, "eval_grid": grid, "integrator": integ.name,
-               "nfe": nfe_for(integ, steps)}
+    m = weight_metrics(log_w)
+    m.update({"n_eval_samples": n, "eval_steps": steps, "eval_grid": grid, "integrator": integ.name,
+              "nfe": nfe_for(integ, steps)})
     lz = target.log_Z
     m["log_Z_true"] = lz
-    m["delta_log_Z_is"] = None if lz is None else abs(m["log_Z_is"] - lz)
-    m["delta_elbo"] = None if lz is None else lz - m["elbo"]
+    m["delta_log_Z_is"] = None if lz is None or m["log_Z_is"] is None else abs(m["log_Z_is"] - lz)
+    m["delta_elbo"] = None if lz is None or m["elbo"] is None else lz - m["elbo"]
     x_true = None
     m["eubo"] = m["w2"] = m["mmd"] = None
     if target.has_samples:
@@ -53,7 +72,7 @@ def evaluate(sampler, n: int = 2000, steps: int = 100, grid: str = "uniform",
         if finite.all():
             m["w2"] = wasserstein2(x[:k], x_true[:k])
             m["mmd"] = mmd_rbf(x[:k], x_true[:k])
-    m["eubo_minus_elbo"] = None if m["eubo"] is None else m["eubo"] - m["elbo"]
+    m["eubo_minus_elbo"] = None if m["eubo"] is None or m["elbo"] is None else m["eubo"] - m["elbo"]
     with target.counter.use("eval"):
         m.update(target.extra_metrics(x, x_true))
     cov = target.mode_coverage(x) if torch.isfinite(x).all() else None
@@ -63,5 +82,6 @@ def evaluate(sampler, n: int = 2000, steps: int = 100, grid: str = "uniform",
     for k, v in list(m.items()):
         if isinstance(v, float) and not math.isfinite(v):
             m[k] = None if math.isnan(v) else v
+    m["warnings"] = trust_warnings(m)
     sampler.train(was_training)
     return Evaluation(m, x, log_w, x_true)

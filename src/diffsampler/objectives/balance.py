@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..sde import Trajectories
+from .bounded import bounded_log_reward
 
 
 class Objective:
@@ -37,7 +38,7 @@ class TrajectoryBalance(Objective):
     name = "tb"
 
     def __call__(self, traj, sampler):
-        res = sampler.log_Z + traj.log_pf.sum(1) - traj.log_pb.sum(1) - traj.log_r
+        res = sampler.log_Z + traj.log_pf.sum(1) - traj.log_pb.sum(1) - bounded_log_reward(traj.log_r)
         return (res ** 2).mean()
 
 
@@ -47,7 +48,7 @@ class VarGrad(Objective):
     name = "vargrad"
 
     def __call__(self, traj, sampler):
-        neg = traj.log_pf.sum(1) - traj.log_pb.sum(1) - traj.log_r
+        neg = traj.log_pf.sum(1) - traj.log_pb.sum(1) - bounded_log_reward(traj.log_r)
         with torch.no_grad():
             sampler.log_Z.copy_(-neg.mean())
         return ((neg - neg.mean()) ** 2).mean()
@@ -65,9 +66,10 @@ def log_flows(traj: Trajectories, sampler) -> torch.Tensor:
     nn_part = sampler.flow(x, t).view(B, N1 - 2)
     tt = traj.t[:, 1:-1]
     prior = sampler.reference.marginal_log_prob(traj.x[:, 1:-1].detach(), tt)
-    inner = nn_part + (1 - tt) * prior + tt * traj.log_r_steps[:, 1:-1]
+    log_r = bounded_log_reward(traj.log_r_steps)
+    inner = nn_part + (1 - tt) * prior + tt * log_r[:, 1:-1]
     logz = sampler.log_Z.expand(B, 1)
-    return torch.cat([logz, inner, traj.log_r[:, None]], 1)
+    return torch.cat([logz, inner, log_r[:, -1:]], 1)
 
 
 class DetailedBalance(Objective):

@@ -9,6 +9,7 @@ E_{x ~ data, bwd}[sum_n log pi_fwd], i.e. loss = -mean(sum_n log pi_fwd).
 from __future__ import annotations
 
 from .balance import Objective
+from .bounded import bounded_log_reward
 
 
 class KLDivergence(Objective):
@@ -17,7 +18,7 @@ class KLDivergence(Objective):
     fits_log_Z = False
 
     def __call__(self, traj, sampler):
-        return (traj.log_pf.sum(1) - traj.log_pb.sum(1) - traj.log_r).mean()
+        return (traj.log_pf.sum(1) - traj.log_pb.sum(1) - bounded_log_reward(traj.log_r)).mean()
 
 
 class MaximumLikelihood(Objective):

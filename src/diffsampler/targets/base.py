@@ -22,13 +22,18 @@ PHASES = ("search", "train", "eval")
 
 @dataclass
 class EnergyCounter:
-    """Number of energy evaluations (rows) per phase. A value-and-gradient call counts once."""
+    """Number of energy evaluations (rows) per phase. A value-and-gradient call counts once.
+    `nonfinite` counts, per phase, the evaluated rows whose energy or gradient was NaN or inf."""
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
     phase: str = "train"
+    nonfinite: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
 
     def add(self, n: int) -> None:
         self.counts[self.phase] += int(n)
+
+    def add_nonfinite(self, n: int) -> None:
+        self.nonfinite[self.phase] += int(n)
 
     @property
     def total(self) -> int:
@@ -37,9 +42,10 @@ class EnergyCounter:
     def as_dict(self) -> dict[str, int]:
         return {**self.counts, "total": self.total}
 
-    def load(self, counts: dict[str, int]) -> None:
+    def load(self, counts: dict[str, int], nonfinite: dict[str, int] | None = None) -> None:
         for k in PHASES:
             self.counts[k] = int(counts.get(k, 0))
+            self.nonfinite[k] = int((nonfinite or {}).get(k, 0))
 
     @contextlib.contextmanager
     def use(self, phase: str) -> Iterator[None]:
@@ -72,6 +78,13 @@ class Target:
     sigma: float = 1.0
     symmetry: object | None = None
     plot_dims: tuple[int, int] = (0, 1)
+    # what a non-finite energy or gradient means when the caller does not say (check_finite=None):
+    # "reject" (a point of zero density: E = +inf, score 0, counted in counter.nonfinite) or
+    # "error" (NonFiniteError). Training sets it from the config key `nonfinite_energy`.
+    nonfinite: str = "reject"
+    # whether `sigma` (and the origin) describe where the target's mass lies; False for a user's
+    # energy given without a scale: training then runs a pilot (config key `pilot`)
+    scale_known: bool = True
 
     def __init__(self) -> None:
         self.counter = EnergyCounter()
@@ -96,39 +109,89 @@ class Target:
                     f"{self.name}: energy is non-finite ({e[i].item()}) at {int(bad.sum())} of "
                     f"{e.shape[0]} points; first bad row {i}: x = {x[i].detach().cpu().numpy()[:8]}...")
 
-    def energy(self, x: torch.Tensor, *, check_finite: bool = True) -> torch.Tensor:
-        """E(x), shape (B,). Counts B energy calls. Differentiable w.r.t. x."""
+    def _strict(self, check_finite: bool | None) -> bool:
+        return self.nonfinite == "error" if check_finite is None else check_finite
+
+    def energy(self, x: torch.Tensor, *, check_finite: bool | None = True) -> torch.Tensor:
+        """E(x), shape (B,). Counts B energy calls. Differentiable w.r.t. x.
+
+        check_finite: True raises NonFiniteError on a NaN/inf energy; False passes it through;
+        None applies the target's `nonfinite` policy ("reject": such rows become E = +inf and carry
+        no gradient, so one bad row cannot poison the others' gradients). Non-finite rows are
+        counted in counter.nonfinite unless an error is raised."""
         self._check_input(x)
         e = self._energy(x)
         self.counter.add(x.shape[0])
-        self._check_output(x, e, check_finite)
+        self._check_output(x, e, self._strict(check_finite))
+        bad = ~torch.isfinite(e)
+        if bad.any():
+            self.counter.add_nonfinite(int(bad.sum()))
+            if check_finite is None:
+                e = self._rejected(x, e, bad)
         return e
 
+    def _rejected(self, x: torch.Tensor, e: torch.Tensor, bad: torch.Tensor) -> torch.Tensor:
+        """e with +inf at the bad rows; with autograd, the good rows are evaluated again (counted)
+        so that the result's graph does not pass through the bad rows' NaN/inf derivatives."""
+        if not e.requires_grad:
+            return torch.where(bad, torch.full_like(e, torch.inf), e)
+        out = torch.full_like(e.detach(), torch.inf)
+        good = (~bad).nonzero().flatten()
+        if good.numel() == 0:
+            return out
+        e_good = self._energy(x[good])
+        self.counter.add(good.numel())
+        return out.index_put((good,), e_good)
+
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Unnormalised log density log R(x) = -E(x), shape (B,). Counts B energy calls."""
-        return -self.energy(x)
+        """Unnormalised log density log R(x) = -E(x), shape (B,). Counts B energy calls.
+        Non-finite energies follow the target's `nonfinite` policy (-inf under "reject")."""
+        return -self.energy(x, check_finite=None)
 
     def log_reward_and_score(self, x: torch.Tensor, *, create_graph: bool = False,
-                             check_finite: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                             check_finite: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(log R(x), grad log R(x)) with shapes (B,), (B, d); one energy call per row.
 
         With create_graph=False the result is detached from x (no second derivatives).
+        check_finite as in `energy` (None: the target's policy; under "reject" a row whose energy
+        or gradient is NaN/inf gets log R = -inf and score 0, counted once in counter.nonfinite).
         """
+        strict = self._strict(check_finite)
         if not create_graph and type(self)._energy_and_grad is not Target._energy_and_grad:
             self._check_input(x)
             e, g = self._energy_and_grad(x.detach())
             self.counter.add(x.shape[0])
-            self._check_output(x, e, check_finite)
-            if check_finite and not torch.isfinite(g).all():
-                raise NonFiniteError(f"{self.name}: energy gradient is non-finite at "
-                                     f"{int((~torch.isfinite(g)).any(-1).sum())} of {x.shape[0]} points")
-            return -e, -g
+            self._check_output(x, e, strict)
+            return self._apply_policy(x, e, g, check_finite, energy_counted=False)
         with torch.enable_grad():
             xg = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
-            e = self.energy(xg, check_finite=check_finite)
-            (g,) = torch.autograd.grad(e.sum(), xg, create_graph=create_graph)
+            e = self.energy(xg, check_finite=strict)        # counts the rows with a non-finite energy
+            if check_finite is None and not torch.isfinite(e).all():
+                e = self._rejected(xg, e, ~torch.isfinite(e))
+            g = None
+            if e.requires_grad:   # (no row left to differentiate: every energy was rejected)
+                (g,) = torch.autograd.grad(e.sum(), xg, create_graph=create_graph, allow_unused=True)
+            g = torch.zeros_like(xg) if g is None else g
         if not create_graph:
             e, g = e.detach(), g.detach()
+        return self._apply_policy(x, e, g, check_finite, energy_counted=True)
+
+    def _apply_policy(self, x: torch.Tensor, e: torch.Tensor, g: torch.Tensor, check_finite: bool | None,
+                      energy_counted: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(-E, -grad E) with the rows whose energy or gradient is non-finite raised on, passed
+        through or rejected as `check_finite` (and the policy) says, and counted in counter.nonfinite
+        (rows with a non-finite energy only once: `energy_counted` says `energy` did it)."""
+        bad_e = ~torch.isfinite(e)
+        bad = bad_e | ~torch.isfinite(g).all(-1)
+        if not bad.any():
+            return -e, -g
+        if self._strict(check_finite):
+            raise NonFiniteError(f"{self.name}: energy gradient is non-finite at {int(bad.sum())} of "
+                                 f"{x.shape[0]} points")
+        self.counter.add_nonfinite(int((bad & ~bad_e).sum()) if energy_counted else int(bad.sum()))
+        if check_finite is None:
+            e = torch.where(bad, torch.full_like(e, torch.inf), e)
+            g = torch.where(bad[:, None], torch.zeros_like(g), g)
         return -e, -g
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,6 +246,15 @@ class Target:
 
     def extra_plots(self, x: torch.Tensor, x_true: torch.Tensor | None, directory: str, title: str = "") -> None:
         """Target-specific PNG plots written to `directory` (particles: distance/energy histograms)."""
+
+    def to_user(self, z: torch.Tensor) -> torch.Tensor:
+        """The user's coordinates of rows z of this target's own (identity; a `StandardizedTarget`
+        maps x = m + L z). Samples leave the sampler through it."""
+        return z
+
+    def from_user(self, x: torch.Tensor) -> torch.Tensor:
+        """This target's own coordinates of rows x in the user's (identity unless standardized)."""
+        return x
 
     def make_reference(self, sigma: float):
         """The reference process of this target's state space (pinned Brownian on R^d; particle

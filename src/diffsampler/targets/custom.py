@@ -15,17 +15,24 @@ class EnergyFunctionTarget(Target):
 
     Optional ground truth: `log_Z` (exact log normaliser) and `samples` (an (N, d) array of exact
     or reference samples used for EUBO, W2 and MMD; never used for training unless asked).
+    `sigma`: the scale of the sampler's reference process at t = 1 (the target's typical spread
+    around 0); None (the default) means unknown, and training then runs a short pilot that finds
+    the energy's location and scale (`search.pilot`, config key `pilot`).
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], dim: int, log_Z: float | None = None,
                  samples: np.ndarray | torch.Tensor | None = None, name: str | None = None,
-                 sigma: float = 1.0) -> None:
+                 sigma: float | None = None) -> None:
         super().__init__()
         if not callable(fn):
             raise TypeError(f"from_energy: fn must be callable, got {type(fn).__name__}")
         if int(dim) < 1:
             raise ValueError(f"from_energy: dim must be >= 1, got {dim}")
-        self.fn, self.dim, self.sigma = fn, int(dim), float(sigma)
+        if sigma is not None and not float(sigma) > 0:
+            raise ValueError(f"from_energy: sigma must be > 0 (or None: unknown), got {sigma}")
+        self.fn, self.dim = fn, int(dim)
+        self.scale_known = sigma is not None
+        self.sigma = 1.0 if sigma is None else float(sigma)
         self.name = name or getattr(fn, "__name__", "custom")
         self.log_Z = None if log_Z is None else float(log_Z)
         self._samples = None
@@ -51,6 +58,6 @@ class EnergyFunctionTarget(Target):
 
 
 def from_energy(fn: Callable[[torch.Tensor], torch.Tensor], dim: int, log_Z: float | None = None,
-                samples=None, name: str | None = None, sigma: float = 1.0) -> EnergyFunctionTarget:
+                samples=None, name: str | None = None, sigma: float | None = None) -> EnergyFunctionTarget:
     """Build a target from an energy function E(x) (B, d) -> (B,); see `EnergyFunctionTarget`."""
     return EnergyFunctionTarget(fn, dim, log_Z=log_Z, samples=samples, name=name, sigma=sigma)

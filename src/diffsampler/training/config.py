@@ -69,6 +69,11 @@ class TrainConfig:
     search_step_size: float = 0.01     # initial MCMC step size (adapted during burn-in)
     search_adapt_rate: float = 0.3     # MALA/PT burn-in: log h += rate * (acceptance - 0.574) per step
     search_init_std: float | None = None  # chains start at N(0, s^2 I) (AIS: its base); None: sigma
+    pilot: str = "auto"                # auto | on | off: a short MALA pilot finds the energy's location and scale
+                                       # and training runs in standardised coordinates (auto: for targets whose
+                                       # scale is unknown, e.g. a user energy given without sigma)
+    pilot_chains: int = 64
+    pilot_steps: int = 400             # MALA steps per pilot chain, in 4 stages (energy calls: chains x steps)
     search_temperatures: int = 4       # parallel tempering: number of temperatures
     search_t_max: float = 10.0         # parallel tempering: highest temperature
     search_friction: float = 1.0       # underdamped / randomized-midpoint Langevin friction
@@ -132,6 +137,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"                # cpu | cuda | cuda:N | auto
     dtype: str = "float32"             # float32 | float64
+    nonfinite_energy: str = "reject"   # a NaN/inf energy or gradient: reject (zero density: searchers reject the
+                                       # point, the learner sees a bounded low reward, counted and reported) |
+                                       # error (stop the run, naming the point)
     threads: int = 0                   # torch CPU threads; 0 leaves torch's default
     max_seconds: float | None = None   # training wall-time budget (evaluation not included)
     max_energy_calls: int | None = None  # search + train energy calls budget
@@ -150,7 +158,8 @@ class TrainConfig:
                    "searcher": ("none", "mala", "ais", "pt", "underdamped", "rmp_langevin"),
                    "dtype": ("float32", "float64"), "log_Z_warm_start": ("mean", "logmeanexp", "buffer"),
                    "adjoint_weights": ("uniform", "importance"),
-                   "compile": ("none", "default")}
+                   "compile": ("none", "default"), "nonfinite_energy": ("reject", "error"),
+                   "pilot": ("auto", "on", "off")}
         for k, opts in choices.items():
             need(getattr(self, k) in opts, k, f"must be one of {list(opts)}")
         need(self.objective_fwd is None or self.objective_fwd in OBJECTIVES, "objective_fwd",
@@ -159,9 +168,10 @@ class TrainConfig:
         for k in ("width", "depth", "time_features", "train_steps", "batch_size", "eval_steps",
                   "eval_samples", "checkpoint_every", "log_every", "buffer_size", "rounds", "search_chains",
                   "search_steps", "search_inner", "search_thin", "search_temperatures", "rnd_width",
-                  "local_search_steps", "local_search_batch", "trajectory_store", "adjoint_times"):
+                  "local_search_steps", "local_search_batch", "trajectory_store", "adjoint_times", "pilot_chains"):
             need(getattr(self, k) >= 1, k, "must be >= 1")
         need(self.iterations >= 0, "iterations", "must be >= 0")
+        need(self.pilot_steps >= 8, "pilot_steps", "must be >= 8 (4 stages of an adapting and a sampling half)")
         need(self.offpolicy_every >= 2, "offpolicy_every", "must be >= 2 (behaviour=backward: every batch off-policy)")
         for k in ("search_burnin", "ml_warmup", "local_search_every", "orbit_K", "trajectory_reuse"):
             need(getattr(self, k) >= 0, k, "must be >= 0")

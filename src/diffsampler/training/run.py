@@ -15,6 +15,7 @@ from ..targets import Target, get
 from .checkpoint import load_checkpoint, write_json
 from .config import TrainConfig, default_config
 from .ema import ParameterEMA
+from .pilot_phase import training_target, wants_pilot
 from .trainer import CHECKPOINT, Trainer, build_sampler, cleanup_failed_run, cpu_compiler, prepare_run_dir
 
 REPORT_KEYS = ("target", "dim", "log_Z_true", "elbo", "eubo", "log_Z_is", "delta_log_Z_is", "delta_elbo",
@@ -62,9 +63,10 @@ def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None,
         "log_Z_learned": run.sampler.log_Z.item() if fits_log_Z(run.config) else None,
         "ess": m["ess"], "w2": m["w2"], "mmd": m["mmd"],
         "mode_coverage": m["mode_coverage"],
-        "energy_calls": run.target.counter.as_dict(),
+        "energy_calls": run.target.counter.as_dict(), "nonfinite_energy": dict(run.target.counter.nonfinite),
+        "skipped_steps": prev.get("skipped_steps", 0),
         "train_seconds": prev.get("train_seconds"), "iterations": prev.get("iterations"),
-        "stop_reason": prev.get("stop_reason"),
+        "stop_reason": prev.get("stop_reason"), "pilot": prev.get("pilot"),
         "train_steps": run.config.train_steps, "train_grid": run.config.train_grid,
         "eval_steps": steps, "eval_grid": grid, "time_warp": run.sampler.time_warp, "corrector_steps": corrector_steps,
         "integrator": m["integrator"], "nfe": m["nfe"], "n_eval_samples": n, "config": run.config.to_dict(),
@@ -93,7 +95,8 @@ def summary_table(rep: dict) -> str:
     rows = [("target", rep["target"]), ("log Z (true)", f(rep["log_Z_true"])), ("ELBO", f(rep["elbo"])),
             ("EUBO", f(rep["eubo"])), ("EUBO - ELBO", f(rep.get("eubo_minus_elbo"))),
             ("log Z (IS)", f(rep["log_Z_is"])), ("|Δ log Z| (IS)", f(rep["delta_log_Z_is"])),
-            ("ESS", f(rep["ess"], "{:.4f}")), ("W2", f(rep["w2"])), ("mode coverage", f(rep["mode_coverage"])),
+            ("ESS", f(rep["ess"], "{:.4f}")), ("PSIS k-hat", f(rep.get("psis_k"), "{:.2f}")),
+            ("W2", f(rep["w2"])), ("mode coverage", f(rep["mode_coverage"])),
             ("energy calls (search/train/eval)", f"{ec['search']:,} / {ec['train']:,} / {ec['eval']:,}"),
             ("iterations", f(rep["iterations"])), ("train seconds", f(rep["train_seconds"], "{:.1f}")),
             ("grids", f"train {rep['train_grid']} x{rep['train_steps']}, eval {rep['eval_grid']} x{rep['eval_steps']}"
@@ -101,9 +104,15 @@ def summary_table(rep: dict) -> str:
     raw = rep.get("raw_weights")
     if raw:   # ema_decay > 0: the rows above are the averaged weights'
         rows.insert(5, ("EUBO - ELBO (last iterate)", f(raw.get("eubo_minus_elbo"))))
+    pilot = rep.get("pilot")
+    if pilot:
+        rows.append(("pilot (standardised coordinates)",
+                     f"scales {pilot['scale_min']:.3g}..{pilot['scale_max']:.3g}, |location| {pilot['loc_norm']:.3g}, "
+                     f"{pilot['energy_calls']:,} calls"))
     w = max(len(k) for k, _ in rows)
     line = "-" * (w + 24)
-    return "\n".join([line] + [f"{k:<{w}}  {v}" for k, v in rows] + [line])
+    warnings = [f"WARNING: {msg}" for msg in rep.get("warnings") or []]
+    return "\n".join([line] + [f"{k:<{w}}  {v}" for k, v in rows] + [line] + warnings)
 
 
 def train(target: str | Target, config: TrainConfig | dict | None = None, *, max_seconds: float | None = None,
@@ -130,7 +139,9 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
     created = prepare_run_dir(out, resume) if out else False
     trainer = None
     try:
-        trainer = Trainer(target, cfg, out, callbacks=callbacks, progress=progress, init_weights=not resume)
+        train_target, pilot = training_target(target, cfg, _saved_standardization(target, cfg, out, resume))
+        trainer = Trainer(train_target, cfg, out, callbacks=callbacks, progress=progress, init_weights=not resume)
+        trainer.pilot = pilot
         if out:
             write_json(os.path.join(out, "config.json"), {**cfg.to_dict(), "target": target.name})
         if resume:
@@ -141,7 +152,8 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
         raise
     run = Run(target, cfg, trainer.sampler, dir=out)
     run.report = {"train_seconds": round(trainer.train_seconds, 2), "iterations": trainer.iteration,
-                  "stop_reason": trainer.stop_reason}
+                  "stop_reason": trainer.stop_reason, "skipped_steps": trainer.skipped_steps,
+                  "pilot": trainer.pilot}
     raw = None
     if trainer.ema is not None:
         # the run reports (and eval/sample use) the averaged weights; the raw ones are measured too
@@ -157,6 +169,18 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
         plot_training_curves(os.path.join(out, "metrics.jsonl"), os.path.join(out, "training_curves.png"),
                              target.log_Z)
     return run
+
+
+def _saved_standardization(target: Target, cfg: TrainConfig, out: str | None, resume: bool) -> dict | None:
+    """The standardised coordinates of the checkpoint this run continues (resume) or starts from
+    (init_from), if it had any."""
+    source = os.path.join(out, CHECKPOINT) if resume and out else cfg.init_from
+    if source is None:
+        return None
+    path = os.path.join(source, CHECKPOINT) if os.path.isdir(source) else source
+    if not os.path.exists(path):
+        return None     # the trainer reports the missing checkpoint
+    return load_checkpoint(path, target_name=target.name, dim=target.dim).get("standardization")
 
 
 def load_run(run_dir: str, target: Target | None = None, device: str | None = None) -> Run:
@@ -185,7 +209,11 @@ def load_run(run_dir: str, target: Target | None = None, device: str | None = No
     cfg = TrainConfig.from_dict(raw)
     state = load_checkpoint(os.path.join(run_dir, CHECKPOINT), target_name=target.name, dim=target.dim)
     torch.manual_seed(cfg.seed)
-    sampler = build_sampler(target, cfg)
+    train_target, _ = training_target(target, cfg, state.get("standardization"))
+    if train_target is target and wants_pilot(target, cfg):
+        from ..errors import CheckpointError
+        raise CheckpointError(f"checkpoint in {run_dir} has no standardization, but its config runs a pilot")
+    sampler = build_sampler(train_target, cfg)
     try:
         sampler.load_state_dict(state["sampler"])
         if state.get("ema") is not None:   # ema_decay > 0: the run's reported weights are the average
@@ -195,8 +223,9 @@ def load_run(run_dir: str, target: Target | None = None, device: str | None = No
     except (RuntimeError, KeyError) as e:
         from ..errors import CheckpointError
         raise CheckpointError(f"checkpoint in {run_dir} does not match its config: {e}") from None
-    target.counter.load(state.get("energy_calls", {}))
+    target.counter.load(state.get("energy_calls", {}), state.get("nonfinite_calls"))
+    target.nonfinite = cfg.nonfinite_energy
     rep_path = os.path.join(run_dir, "report.json")
     report = json.load(open(rep_path)) if os.path.exists(rep_path) else {
-        "train_seconds": state.get("train_seconds"), "iterations": state["iteration"]}
+        "train_seconds": state.get("train_seconds"), "iterations": state["iteration"], "pilot": state.get("pilot")}
     return Run(target, cfg, sampler, report=report, dir=run_dir)

@@ -69,6 +69,7 @@ def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu") 
             res = SearchResult(x, e, None, {"n_reset": r.n_reset})
         else:
             raise ConfigError(f"config key 'searcher' = {name!r}: expected one of {SEARCHERS}")
+    res = drop_far_samples(res)
     if hasattr(target, "project"):   # E is translation invariant: store the centred configurations
         res.x = target.project(res.x)
     res.info["energy_calls"] = target.counter.counts["search"] - before
@@ -77,6 +78,24 @@ def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu") 
         e = res.energy.double()
         res.info["energy_median"] = float(e.median())
         res.info["energy_max"] = float(e.max())
+    return res
+
+
+def drop_far_samples(res: SearchResult) -> SearchResult:
+    """Drop samples whose true energy is non-finite or more than REWARD_SPAN above the lowest one
+    (chains stuck far in a user energy's tails, where it is astronomically large): their density
+    is below e^-REWARD_SPAN of the best sample's, so keeping them would only teach the learner the
+    tails. Counted in info['dropped_far']."""
+    from ..objectives.bounded import REWARD_SPAN
+
+    e = res.energy
+    ok = torch.isfinite(e)
+    if ok.any():
+        ok &= e <= e[ok].min() + REWARD_SPAN
+    dropped = int((~ok).sum())
+    if dropped:
+        res = SearchResult(res.x[ok], e[ok], res.log_Z_hat, res.info)
+    res.info["dropped_far"] = dropped
     return res
 
 

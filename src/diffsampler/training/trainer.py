@@ -22,6 +22,7 @@ from ..search import ReplayBuffer, make_rnd
 from ..targets import Target
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .pilot_phase import standardization
 from .ema import ParameterEMA
 from .search_phase import local_search, run_search
 
@@ -72,6 +73,7 @@ class Trainer:
     def __init__(self, target: Target, cfg: TrainConfig, out: str | None = None, *,
                  callbacks: list[Callable] | None = None, progress: bool = True, init_weights: bool = True) -> None:
         self.target, self.cfg, self.out = target, cfg.validate(), out
+        target.nonfinite = cfg.nonfinite_energy
         self.callbacks = callbacks or []
         self.progress = progress
         if cfg.threads:
@@ -112,6 +114,9 @@ class Trainer:
         self.step_calls: list[int] = []   # train energy calls of the last STEP_CALLS_WINDOW iterations
         self.stop_reason = "iterations"
         self.last_loss = float("nan")
+        self.pilot: dict | None = None   # the pilot's summary, when this run's coordinates came from one
+        self.skipped_steps = 0      # steps skipped on a non-finite gradient (nonfinite_energy=reject)
+        self.skipped_in_a_row = 0
         self.checkpoints_written = 0
         if cfg.init_from and init_weights:   # a resumed run takes everything from its own checkpoint instead
             self.load_weights(cfg.init_from)
@@ -270,7 +275,7 @@ class Trainer:
         if not self.target.has_samples:
             raise ConfigError(f"config key 'offpolicy_data' = 'target_samples': target "
                               f"{self.target.name!r} has no samples")
-        x = self.target.sample(self.cfg.buffer_size).to(self.sampler.log_Z)
+        x = self.target.from_user(self.target.sample(self.cfg.buffer_size).to(self.sampler.log_Z))
         with torch.no_grad(), self.target.counter.use("search"):
             log_r = torch.cat([self.target.log_prob(c) for c in x.split(4096)])
         self.buffer.add(x, log_r)
@@ -297,6 +302,10 @@ class Trainer:
                 traj, on_policy = self.trajectories()
             except NonFiniteError as e:
                 raise TrainingError(f"iteration {self.iteration}: non-finite energy during rollout: {e}") from None
+        if not torch.isfinite(traj.log_r).any():
+            raise TrainingError(f"iteration {self.iteration}: the energy is non-finite at all {traj.log_r.shape[0]} "
+                                "end points of the batch (NaN/inf everywhere the sampler goes): nothing to learn "
+                                "from; check the energy, or give the target a scale (sigma) that reaches its domain")
         if self.warm_start_log_Z and not self.in_ml_warmup():
             # the ML warm-up does not use log Z: start it from the warmed-up sampler, not the untrained one
             self.warm_start()
@@ -323,11 +332,27 @@ class Trainer:
         else:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
         if not torch.isfinite(norm):
-            raise TrainingError(f"iteration {self.iteration}: non-finite gradient norm ({norm.item()})")
+            return self._skip_step(norm, loss)
+        self.skipped_in_a_row = 0
         self._set_lr()
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.sampler)
+        return loss.item()
+
+    MAX_SKIPPED_IN_A_ROW = 20
+
+    def _skip_step(self, norm: torch.Tensor, loss: torch.Tensor) -> float:
+        """A non-finite gradient norm: with nonfinite_energy=reject (a user energy whose gradient
+        overflows far in its tails) the step is skipped and counted, and the run stops only after
+        MAX_SKIPPED_IN_A_ROW in a row; with nonfinite_energy=error it stops at once."""
+        msg = f"iteration {self.iteration}: non-finite gradient norm ({norm.item()})"
+        self.skipped_in_a_row += 1
+        if self.cfg.nonfinite_energy == "error" or self.skipped_in_a_row > self.MAX_SKIPPED_IN_A_ROW:
+            extra = f" in {self.skipped_in_a_row} steps in a row" if self.skipped_in_a_row > 1 else ""
+            raise TrainingError(msg + extra)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
         return loss.item()
 
     def warm_start(self) -> None:
@@ -413,6 +438,8 @@ class Trainer:
                 "iteration": self.iteration, "rng": rng, "config": self.cfg.to_dict(),
                 "target": {"name": self.target.name, "dim": self.target.dim},
                 "energy_calls": dict(self.target.counter.counts), "buffer": self.buffer.state_dict(),
+                "nonfinite_calls": dict(self.target.counter.nonfinite), "skipped_steps": self.skipped_steps,
+                "standardization": standardization(self.target), "pilot": self.pilot,
                 "train_seconds": self.train_seconds, "searched_rounds": self.searched_rounds,
                 "step_calls": self.step_calls,
                 "warm_start_log_Z": self.warm_start_log_Z, "search_log": self.search_log,
@@ -431,7 +458,9 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.target.counter.load(state.get("energy_calls", {}))
+        self.target.counter.load(state.get("energy_calls", {}), state.get("nonfinite_calls"))
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.pilot = state.get("pilot")
         self.buffer.load_state_dict(state["buffer"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.step_calls = [int(v) for v in state.get("step_calls", [])]

@@ -1,0 +1,134 @@
+"""User energies of unknown scale, with a domain and wild tails: the pilot and standardised
+coordinates, the non-finite energy policy, bounded rewards."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import diffsampler as ds
+from diffsampler.errors import NonFiniteError
+from diffsampler.objectives.bounded import NONFINITE_PENALTY, REWARD_SPAN, bounded_log_reward
+from diffsampler.search.pilot import run_pilot
+from diffsampler.targets.standardized import StandardizedTarget
+from diffsampler.training import load_run
+
+D = 6
+
+
+def rotated_gaussian(cond: float = 1e4, shift: float = 5.0):
+    """N(shift 1, C) with C = Q diag(s^2) Q^T, s from 1 to cond^-1/2 (condition number cond)."""
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(D, D, generator=g, dtype=torch.float64))
+    sd = torch.logspace(0, -0.5 * math.log10(cond), D, dtype=torch.float64)
+    C = Q @ torch.diag(sd ** 2) @ Q.T
+    P, L, mu = torch.linalg.inv(C), torch.linalg.cholesky(C), torch.full((D,), shift, dtype=torch.float64)
+
+    def energy(x):
+        z = x - mu.to(x)
+        return 0.5 * ((z @ P.to(x)) * z).sum(-1)
+    log_z = 0.5 * D * math.log(2 * math.pi) + float(torch.log(torch.diagonal(L)).sum())
+    ref = (mu + torch.randn(20000, D, dtype=torch.float64, generator=g) @ L.T).numpy()
+    return ds.targets.from_energy(energy, dim=D, log_Z=log_z, samples=ref, name="rotated"), mu, C
+
+
+def test_bounded_rewards_keep_the_batch_and_bound_the_tails():
+    lr = torch.tensor([-1.0, -3.0, -2.0], requires_grad=True)
+    out = bounded_log_reward(lr)
+    assert torch.equal(out, lr.detach())                       # within the span: bit for bit
+    out.sum().backward()
+    assert torch.equal(lr.grad, torch.ones(3))
+    far = torch.tensor([-1.0, -1e26, -torch.inf, torch.nan], dtype=torch.float64, requires_grad=True)
+    b = bounded_log_reward(far)
+    floor = -1.0 - REWARD_SPAN
+    assert b[0] == -1.0 and float(b[1]) == pytest.approx(floor - math.log1p(1e26 - 1 - REWARD_SPAN))
+    assert b[2] == b[3] == floor - NONFINITE_PENALTY
+    (b ** 2).sum().backward()                                  # the squared TB-like loss stays finite
+    assert torch.isfinite(far.grad).all() and far.grad[2] == far.grad[3] == 0
+
+
+def test_reject_policy_turns_bad_rows_into_zero_density_without_poisoning_the_others():
+    t = ds.targets.from_energy(lambda x: 0.5 * (x ** 2).sum(-1) - torch.log(x[:, 0]), dim=2, sigma=1.0)
+    x = torch.tensor([[1.0, 2.0], [-1.0, 0.0], [0.5, -1.0]], requires_grad=True)
+    e = t.energy(x, check_finite=None)
+    assert torch.isinf(e[1]) and torch.isfinite(e[[0, 2]]).all()
+    e[[0, 2]].sum().backward()                                 # the good rows' gradients are clean
+    assert torch.isfinite(x.grad).all() and torch.equal(x.grad[1], torch.zeros(2))
+    log_r, score = t.log_reward_and_score(x.detach())
+    assert log_r[1] == -math.inf and torch.equal(score[1], torch.zeros(2))
+    assert torch.allclose(score[0], torch.tensor([-1.0 + 1.0, -2.0]))      # -(x - 1/x0, x1)
+    assert t.counter.nonfinite["train"] >= 2 and t.counter.counts["train"] >= 6
+    t.nonfinite = "error"
+    with pytest.raises(NonFiniteError):
+        t.log_reward_and_score(x.detach())
+
+
+def test_standardized_view_keeps_log_z_and_maps_energy_gradient_and_samples():
+    t, mu, C = rotated_gaussian()
+    L = torch.linalg.cholesky(C)
+    v = StandardizedTarget(t, mu, L)
+    z = torch.randn(64, D, dtype=torch.float64)
+    e = v.energy(z)
+    assert torch.allclose(e, 0.5 * (z ** 2).sum(-1) - float(torch.log(torch.diagonal(L)).sum()), atol=1e-9)
+    _, score = v.log_reward_and_score(z)
+    assert torch.allclose(score, -z, atol=1e-8)
+    assert torch.allclose(v.from_user(v.to_user(z)), z, atol=1e-10)
+    assert v.counter is t.counter and v.log_Z == t.log_Z and v.sample(5).shape == (5, D)
+    # E_z = E(m + L z) - log|det L| makes Z_z = Z: a standard Gaussian in z has log Z = d/2 log 2 pi
+    assert v.log_Z - float(torch.log(torch.diagonal(L)).sum()) == pytest.approx(0.5 * D * math.log(2 * math.pi))
+
+
+def test_pilot_finds_location_and_scales_of_a_shifted_ill_conditioned_gaussian():
+    t, mu, C = rotated_gaussian()
+    torch.manual_seed(0)
+    res = run_pilot(t, chains=64, steps=400)
+    assert res.energy_calls == t.counter.counts["search"] and res.dense
+    S = res.chol @ res.chol.T
+    white = torch.linalg.solve_triangular(res.chol, torch.linalg.cholesky(C), upper=False)
+    eig = torch.linalg.eigvalsh(white @ white.T)               # C in the pilot's coordinates: ~ I
+    assert (res.loc - mu).norm() < 0.1 and eig.min() > 0.5 and eig.max() < 2.0, (eig, S)
+
+
+def test_a_user_energy_without_scale_trains_in_pilot_coordinates_and_samples_in_its_own(tmp_path):
+    t, mu, C = rotated_gaussian()
+    run = ds.train(t, dict(recipe="sgds_jeffreys", iterations=60, batch_size=64, width=32, searcher="mala",
+                           search_chains=128, search_steps=50, eval_samples=1000, eval_steps=30, time_warp=2.0,
+                           threads=1), out=str(tmp_path / "r"), progress=False)
+    rep = run.report
+    assert rep["pilot"]["energy_calls"] > 0 and rep["pilot"]["scale_min"] < 0.03 < 0.5 < rep["pilot"]["scale_max"]
+    assert rep["eubo_minus_elbo"] < 1.0 and rep["ess"] > 0.3     # an ill-conditioned target made easy
+    x, _ = run.sampler.sample(4000, steps=30)
+    assert torch.allclose(x.mean(0).double(), mu, atol=0.1)      # samples come back in x, not z
+    again = load_run(str(tmp_path / "r"), target=t)
+    assert isinstance(again.sampler.target, StandardizedTarget)
+    assert torch.allclose(again.sampler.target.loc, run.sampler.target.loc)
+    off = ds.train(t, dict(recipe="tb", iterations=2, pilot="off", eval_samples=50, eval_steps=5), progress=False)
+    assert off.report["pilot"] is None and not isinstance(off.sampler.target, StandardizedTarget)
+
+
+def test_training_survives_nan_regions_and_astronomical_tails():
+    """A density on x0 > 0 only (NaN outside) and a Poisson log-link likelihood whose energy reaches
+    ~1e26 and overflows float32 in the tails: the default policy trains through both, counts the
+    non-finite energies and bounds the loss; nonfinite_energy=error stops at the first one."""
+    g = torch.Generator().manual_seed(1)
+    X, beta = torch.randn(40, 4, generator=g), torch.tensor([0.3, -0.2, 0.5, 0.1])
+    y = torch.poisson(torch.exp(0.5 + X @ beta), generator=g)
+
+    def poisson_glm(th):
+        eta = th[:, :1] + th[:, 1:] @ X.to(th).T
+        return -((y.to(th) * eta - torch.exp(eta)).sum(-1) - 0.125 * (th ** 2).sum(-1))
+
+    def half_space(x):
+        return 0.5 * (x ** 2).sum(-1) - 2.0 * torch.log(x[:, 0])
+
+    keys = dict(iterations=80, batch_size=64, width=32, eval_samples=500, eval_steps=20, threads=1,
+                search_chains=128, search_steps=30, recipe="sgds_jeffreys", searcher="mala")
+    for fn, dim in [(poisson_glm, 5), (half_space, 3)]:
+        t = ds.targets.from_energy(fn, dim=dim, sigma=3.0, name=fn.__name__)   # a broad start: tails reached
+        run = ds.train(t, dict(keys, pilot="off"), progress=False)
+        rep = run.report
+        assert rep["iterations"] == 80 and rep["elbo"] is not None and math.isfinite(rep["elbo"])
+        assert sum(rep["nonfinite_energy"].values()) > 0
+    t = ds.targets.from_energy(half_space, dim=3, sigma=3.0)
+    with pytest.raises(ds.errors.DiffSamplerError):
+        ds.train(t, dict(keys, pilot="off", nonfinite_energy="error"), progress=False)
