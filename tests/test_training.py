@@ -581,7 +581,7 @@ def test_init_from_a_shallower_egnn_deepens_it_without_changing_the_function(tmp
     src = tmp_path / "src"
     first = ds.train("dw4", out=str(src), progress=False, **dict(base, depth=2, iterations=3))
     target = ds.targets.get("dw4")
-    cfg = ds.training.run.default_config(target, "pis").replace(
+    cfg = ds.training.default_config(target, "pis").replace(
         **{**{k: v for k, v in base.items() if k != "recipe"}, "depth": 4, "iterations": 2, "init_from": str(src)})
     tr = ds.training.trainer.Trainer(target, cfg, progress=False)
     g = torch.Generator().manual_seed(0)

@@ -85,6 +85,10 @@ class Target:
     # whether `sigma` (and the origin) describe where the target's mass lies; False for a user's
     # energy given without a scale: training then runs a pilot (config key `pilot`)
     scale_known: bool = True
+    # the settings our experiments found best for this target (training/defaults.py): its default
+    # recipe and, per recipe, the config keys that go with it (each cited in docs/RESULTS.md)
+    default_recipe: str | None = None
+    recommended: dict[str, dict] = {}
 
     def __init__(self) -> None:
         self.counter = EnergyCounter()
@@ -246,6 +250,10 @@ class Target:
 
     def extra_plots(self, x: torch.Tensor, x_true: torch.Tensor | None, directory: str, title: str = "") -> None:
         """Target-specific PNG plots written to `directory` (particles: distance/energy histograms)."""
+
+    def settings(self, recipe: str) -> dict:
+        """Config keys measured best for this target under `recipe` ({} if none were measured)."""
+        return dict(self.recommended.get(recipe, {}))
 
     def to_user(self, z: torch.Tensor) -> torch.Tensor:
         """The user's coordinates of rows z of this target's own (identity; a `StandardizedTarget`

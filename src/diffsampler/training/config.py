@@ -105,7 +105,7 @@ class TrainConfig:
                                        # small steps near the target end, where the drift is stiff
     train_steps: int = 10
     batch_size: int = 300
-    iterations: int = 10000
+    iterations: int | None = 10000     # None: as many as fit in max_energy_calls after the searches (budget.py)
     lr: float = 1e-3
     lr_log_Z: float = 1e-1
     lr_flow: float = 1e-3
@@ -254,6 +254,9 @@ class TrainConfig:
         cfg = cls()
         for k, v in coerce_keys(d).items():
             setattr(cfg, k, v)
+        if cfg.iterations is None:
+            from .budget import size_iterations
+            cfg.iterations = size_iterations(cfg, pilot=cfg.pilot == "on")
         return cfg.validate()
 
     def replace(self, **overrides) -> TrainConfig:
@@ -371,19 +374,3 @@ def read_config_file(path: str, target_name: str) -> dict:
                           "remove its 'target' key to use it anyway")
     coerce_keys(d)   # unknown keys and unreadable values fail here, naming the file's key
     return d
-
-
-def default_config(target, recipe: str | None = None) -> TrainConfig:
-    """A sensible recipe for any target, chosen from its dimension: SGDS (an AIS searcher fills a
-    rank-prioritised buffer; TB alternates on-policy and buffer trajectories; two rounds with
-    re-initialisation) with the Langevin drift on a random 10-step grid (the continuous-time paper's
-    cheap training), evaluated on 100 uniform steps; every grid warped to t = 1 - (1 - u)^2 and the
-    weights averaged (ema_decay 0.999). On Manywell-32 plain on-policy TB drops half of the modes
-    while this recipe keeps them all, and the warp and the averaging take its gap from 7.12 to 5.44
-    at the same cost (docs/RESULTS.md). `recipe` picks another named recipe with the same sizes."""
-    d = target.dim
-    keys = {"recipe": recipe or "sgds", "width": 64 if d <= 4 else (128 if d <= 32 else 256),
-            "iterations": 10000 if d <= 32 else 20000, "time_warp": 2.0, "ema_decay": 0.999}
-    if keys["recipe"].startswith("sgds"):
-        keys["searcher"] = "ais"
-    return TrainConfig.from_dict(keys)

@@ -13,7 +13,8 @@ from ..evaluation.plots import plot_marginals, plot_samples, plot_training_curve
 from ..objectives import make_objective
 from ..targets import Target, get
 from .checkpoint import load_checkpoint, write_json
-from .config import TrainConfig, default_config
+from .config import TrainConfig
+from .defaults import default_keys
 from .ema import ParameterEMA
 from .pilot_phase import training_target, wants_pilot
 from .trainer import CHECKPOINT, Trainer, build_sampler, cleanup_failed_run, cpu_compiler, prepare_run_dir
@@ -120,16 +121,18 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
           **overrides) -> Run:
     """Train a diffusion sampler on `target` (a registry name or a Target).
 
-    config: a TrainConfig, a dict of keys, or None for `default_config(target)` (chosen from the
-    dimension); overrides: config keys (e.g. objective="vargrad"). out: run directory (config.json,
+    config: a TrainConfig, a dict of keys, or None for the target's own measured settings, else its
+    kind's (`training.defaults.default_keys`); overrides: config keys (e.g. objective="vargrad"). out: run directory (config.json,
     metrics.jsonl, checkpoint.pt, report.json, plots); None keeps everything in memory.
     """
     target = get(target)
-    base = default_config(target, overrides.pop("recipe", None)) if config is None else (
-        TrainConfig.from_dict(config) if isinstance(config, dict) else config)
     if max_seconds is not None:
         overrides["max_seconds"] = max_seconds
-    cfg = base.replace(**overrides) if overrides else base.validate()
+    if config is None:       # the target's own settings (or its kind's), the overrides on top
+        cfg = TrainConfig.from_dict({**default_keys(target, overrides.pop("recipe", None)), **overrides})
+    else:
+        base = TrainConfig.from_dict(config) if isinstance(config, dict) else config
+        cfg = base.replace(**overrides) if overrides else base.validate()
     if resume and out:
         saved = os.path.join(out, "config.json")
         if os.path.exists(saved):

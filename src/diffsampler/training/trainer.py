@@ -21,6 +21,7 @@ from ..sde import Trajectories, backprop_log_pf, backward_rollout, forward_rollo
 from ..search import ReplayBuffer, make_rnd
 from ..targets import Target
 from .checkpoint import load_checkpoint, save_checkpoint
+from .budget import check_budget
 from .config import TrainConfig
 from .pilot_phase import standardization
 from .ema import ParameterEMA
@@ -74,6 +75,7 @@ class Trainer:
                  callbacks: list[Callable] | None = None, progress: bool = True, init_weights: bool = True) -> None:
         self.target, self.cfg, self.out = target, cfg.validate(), out
         target.nonfinite = cfg.nonfinite_energy
+        check_budget(cfg)
         self.callbacks = callbacks or []
         self.progress = progress
         if cfg.threads:
