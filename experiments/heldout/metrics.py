@@ -17,8 +17,10 @@ def _weights(log_w: np.ndarray | None, n: int) -> np.ndarray:
     return w / w.sum()
 
 
-def moment_errors(x: np.ndarray, reference: np.ndarray, log_w: np.ndarray | None = None) -> dict:
-    """Per coordinate i, with reference mean m_i and sd s_i:
+def moment_errors(x: np.ndarray, reference: np.ndarray | tuple[np.ndarray, np.ndarray],
+                  log_w: np.ndarray | None = None) -> dict:
+    """Per coordinate i, with reference mean m_i and sd s_i (of the draws `reference` (N, d), or
+    given exactly as a (mean, sd) pair):
     mean error |E_q[x_i] - m_i| / s_i and sd error |sd_q(x_i) / s_i - 1|, where E_q is the plain
     average (log_w None) or the self-normalised importance average with w ~ exp(log_w).
     Returns the max and the mean over coordinates and the per-coordinate lists. x (n, d)."""
@@ -26,7 +28,8 @@ def moment_errors(x: np.ndarray, reference: np.ndarray, log_w: np.ndarray | None
     ok = np.isfinite(x).all(1)
     w = _weights(None if log_w is None else np.asarray(log_w)[ok], int(ok.sum()))
     xs = x[ok]
-    m_ref, s_ref = reference.mean(0), reference.std(0, ddof=1)
+    m_ref, s_ref = (reference if isinstance(reference, tuple)
+                    else (reference.mean(0), reference.std(0, ddof=1)))
     m = w @ xs
     sd = np.sqrt(np.maximum(w @ (xs - m) ** 2, 0.0))
     me, se = np.abs(m - m_ref) / s_ref, np.abs(sd / s_ref - 1.0)

@@ -35,7 +35,8 @@ def banana(dim: int = 2, b: float = 0.1, s1: float = 10.0, seed: int = 0) -> Hel
         name="banana", dim=dim, kind="synthetic: curved", source=f"Haario et al. 2001, b={b}, s1={s1}",
         param_names=[f"y{i + 1}" for i in range(dim)], log_density=banana_log_density,
         data={"b": np.asarray(b), "s1": np.asarray(s1)}, reference=x,
-        log_Z=0.5 * dim * LOG_2PI + math.log(s1))
+        log_Z=0.5 * dim * LOG_2PI + math.log(s1),
+        exact_moments=(np.zeros(dim), np.sqrt(np.r_[s1 ** 2, 1 + 2 * b ** 2 * s1 ** 4, np.ones(dim - 2)])))
 
 
 def funnel_log_density(theta, xp, data):
@@ -56,7 +57,8 @@ def funnel(dim: int = 10, scale: float = 3.0, seed: int = 1) -> HeldoutTarget:
         name="funnel10", dim=dim, kind="synthetic: funnel", source=f"Neal 2003, v ~ N(0, {scale:g}^2)",
         param_names=["v"] + [f"x{i + 1}" for i in range(dim - 1)], log_density=funnel_log_density,
         data={"scale": np.asarray(scale)}, reference=np.concatenate([v, x], 1),
-        log_Z=0.5 * dim * LOG_2PI + math.log(scale))
+        log_Z=0.5 * dim * LOG_2PI + math.log(scale),
+        exact_moments=(np.zeros(dim), np.r_[scale, np.full(dim - 1, math.exp(scale ** 2 / 4))]))
 
 
 def gaussian_log_density(theta, xp, data):
@@ -82,7 +84,8 @@ def ill_conditioned_gaussian(dim: int = 10, condition: float = 1e4, seed: int = 
         source=f"rotated Gaussian, cond {condition:g}, seed {seed}",
         param_names=[f"x{i + 1}" for i in range(dim)], log_density=gaussian_log_density,
         data={"mean": mean, "precision": 0.5 * (precision + precision.T)}, reference=ref,
-        log_Z=0.5 * dim * LOG_2PI + 0.5 * float(np.log(lam).sum()), extra={"cov": cov})
+        log_Z=0.5 * dim * LOG_2PI + 0.5 * float(np.log(lam).sum()), extra={"cov": cov},
+        exact_moments=(mean, np.sqrt(np.diag(cov))))
 
 
 def mixture_log_density(theta, xp, data):
@@ -107,7 +110,8 @@ def mixture(dim: int = 4, weights: tuple[float, ...] = (0.8, 0.2), offset: float
         source=f"2 unit Gaussians at +-{offset:g}*1, weights {w[0]:g}/{w[1]:g}",
         param_names=[f"x{i + 1}" for i in range(dim)], log_density=mixture_log_density,
         data={"means": means, "log_w": np.log(w)}, reference=ref,
-        log_Z=0.5 * dim * LOG_2PI, modes=means, extra={"weights": w})
+        log_Z=0.5 * dim * LOG_2PI, modes=means, extra={"weights": w},
+        exact_moments=(w @ means, np.sqrt(1.0 + w @ means ** 2 - (w @ means) ** 2)))
 
 
 SYNTHETIC = {"banana": banana, "funnel10": funnel, "gauss_illcond": ill_conditioned_gaussian,

@@ -22,7 +22,8 @@ class HeldoutTarget:
     (see `arrays.Namespace`). The energy is E = -log_density. `reference` holds (N, d) draws in the
     same parameterisation (exact for the synthetic targets, MCMC for posteriordb: `n_chains` equal
     blocks of consecutive rows). `log_Z` = log of the integral of exp(log_density), where known.
-    `modes` ((K, d) centres, optional) label each draw by its nearest centre.
+    `modes` ((K, d) centres, optional) label each draw by its nearest centre. `exact_moments`
+    (mean (d,), sd (d,)), where known, replace the reference draws' moments in the error figures.
     """
 
     name: str
@@ -37,6 +38,7 @@ class HeldoutTarget:
     n_chains: int = 1
     modes: np.ndarray | None = None
     notes: str = ""
+    exact_moments: tuple[np.ndarray, np.ndarray] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -56,6 +58,12 @@ class HeldoutTarget:
     def potential_jax(self) -> Callable:
         """U(theta) = -log p(theta) for one unbatched point (d,) -> (), as numpyro's potential_fn."""
         return lambda theta: -self.log_prob_jax(theta[None, :])[0]
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, sd) per coordinate: exact where known, else those of the reference draws."""
+        if self.exact_moments is not None:
+            return self.exact_moments
+        return self.reference.mean(0), self.reference.std(0, ddof=1)
 
     def mode_labels(self, x: np.ndarray) -> np.ndarray | None:
         """Index of the nearest centre in `modes` for each row of x (N, d), or None."""
