@@ -51,19 +51,19 @@ def markdown_table(rows: dict[str, dict], seconds: float | None = None) -> str:
         cells = [name, str(r["dim"]), r["kind"], _f(r.get("log_Z_true"))]
         lines.append("| " + " | ".join(cells + _sampler_cells(r.get("sampler")) + _nuts_cells(r.get("nuts"))) + " |")
     notes = [
-        "", f"Diffusion sampler: library defaults, {seconds:g} s of training per target; 20,000 draws with"
+        "", f"- Diffusion sampler: library defaults, {seconds:g} s of training per target; 20,000 draws with"
         " 100 steps. " if seconds else "",
-        "Errors are in the unconstrained space, max over coordinates: mean err = |mean - ref mean| / ref sd,"
+        "- Errors are in the unconstrained space, max over coordinates: mean err = |mean - ref mean| / ref sd,"
         " sd err = |sd / ref sd - 1|; raw = plain average, w = self-normalised importance weights.",
-        "k̂: PSIS Pareto k of the 20,000 log-weights; ESS %: Kish ESS / n; log Z (IS) = log mean w with the"
+        "- k̂: PSIS Pareto k of the 20,000 log-weights; ESS %: Kish ESS / n; log Z (IS) = log mean w with the"
         " delta-method se sqrt((n/ESS - 1)/n), which is not to be trusted where k̂ > 0.7.",
-        "s train (wall): the library's training seconds (its wall time, with its search and final"
+        "- s train (wall): the library's training seconds (its wall time, with its search and final"
         " evaluation); draw: seconds for the 20,000 draws.",
-        "grad evals: energy+gradient evaluations (search + train; the 20,000 draws). NUTS: numpyro defaults,"
+        "- grad evals: energy+gradient evaluations (search + train; the 20,000 draws). NUTS: numpyro defaults,"
         " 4 chains x (1,000 warm-up + 1,000 draws) from uniform(-2, 2) inits, gradient evaluations = sum of"
         " leapfrog steps over warm-up and sampling; seconds exclude the jit compile (in brackets).",
     ]
-    return "\n".join(lines + notes + _mode_section(rows)) + "\n"
+    return "\n".join(lines + notes + _mode_section(rows) + _cost_section(rows)) + "\n"
 
 
 def _mode_section(rows: dict[str, dict]) -> list[str]:
@@ -77,6 +77,24 @@ def _mode_section(rows: dict[str, dict]) -> list[str]:
                 f"{fmt(s.get('mode_fractions_raw'))}, weighted {fmt(s.get('mode_fractions_weighted'))}; NUTS "
                 f"pooled {fmt(n.get('mode_fractions'))}, per chain "
                 + ", ".join(fmt(c) for c in n.get("mode_fractions_per_chain", []))]
+    return out
+
+
+def _cost_section(rows: dict[str, dict]) -> list[str]:
+    """Cost of further draws once trained / warmed up: gradient evaluations and seconds per 1,000 draws
+    (NUTS: its sampling phase, seconds pro rata of its gradient evaluations)."""
+    out = ["", "**Further draws** (per 1,000, after training / warm-up): sampler grads, s | NUTS grads, s"]
+    for name, r in rows.items():
+        s, n = r.get("sampler") or {}, r.get("nuts") or {}
+        cells = []
+        if s.get("status") == "ok":
+            per = 1000 / s.get("n_draws", 20_000)
+            cells.append(f"{s['sample_energy_calls'] * per:,.0f}, {s['sample_seconds'] * per:.2f}")
+        if n.get("status", "") == "ok":
+            draws = n["settings"]["chains"] * n["settings"]["samples"]
+            g = n["grad_evals"] - n["grad_evals_warmup"]
+            cells.append(f"{g / draws * 1000:,.0f}, {n['seconds'] * g / n['grad_evals'] / draws * 1000:.2f}")
+        out.append(f"- {name}: " + " | ".join(cells))
     return out
 
 

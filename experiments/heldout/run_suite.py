@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch and XLA (default 1)")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--table-only", action="store_true", help="only rewrite suite.md from suite.json")
     return p.parse_args(argv)
 
 
@@ -80,7 +81,7 @@ def train_and_draw(target, seconds: float, run_dir: Path, n: int, steps: int, se
     khat = rep.get("psis_k")
     log_z, log_z_se = log_Z_is(log_w)
     row = {"status": "ok", "train_seconds": rep.get("train_seconds"), "train_wall_seconds": wall_train,
-           "sample_seconds": sample_seconds, "iterations": rep.get("iterations"), "stop_reason": rep.get("stop_reason"),
+           "sample_seconds": sample_seconds, "n_draws": n, "iterations": rep.get("iterations"), "stop_reason": rep.get("stop_reason"),
            "energy_calls": calls, "train_energy_calls": calls["search"] + calls["train"],
            "sample_energy_calls": tgt.counter.as_dict()["eval"] - before,
            "errors_raw": moment_errors(x, target.moments()),
@@ -158,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "suite.json"
     suite = json.loads(path.read_text()) if path.exists() else {"rows": {}}
+    if args.table_only:
+        (args.out / "suite.md").write_text(markdown_table(suite["rows"], suite.get("meta", {}).get("seconds")))
+        return 0
     targets, skipped = load_targets(args.only, args.posteriordb)
     if skipped:
         print(f"no posteriordb clone (--posteriordb or POSTERIORDB): skipping {', '.join(skipped)}")
