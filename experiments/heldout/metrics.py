@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def _weights(log_w: np.ndarray | None, n: int) -> np.ndarray:
+def normalised_weights(log_w: np.ndarray | None, n: int) -> np.ndarray:
     """Self-normalised weights w_i = exp(log w_i - max) / sum (uniform when log_w is None); (n,)."""
     if log_w is None:
         return np.full(n, 1.0 / n)
@@ -26,7 +26,7 @@ def moment_errors(x: np.ndarray, reference: np.ndarray | tuple[np.ndarray, np.nd
     Returns the max and the mean over coordinates and the per-coordinate lists. x (n, d)."""
     x = np.asarray(x, np.float64)
     ok = np.isfinite(x).all(1)
-    w = _weights(None if log_w is None else np.asarray(log_w)[ok], int(ok.sum()))
+    w = normalised_weights(None if log_w is None else np.asarray(log_w)[ok], int(ok.sum()))
     xs = x[ok]
     m_ref, s_ref = (reference if isinstance(reference, tuple)
                     else (reference.mean(0), reference.std(0, ddof=1)))
@@ -40,7 +40,7 @@ def moment_errors(x: np.ndarray, reference: np.ndarray | tuple[np.ndarray, np.nd
 
 def ess_fraction(log_w: np.ndarray) -> float:
     """Kish's ESS / n = (sum w)^2 / (n sum w^2)."""
-    w = _weights(log_w, len(log_w))
+    w = normalised_weights(log_w, len(log_w))
     return float(1.0 / (len(w) * (w * w).sum()))
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import _weights
+from .metrics import normalised_weights
 from .target import HeldoutTarget
 
 
@@ -112,7 +112,7 @@ def plot_marginals(target: HeldoutTarget, x: np.ndarray | None, log_w: np.ndarra
     ref = target.reference
     lo, hi = np.quantile(ref, 0.005, 0), np.quantile(ref, 0.995, 0)
     pad = 0.3 * (hi - lo)
-    w = None if x is None else _weights(log_w, x.shape[0])
+    w = None if x is None else normalised_weights(log_w, x.shape[0])
     for i, ax in enumerate(axes.flat):
         if i >= d:
             ax.axis("off")

@@ -97,11 +97,11 @@ def train_and_draw(target, seconds: float, run_dir: Path, n: int, steps: int, se
 
 def mode_fractions(target, x: np.ndarray, log_w: np.ndarray | None) -> list[float] | None:
     """Mass per mode (nearest centre) of the draws, plain or importance-weighted."""
-    from .metrics import _weights
+    from .metrics import normalised_weights
     labels = target.mode_labels(x)
     if labels is None:
         return None
-    w = _weights(log_w, len(labels))
+    w = normalised_weights(log_w, len(labels))
     return np.bincount(labels, weights=w, minlength=len(target.modes)).tolist()
 
 
