@@ -11,11 +11,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.heldout import synthetic                                   # noqa: E402
-from experiments.heldout.arrays import linear_recurrence, namespace       # noqa: E402
-from experiments.heldout.metrics import log_Z_is, moment_errors            # noqa: E402
-from experiments.heldout.models import (POSTERIORS, backend_check, check_target,  # noqa: E402
-                                        load_target, posteriordb_root)
+from experiments.heldout import synthetic
+from experiments.heldout.arrays import linear_recurrence, namespace
+from experiments.heldout.metrics import log_Z_is, moment_errors
+from experiments.heldout.models import POSTERIORS, backend_check, check_target, load_target, posteriordb_root
 
 HAS_JAX = importlib.util.find_spec("jax") is not None
 PDB = posteriordb_root(None)

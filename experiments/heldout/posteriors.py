@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .arrays import (LOG_2PI, half_cauchy_lpdf_log, linear_recurrence, normal_lpdf)
+from .arrays import LOG_2PI, half_cauchy_lpdf_log, linear_recurrence, normal_lpdf
 from .target import HeldoutTarget
 
 Draws = dict[str, np.ndarray]   # name -> (chains, draws), constrained space

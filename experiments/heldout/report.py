@@ -51,17 +51,18 @@ def markdown_table(rows: dict[str, dict], seconds: float | None = None) -> str:
         cells = [name, str(r["dim"]), r["kind"], _f(r.get("log_Z_true"))]
         lines.append("| " + " | ".join(cells + _sampler_cells(r.get("sampler")) + _nuts_cells(r.get("nuts"))) + " |")
     notes = [
-        "", f"- Diffusion sampler: library defaults, {seconds:g} s of training per target; 20,000 draws with"
-        " 100 steps. " if seconds else "",
-        "- Errors are in the unconstrained space, max over coordinates: mean err = |mean - ref mean| / ref sd,"
-        " sd err = |sd / ref sd - 1|; raw = plain average, w = self-normalised importance weights.",
-        "- k̂: PSIS Pareto k of the 20,000 log-weights; ESS %: Kish ESS / n; log Z (IS) = log mean w with the"
-        " delta-method se sqrt((n/ESS - 1)/n), which is not to be trusted where k̂ > 0.7.",
-        "- s train (wall): the library's training seconds (its wall time, with its search and final"
-        " evaluation); draw: seconds for the 20,000 draws.",
-        "- grad evals: energy+gradient evaluations (search + train; the 20,000 draws). NUTS: numpyro defaults,"
-        " 4 chains x (1,000 warm-up + 1,000 draws) from uniform(-2, 2) inits, gradient evaluations = sum of"
-        " leapfrog steps over warm-up and sampling; seconds exclude the jit compile (in brackets).",
+        "",
+        f"- Diffusion sampler: library defaults, {seconds:g} s of training per target; 20,000 draws with 100 steps."
+        if seconds else "",
+        ("- Errors are in the unconstrained space, max over coordinates: mean err = |mean - ref mean| / ref sd,"
+         " sd err = |sd / ref sd - 1|; raw = plain average, w = self-normalised importance weights."),
+        ("- k̂: PSIS Pareto k of the 20,000 log-weights; ESS %: Kish ESS / n; log Z (IS) = log mean w with the"
+         " delta-method se sqrt((n/ESS - 1)/n), which is not to be trusted where k̂ > 0.7."),
+        ("- s train (wall): the library's training seconds (its wall time, with its search and final"
+         " evaluation); draw: seconds for the 20,000 draws."),
+        ("- grad evals: energy+gradient evaluations (search + train; the 20,000 draws). NUTS: numpyro defaults,"
+         " 4 chains x (1,000 warm-up + 1,000 draws) from uniform(-2, 2) inits, gradient evaluations = sum of"
+         " leapfrog steps over warm-up and sampling; seconds exclude the jit compile (in brackets)."),
     ]
     return "\n".join(lines + notes + _mode_section(rows) + _cost_section(rows)) + "\n"
 
@@ -72,7 +73,7 @@ def _mode_section(rows: dict[str, dict]) -> list[str]:
         s, n = r.get("sampler") or {}, r.get("nuts") or {}
         if "mode_weights_true" not in r:
             continue
-        fmt = lambda v: "–" if v is None else "/".join(f"{x:.2f}" for x in v)  # noqa: E731
+        fmt = lambda v: "–" if v is None else "/".join(f"{x:.2f}" for x in v)
         out += ["", f"**{name}: mass per mode** true {fmt(r['mode_weights_true'])}; sampler raw "
                 f"{fmt(s.get('mode_fractions_raw'))}, weighted {fmt(s.get('mode_fractions_weighted'))}; NUTS "
                 f"pooled {fmt(n.get('mode_fractions'))}, per chain "

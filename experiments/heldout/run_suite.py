@@ -56,11 +56,12 @@ def write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
-def train_and_draw(target, seconds: float, run_dir: Path, n: int, steps: int, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
+def train_and_draw(target, seconds: float, run_dir: Path, n: int, steps: int,
+                   seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
     """Train with the library defaults for `seconds`, then n draws (x (n, d), log_w (n,))."""
     import torch
+
     import diffsampler as ds
-    from .metrics import ess_fraction, log_Z_is, moment_errors, psis_khat
 
     torch.manual_seed(seed)
     if run_dir.exists():
@@ -70,29 +71,35 @@ def train_and_draw(target, seconds: float, run_dir: Path, n: int, steps: int, se
     t0 = time.perf_counter()
     run = ds.train(tgt, max_seconds=seconds, out=str(run_dir), progress=False)
     wall_train = time.perf_counter() - t0
-    rep = run.report
     before = tgt.counter.as_dict()["eval"]
     t0 = time.perf_counter()
     with torch.no_grad():
         x, log_w = run.sampler.sample(n, steps=steps)
-    sample_seconds = time.perf_counter() - t0
+    cost = {"train_wall_seconds": wall_train, "sample_seconds": time.perf_counter() - t0, "n_draws": n,
+            "sample_energy_calls": tgt.counter.as_dict()["eval"] - before}
     x, log_w = x.double().cpu().numpy(), log_w.double().cpu().numpy()
+    return {**sampler_figures(target, run.report, x, log_w), **cost}, x, log_w
+
+
+def sampler_figures(target, rep: dict, x: np.ndarray, log_w: np.ndarray) -> dict:
+    """The sampler's row from its report and its draws: errors raw and weighted, ESS, k-hat, log Z."""
+    from .metrics import ess_fraction, log_Z_is, moment_errors, psis_khat
+
     calls = rep["energy_calls"]
     khat = rep.get("psis_k")
+    khat_source = "report" if khat is not None else "arviz-stats on the draws"
+    if khat is None:
+        khat = psis_khat(log_w)
+        khat_source = khat_source if khat is not None else "none (arviz-stats not installed)"
     log_z, log_z_se = log_Z_is(log_w)
-    row = {"status": "ok", "train_seconds": rep.get("train_seconds"), "train_wall_seconds": wall_train,
-           "sample_seconds": sample_seconds, "n_draws": n, "iterations": rep.get("iterations"), "stop_reason": rep.get("stop_reason"),
-           "energy_calls": calls, "train_energy_calls": calls["search"] + calls["train"],
-           "sample_energy_calls": tgt.counter.as_dict()["eval"] - before,
-           "errors_raw": moment_errors(x, target.moments()),
-           "errors_weighted": moment_errors(x, target.moments(), log_w),
-           "ess_fraction": ess_fraction(log_w), "psis_k": khat if khat is not None else psis_khat(log_w),
-           "psis_k_source": "report" if khat is not None else "arviz-stats on the draws",
-           "elbo": rep.get("elbo"), "eubo": rep.get("eubo"), "eubo_minus_elbo": rep.get("eubo_minus_elbo"),
-           "log_Z_is": log_z, "log_Z_se": log_z_se, "log_Z_is_report": rep.get("log_Z_is"),
-           "n_nonfinite": int((~np.isfinite(x).all(1)).sum() + (~np.isfinite(log_w)).sum()),
-           "config": rep.get("config")}
-    return row, x, log_w
+    keep = ("train_seconds", "iterations", "stop_reason", "elbo", "eubo", "eubo_minus_elbo", "config")
+    return {"status": "ok", **{k: rep.get(k) for k in keep},
+            "energy_calls": calls, "train_energy_calls": calls["search"] + calls["train"],
+            "errors_raw": moment_errors(x, target.moments()),
+            "errors_weighted": moment_errors(x, target.moments(), log_w),
+            "ess_fraction": ess_fraction(log_w), "psis_k": khat, "psis_k_source": khat_source,
+            "log_Z_is": log_z, "log_Z_se": log_z_se, "log_Z_is_report": rep.get("log_Z_is"),
+            "n_nonfinite": int((~np.isfinite(x).all(1)).sum() + (~np.isfinite(log_w)).sum())}
 
 
 def mode_fractions(target, x: np.ndarray, log_w: np.ndarray | None) -> list[float] | None:
@@ -119,7 +126,7 @@ def run_target(target, check: dict, args: argparse.Namespace) -> dict:
                                                   args.draws, args.steps, args.seed)
         row["sampler"]["mode_fractions_raw"] = mode_fractions(target, x, None)
         row["sampler"]["mode_fractions_weighted"] = mode_fractions(target, x, log_w)
-    except Exception as e:       # a failed run is a result: record it and go on
+    except Exception as e:  # noqa: BLE001  (a failed run is a result: record it and go on)
         row["sampler"] = {"status": "failed", "error": f"{type(e).__name__}: {e}",
                           "traceback": traceback.format_exc(limit=4)}
     if not args.skip_nuts:
@@ -127,7 +134,7 @@ def run_target(target, check: dict, args: argparse.Namespace) -> dict:
             res = run_nuts(target, seed=args.seed)
             nuts_draws = res["draws"].reshape(-1, target.dim)
             row["nuts"] = {"status": "ok", **nuts_summary(target, res)}
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             row["nuts"] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
     (args.out / "samples").mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out / "samples" / f"{target.name}.npz",
