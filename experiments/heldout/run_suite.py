@@ -1,0 +1,194 @@
+"""The held-out suite, one command:
+
+    POSTERIORDB=/path/to/posteriordb python -m experiments.heldout.run_suite [--seconds 300]
+
+For each target: model checks (first, for all targets), the diffusion sampler trained with the
+library's DEFAULT settings for a fixed wall time, 20,000 draws with their log-weights, NUTS
+(numpyro defaults) on the same log density, a row in experiments/out/heldout/suite.json, a table
+suite.md and a marginals PNG per target. Resumable: a target whose row exists is skipped unless
+--force. Run from the repository root.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parents[2] / "experiments" / "out" / "heldout"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from .models import TARGET_NAMES
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="+", choices=TARGET_NAMES, metavar="NAME", help=", ".join(TARGET_NAMES))
+    p.add_argument("--seconds", type=float, default=300.0, help="training wall time per target (default 300)")
+    p.add_argument("--posteriordb", default=None, help="posteriordb clone (default: $POSTERIORDB)")
+    p.add_argument("--skip-nuts", action="store_true")
+    p.add_argument("--force", action="store_true", help="redo targets that already have a row")
+    p.add_argument("--ignore-checks", action="store_true", help="run targets whose model check failed")
+    p.add_argument("--draws", type=int, default=20_000)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch and XLA (default 1)")
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--table-only", action="store_true", help="only rewrite suite.md from suite.json")
+    return p.parse_args(argv)
+
+
+def set_threads(n: int) -> None:
+    """One thread each for torch and XLA by default, so that both samplers get the same CPU."""
+    import torch
+    torch.set_num_threads(n)
+    if n == 1:
+        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    tmp.replace(path)
+
+
+def train_and_draw(target, seconds: float, run_dir: Path, n: int, steps: int,
+                   seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Train with the library defaults for `seconds`, then n draws (x (n, d), log_w (n,))."""
+    import torch
+
+    import diffsampler as ds
+
+    torch.manual_seed(seed)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    tgt = ds.targets.from_energy(target.energy, dim=target.dim, log_Z=target.log_Z,
+                                 samples=target.reference, name=target.name)
+    t0 = time.perf_counter()
+    run = ds.train(tgt, max_seconds=seconds, out=str(run_dir), progress=False)
+    wall_train = time.perf_counter() - t0
+    before = tgt.counter.as_dict()["eval"]
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        x, log_w = run.sampler.sample(n, steps=steps)
+    cost = {"train_wall_seconds": wall_train, "sample_seconds": time.perf_counter() - t0, "n_draws": n,
+            "sample_energy_calls": tgt.counter.as_dict()["eval"] - before}
+    x, log_w = x.double().cpu().numpy(), log_w.double().cpu().numpy()
+    return {**sampler_figures(target, run.report, x, log_w), **cost}, x, log_w
+
+
+def sampler_figures(target, rep: dict, x: np.ndarray, log_w: np.ndarray) -> dict:
+    """The sampler's row from its report and its draws: errors raw and weighted, ESS, k-hat, log Z."""
+    from .metrics import ess_fraction, log_Z_is, moment_errors, psis_khat
+
+    calls = rep["energy_calls"]
+    khat = rep.get("psis_k")
+    khat_source = "report" if khat is not None else "arviz-stats on the draws"
+    if khat is None:
+        khat = psis_khat(log_w)
+        khat_source = khat_source if khat is not None else "none (arviz-stats not installed)"
+    log_z, log_z_se = log_Z_is(log_w)
+    keep = ("train_seconds", "iterations", "stop_reason", "elbo", "eubo", "eubo_minus_elbo", "config")
+    return {"status": "ok", **{k: rep.get(k) for k in keep},
+            "energy_calls": calls, "train_energy_calls": calls["search"] + calls["train"],
+            "errors_raw": moment_errors(x, target.moments()),
+            "errors_weighted": moment_errors(x, target.moments(), log_w),
+            "ess_fraction": ess_fraction(log_w), "psis_k": khat, "psis_k_source": khat_source,
+            "log_Z_is": log_z, "log_Z_se": log_z_se, "log_Z_is_report": rep.get("log_Z_is"),
+            "n_nonfinite": int((~np.isfinite(x).all(1)).sum() + (~np.isfinite(log_w)).sum())}
+
+
+def mode_fractions(target, x: np.ndarray, log_w: np.ndarray | None) -> list[float] | None:
+    """Mass per mode (nearest centre) of the draws, plain or importance-weighted."""
+    from .metrics import normalised_weights
+    labels = target.mode_labels(x)
+    if labels is None:
+        return None
+    w = normalised_weights(log_w, len(labels))
+    return np.bincount(labels, weights=w, minlength=len(target.modes)).tolist()
+
+
+def run_target(target, check: dict, args: argparse.Namespace) -> dict:
+    """One row: target info, its check, the sampler's figures and NUTS's (failures are recorded)."""
+    from .nuts import nuts_summary, run_nuts
+    from .report import plot_marginals
+
+    row = {**target.info(), "log_Z_true": target.log_Z, "check": check}
+    if "weights" in target.extra:
+        row["mode_weights_true"] = np.asarray(target.extra["weights"]).tolist()
+    x = log_w = nuts_draws = None
+    try:
+        row["sampler"], x, log_w = train_and_draw(target, args.seconds, args.out / "runs" / target.name,
+                                                  args.draws, args.steps, args.seed)
+        row["sampler"]["mode_fractions_raw"] = mode_fractions(target, x, None)
+        row["sampler"]["mode_fractions_weighted"] = mode_fractions(target, x, log_w)
+    except Exception as e:  # noqa: BLE001  (a failed run is a result: record it and go on)
+        row["sampler"] = {"status": "failed", "error": f"{type(e).__name__}: {e}",
+                          "traceback": traceback.format_exc(limit=4)}
+    if not args.skip_nuts:
+        try:
+            res = run_nuts(target, seed=args.seed)
+            nuts_draws = res["draws"].reshape(-1, target.dim)
+            row["nuts"] = {"status": "ok", **nuts_summary(target, res)}
+        except Exception as e:  # noqa: BLE001
+            row["nuts"] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+    (args.out / "samples").mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out / "samples" / f"{target.name}.npz",
+                        **{k: v for k, v in (("x", x), ("log_w", log_w), ("nuts", nuts_draws)) if v is not None})
+    plot_marginals(target, x, log_w, nuts_draws, args.out / f"{target.name}.png")
+    return row
+
+
+def run_checks(targets) -> dict[str, dict]:
+    """The model checks of every target, printed, before any training."""
+    from .models import check_target
+    checks = {}
+    for t in targets:
+        c = check_target(t)
+        b = c["backend"] or {}
+        print(f"check {t.name:27s} max|z| score {c['score_z_max']:5.2f}  torch/jax rel "
+              f"{b.get('jax_rel_err', float('nan')):.1e} (grad {b.get('jax_grad_rel_err', float('nan')):.1e})  "
+              f"{'ok' if c['ok'] else 'FAILED'}", flush=True)
+        checks[t.name] = {k: c[k] for k in ("score_z", "score_z_max", "backend", "ok")}
+    return checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    set_threads(args.threads)
+    from .models import load_targets
+    from .report import markdown_table
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "suite.json"
+    suite = json.loads(path.read_text()) if path.exists() else {"rows": {}}
+    if args.table_only:
+        (args.out / "suite.md").write_text(markdown_table(suite["rows"], suite.get("meta", {}).get("seconds")))
+        return 0
+    targets, skipped = load_targets(args.only, args.posteriordb)
+    if skipped:
+        print(f"no posteriordb clone (--posteriordb or POSTERIORDB): skipping {', '.join(skipped)}")
+    todo = [t for t in targets if args.force or t.name not in suite["rows"]]
+    checks = run_checks(todo)
+    for t in todo:
+        if not (checks[t.name]["ok"] or args.ignore_checks):
+            print(f"{t.name}: model check failed, skipped (--ignore-checks to run it)")
+            continue
+        print(f"== {t.name} (d={t.dim}): training {args.seconds:g} s", flush=True)
+        suite["rows"][t.name] = run_target(t, checks[t.name], args)
+        suite["meta"] = {"seconds": args.seconds, "draws": args.draws, "steps": args.steps, "threads": args.threads}
+        write_json(path, suite)
+        (args.out / "suite.md").write_text(markdown_table(suite["rows"], args.seconds))
+        s = suite["rows"][t.name]["sampler"]
+        print(f"   sampler {s['status']}" + (f": {s['error']}" if s["status"] != "ok" else ""), flush=True)
+    (args.out / "suite.md").write_text(markdown_table(suite["rows"], suite.get("meta", {}).get("seconds")))
+    print(f"wrote {path} and {args.out / 'suite.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The held-out suite's targets (experiments/heldout): log Z, exact samplers, the score check and
+torch/jax agreement; the posteriordb posteriors' score checks when a clone is found ($POSTERIORDB)."""
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.heldout import synthetic
+from experiments.heldout.arrays import linear_recurrence, namespace
+from experiments.heldout.metrics import log_Z_is, moment_errors
+from experiments.heldout.models import POSTERIORS, backend_check, check_target, load_target, posteriordb_root
+
+HAS_JAX = importlib.util.find_spec("jax") is not None
+PDB = posteriordb_root(None)
+_trapz = getattr(np, "trapezoid", None) or np.trapz      # numpy < 2 has only trapz
+
+
+def quadrature_log_Z(target, lo, hi, n=1201, funnel=False) -> float:
+    """log of the integral of exp(log_density) over the 2-D box [lo, hi]^2 (trapezoid, float64).
+    funnel: integrate over (v, z) with x = e^{v/2} z, Jacobian e^{v/2}, so the neck is resolved."""
+    g = [np.linspace(lo[i], hi[i], n) for i in range(2)]
+    xx = np.stack(np.meshgrid(*g, indexing="ij"), -1).reshape(-1, 2)
+    log_jac = 0.5 * xx[:, 0] if funnel else 0.0
+    if funnel:
+        xx = np.stack([xx[:, 0], np.exp(0.5 * xx[:, 0]) * xx[:, 1]], 1)
+    lp = (log_jac - target.energy(torch.as_tensor(xx, dtype=torch.float64)).numpy()).reshape(n, n)
+    m = lp.max()
+    return float(m + np.log(_trapz(_trapz(np.exp(lp - m), g[1], axis=1), g[0])))
+
+
+@pytest.mark.parametrize("make,lo,hi", [
+    (lambda: synthetic.banana(), (-60, -400), (60, 30)),
+    (lambda: synthetic.funnel(dim=2), (-25, -10), (25, 10)),
+    (lambda: synthetic.ill_conditioned_gaussian(dim=2), (-45, -45), (45, 45)),
+    (lambda: synthetic.mixture(dim=2), (-12, -12), (12, 12)),
+])
+def test_synthetic_log_Z_by_quadrature(make, lo, hi):
+    t = make()
+    assert quadrature_log_Z(t, lo, hi, funnel=t.name == "funnel10") == pytest.approx(t.log_Z, abs=2e-3)
+
+
+def test_gaussian_log_Z_matches_precision_determinant():
+    t = synthetic.ill_conditioned_gaussian()
+    P = t.data["precision"]
+    ev = np.linalg.eigvalsh(P)
+    assert ev.max() / ev.min() == pytest.approx(1e4, rel=1e-6)
+    assert t.log_Z == pytest.approx(0.5 * t.dim * math.log(2 * math.pi) - 0.5 * np.linalg.slogdet(P)[1], abs=1e-9)
+
+
+def test_exact_samplers_moments():
+    b = synthetic.banana().reference                 # Var y1 = s1^2, E y2 = 0, Var y2 = 1 + 2 b^2 s1^4
+    assert b[:, 0].var() == pytest.approx(100, rel=0.05) and abs(b[:, 1].mean()) < 0.5
+    assert b[:, 1].var() == pytest.approx(201, rel=0.15)
+    f = synthetic.funnel().reference                 # v ~ N(0, 9), x_i e^{-v/2} ~ N(0, 1)
+    z = f[:, 1:] * np.exp(-0.5 * f[:, :1])
+    assert f[:, 0].var() == pytest.approx(9, rel=0.05) and np.abs(z.var(0) - 1).max() < 0.06
+    g = synthetic.ill_conditioned_gaussian()
+    c = np.cov(g.reference.T)
+    white = np.linalg.cholesky(g.data["precision"]).T   # L^T Sigma L = I for P = L L^T
+    assert np.abs(white @ c @ white.T - np.eye(g.dim)).max() < 0.06
+    m = synthetic.mixture()
+    frac = np.bincount(m.mode_labels(m.reference), minlength=2) / len(m.reference)
+    assert frac == pytest.approx([0.8, 0.2], abs=0.015)
+
+
+@pytest.mark.parametrize("name", list(synthetic.SYNTHETIC))
+def test_exact_moments_match_the_exact_draws(name):
+    t = load_target(name)
+    mean, sd = t.moments()
+    z = (t.reference[:, 0] - mean[0]) / sd[0]         # the first coordinate is light-tailed for all
+    assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05
+    e = moment_errors(t.reference, (mean, sd))
+    assert e["mean_err_max"] < 0.1
+
+
+@pytest.mark.parametrize("name", list(synthetic.SYNTHETIC))
+def test_synthetic_score_check(name):
+    c = check_target(load_target(name))
+    assert c["finite"] and c["score_z_max"] < 5.0, c["score_z"]
+
+
+@pytest.mark.skipif(not HAS_JAX, reason="jax is not installed (pip install -e .[experiments])")
+@pytest.mark.parametrize("name", list(synthetic.SYNTHETIC))
+def test_torch_and_jax_agree(name):
+    b = backend_check(load_target(name), n=500)
+    assert b["jax_rel_err"] < 1e-6 and b["jax_grad_rel_err"] < 1e-6, b
+
+
+@pytest.mark.skipif(PDB is None, reason="no posteriordb clone: set POSTERIORDB to a clone of "
+                    "github.com/stan-dev/posteriordb")
+@pytest.mark.parametrize("name", list(POSTERIORS))
+def test_posteriordb_score_check(name):
+    t = load_target(name)
+    c = check_target(t)
+    assert c["ok"], {k: c[k] for k in ("score_z_max", "score_z", "backend")}
+
+
+def test_linear_recurrence_matches_loop():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 37, generator=g, dtype=torch.float64), torch.randn(3, 37, generator=g, dtype=torch.float64)
+    s, want = torch.zeros(3, dtype=torch.float64), []
+    for t in range(37):
+        s = a[:, t] * s + b[:, t]
+        want.append(s)
+    assert torch.allclose(linear_recurrence(a, b, namespace("torch")), torch.stack(want, 1), atol=1e-12)
+
+
+def test_importance_figures_on_a_known_case():
+    rng = np.random.default_rng(0)
+    x = 2.0 * rng.standard_normal((200_000, 1))          # q = N(0, 4), p~ = exp(-x^2 / 2): Z = sqrt(2 pi)
+    log_w = -0.5 * x[:, 0] ** 2 - (-0.5 * (x[:, 0] / 2) ** 2 - math.log(2 * math.sqrt(2 * math.pi)))
+    lz, se = log_Z_is(log_w)
+    assert abs(lz - 0.5 * math.log(2 * math.pi)) < 4 * se and 0 < se < 0.01
+    e = moment_errors(x, rng.standard_normal((200_000, 1)), log_w)
+    assert e["mean_err_max"] < 0.02 and e["sd_err_max"] < 0.02
+    assert moment_errors(x, rng.standard_normal((200_000, 1)))["sd_err_max"] == pytest.approx(1.0, abs=0.02)
