@@ -12,6 +12,7 @@ from ..evaluation import evaluate
 from ..evaluation.plots import plot_marginals, plot_samples, plot_training_curves
 from ..objectives import make_objective
 from ..targets import Target, get
+from ..targets.spec import record_spec, run_target
 from .checkpoint import load_checkpoint, write_json
 from .config import TrainConfig, default_config
 from .ema import ParameterEMA
@@ -133,6 +134,7 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
         trainer = Trainer(target, cfg, out, callbacks=callbacks, progress=progress, init_weights=not resume)
         if out:
             write_json(os.path.join(out, "config.json"), {**cfg.to_dict(), "target": target.name})
+            record_spec(out, target)   # target_spec.json, for a user energy (FILE.py:NAME, module:NAME)
         if resume:
             trainer.resume()
         trainer.fit()
@@ -160,7 +162,8 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
 
 
 def load_run(run_dir: str, target: Target | None = None, device: str | None = None) -> Run:
-    """Load a run directory (its final checkpoint). A user-defined target must be passed again.
+    """Load a run directory (its final checkpoint). A user energy named by a spec (FILE.py:NAME) is
+    rebuilt from the run's target_spec.json; one built in Python must be passed again.
 
     device: where to put the sampler ("cpu", "cuda", "cuda:N"); None keeps the run's own device,
     except that a run trained on CUDA loads on the CPU (with a warning) where no GPU is present."""
@@ -170,7 +173,7 @@ def load_run(run_dir: str, target: Target | None = None, device: str | None = No
         raise CheckpointError(f"{run_dir} is not a run directory (no config.json)")
     raw = json.load(open(cfg_path))
     name = raw.pop("target")
-    target = target or get(name)
+    target = target or run_target(run_dir, name)   # a user energy: rebuilt from target_spec.json, checked
     if device is None and str(raw.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
         import warnings
         warnings.warn(f"{run_dir} was trained on {raw['device']}; no GPU here, so it is loaded on the CPU")
