@@ -1,4 +1,4 @@
-"""Command line: targets, energy, train, eval, sample. Errors end with one message and exit 2."""
+"""Command line: targets, energy, train, eval, sample, report. Errors end with one message and exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -109,6 +109,13 @@ def _sample(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from .reporting import write_html_report
+
+    print(f"wrote {write_html_report(args.run_dirs, args.output)}")
+    return 0
+
+
 def _nonneg(v: str) -> int:
     n = int(v)
     if n < 0:
@@ -176,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MALA steps on the target after sampling (log-weights stay valid)")
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(fn=_sample)
+    s = sub.add_parser("report", help="one self-contained HTML file on runs (side by side for several)")
+    s.add_argument("run_dirs", nargs="+", metavar="RUN")
+    s.add_argument("-o", "--output", default="report.html", help="the HTML file (default report.html)")
+    s.set_defaults(fn=_report)
     return p
 
 

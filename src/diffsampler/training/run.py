@@ -11,6 +11,7 @@ import torch
 from ..evaluation import evaluate
 from ..evaluation.plots import plot_marginals, plot_samples, plot_training_curves
 from ..objectives import make_objective
+from ..reporting import write_html_report
 from ..targets import Target, get
 from ..targets.spec import record_spec, run_target
 from .checkpoint import load_checkpoint, write_json
@@ -158,6 +159,7 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
     if out:
         plot_training_curves(os.path.join(out, "metrics.jsonl"), os.path.join(out, "training_curves.png"),
                              target.log_Z)
+        write_html_report([out], os.path.join(out, "report.html"))   # self-contained: plots embedded
     return run
 
 
