@@ -87,7 +87,8 @@ def test_train_records_spec_then_eval_sample_resume(tmp_path, energy_file, capsy
     code, out, err = run_cli("eval", run, "--steps", "10", "-n", "100", "--json", capsys=capsys)
     assert code == 0, err
     rep = json.loads(out)
-    assert rep["target"] == "energy" and rep["eubo"] is not None and rep["log_Z_true"] == pytest.approx(1.8379, abs=1e-3)
+    assert rep["target"] == "energy" and rep["eubo"] is not None
+    assert rep["log_Z_true"] == pytest.approx(math.log(2 * math.pi))
 
     code, out, err = run_cli("sample", run, "-n", "40", "--steps", "8", "-o", tmp_path / "s.npz", capsys=capsys)
     assert code == 0, err

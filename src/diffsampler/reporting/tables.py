@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from html import escape
 
 PSIS_K_UNRELIABLE = 0.7   # Pareto k-hat above which importance weights are not to be trusted
 PSIS_K_CAUTION = 0.5
+PSIS_WORDS = re.compile(r"psis|pareto|k-hat|k̂", re.I)   # a report's own warning about k-hat
 
 
 def fmt(v, digits: int = 3) -> str:
@@ -96,7 +98,7 @@ def warnings_of(rep: dict | None) -> list[str]:
     w = rep.get("warnings") or []
     out = [str(x) for x in (w if isinstance(w, list) else [w])]
     k = rep.get("psis_k")
-    if isinstance(k, (int, float)) and k > PSIS_K_UNRELIABLE and not any("k" in s.lower() for s in out):
+    if isinstance(k, (int, float)) and k > PSIS_K_UNRELIABLE and not any(PSIS_WORDS.search(s) for s in out):
         out.append(f"PSIS k̂ = {k:.2f} > {PSIS_K_UNRELIABLE}: the importance weights are heavy-tailed, so "
                    "log Z (IS) and ESS are not reliable")
     return out
@@ -166,9 +168,12 @@ def comparison_config_html(names: list[str], configs: list[dict]) -> str:
     same = [k for k in sorted(set().union(*configs)) if k not in diff]
     head = "".join(f"<th>{escape(n)}</th>" for n in names)
 
+    def cell(c: dict, k: str) -> str:
+        return f"<td>{escape(fmt_config(c[k]) if k in c else '—')}</td>"   # —: the run has no such key
+
     def rows(keys: list[str], cls: str) -> str:
-        return "".join(f'<tr class="{cls}"><th>{escape(k)}</th>'
-                       + "".join(f"<td>{escape(fmt_config(c[k]) if k in c else '—')}</td>" for c in configs) + "</tr>" for k in keys)
+        return "".join(f'<tr class="{cls}"><th>{escape(k)}</th>{"".join(cell(c, k) for c in configs)}</tr>'
+                       for k in keys)
     out = [f'<p>{len(diff)} config key(s) differ between the runs (highlighted).</p>',
            f'<table class="compare"><tr><th>key</th>{head}</tr>{rows(diff, "differs")}</table>']
     if same:

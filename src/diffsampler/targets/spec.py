@@ -443,8 +443,9 @@ def _check_source(rec: TargetSpec, energy_file: str | None, where: str, allow_ch
                                      + MOVED_HINT.format(fn=rec.function, run=os.path.dirname(where) or "RUN"))
     sha = file_sha256(source)
     if sha != rec.sha256:
-        msg = (f"the energy file {source} has changed since this run was trained (SHA-256 {rec.sha256[:12]}... recorded "
-               f"in {where}, now {sha[:12]}...): the run's weights, metrics and call counts belong to the old energy")
+        msg = (f"the energy file {source} has changed since this run was trained (SHA-256 {rec.sha256[:12]}... "
+               f"recorded in {where}, now {sha[:12]}...): the run's weights, metrics and call counts belong to the "
+               "old energy")
         _accept_change(rec, {"event": "changed", "source": source, "sha256_before": rec.sha256, "sha256": sha},
                        msg, allow_changed)
     if source != rec.source:   # moved (same content) or a module now found elsewhere
