@@ -99,7 +99,18 @@ def _panel_ess(ax, run: RunData, axis: str, color: str, label: str | None) -> bo
     return bool(x) or p is not None
 
 
-PANELS: list[Callable] = [_panel_loss, _panel_log_z, _panel_bounds, _panel_ess]
+def _has(keys: tuple[str, ...], final: bool) -> Callable[[RunData, str], bool]:
+    """Whether a run has data for a panel: rows with one of `keys` (or, with `final`, a final value)."""
+    def has(run: RunData, axis: str) -> bool:
+        return any(series(run.rows, k, axis)[0] or (final and final_point(run, k, axis)) for k in keys)
+    return has
+
+
+# (has data, draw) per panel, left to right
+PANELS: list[tuple[Callable, Callable]] = [(_has(("loss",), False), _panel_loss),
+                                           (_has(("log_Z",), False), _panel_log_z),
+                                           (_has(("elbo", "eubo"), True), _panel_bounds),
+                                           (_has(("ess",), True), _panel_ess)]
 
 
 def _search_marks(ax, run: RunData, axis: str, color: str) -> None:
@@ -111,12 +122,10 @@ def _search_marks(ax, run: RunData, axis: str, color: str) -> None:
 def curves_png(runs: list[RunData], axis: str, dpi: int = 100) -> bytes | None:
     """One row of panels (loss, learned log Z, ELBO/EUBO, ESS: those with data in some run) against
     `axis` ("iteration" or "calls"); dotted verticals mark search rounds. None when no run has rows."""
-    plt = _plt()
-    probe = plt.figure()
-    present = [p for p in PANELS if any(p(probe.add_subplot(), r, axis, "C0", None) for r in runs)]
-    plt.close(probe)
+    present = [draw for has, draw in PANELS if any(has(r, axis) for r in runs)]
     if not present:
         return None
+    plt = _plt()
     fig, axes = plt.subplots(1, len(present), figsize=(4.1 * len(present), 3.3), squeeze=False)
     many = len(runs) > 1
     for i, run in enumerate(runs):
@@ -129,7 +138,9 @@ def curves_png(runs: list[RunData], axis: str, dpi: int = 100) -> bytes | None:
         ax.grid(alpha=0.25)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.tight_layout()
+    # fixed margins: tight_layout would double the cost of the figure (a report is written per run)
+    fig.subplots_adjust(left=0.55 / fig.get_figwidth(), right=0.99, bottom=0.16, top=0.9,
+                        wspace=0.75 / (fig.get_figwidth() / len(present)))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)

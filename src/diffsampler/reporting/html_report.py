@@ -52,7 +52,11 @@ def file_figure(path: str, caption: str) -> str:
 def curves_html(runs: list[RunData]) -> str:
     parts = []
     for axis, what in (("iteration", "iterations"), ("calls", "energy calls")):
-        png = curves_png(runs, axis)
+        try:
+            png = curves_png(runs, axis)
+        except Exception as e:  # noqa: BLE001 - a report never fails the run it describes
+            parts.append(f"<p class='meta'>the curves against {what} could not be drawn ({escape(str(e))})</p>")
+            continue
         if png is not None:
             parts.append(figure(png, f"training curves against {what}"))
     return f'<div class="curves">{"".join(parts)}</div>' if parts else "<p class='meta'>no metric rows yet</p>"
