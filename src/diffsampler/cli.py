@@ -1,4 +1,4 @@
-"""Command line: targets, energy, train, eval, sample. Errors end with one message and exit 2."""
+"""Command line: targets, energy, train, eval, sample, report. Errors end with one message and exit 2."""
 from __future__ import annotations
 
 import argparse
@@ -44,9 +44,10 @@ def _load_array(path: str, dim: int) -> np.ndarray:
 def _energy(args) -> int:
     import torch
 
-    from . import targets
+    from .targets.spec import resolve_target, split_target_options
+    from .training import parse_overrides
 
-    t = targets.get(args.target)
+    t = resolve_target(args.target, split_target_options(args.target, parse_overrides(args.overrides))[0])
     a = _load_array(args.input, t.dim)
     with torch.no_grad():
         e = t.energy(torch.as_tensor(a, dtype=torch.float64))
@@ -55,27 +56,31 @@ def _energy(args) -> int:
 
 
 def _train(args) -> int:
+    from .targets.spec import split_target_options, train_target
     from .training import parse_overrides, read_config_file, summary_table, train
 
-    overrides = parse_overrides(args.overrides)
+    target_options, overrides = split_target_options(args.target, parse_overrides(args.overrides))
+    target = train_target(args.target, target_options, args.out, args.resume, allow_changed=args.allow_changed_energy)
     if args.config:                      # the file's keys first, the command line's on top
-        overrides = {**read_config_file(args.config, args.target.strip().lower()), **overrides}
+        overrides = {**read_config_file(args.config, target.name), **overrides}
     if args.max_seconds is not None:     # the flag and a max_seconds=... override: the flag wins
         overrides["max_seconds"] = args.max_seconds
     if args.resume and not args.out:
         from .errors import ConfigError
         raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
-    out = args.out or os.path.join("runs", f"{args.target}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run = train(args.target, out=out, resume=args.resume, progress=not args.quiet, **overrides)
+    out = args.out or os.path.join("runs", f"{target.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run = train(target, out=out, resume=args.resume, progress=not args.quiet, **overrides)
     print(summary_table(run.report))
     print(f"run directory: {out}")
     return 0
 
 
 def _eval(args) -> int:
+    from .targets.spec import run_target
     from .training import load_run, summary_table
 
-    run = load_run(args.run_dir, device=args.device)
+    target = run_target(args.run_dir, allow_changed=args.allow_changed_energy, energy_file=args.energy_file)
+    run = load_run(args.run_dir, target=target, device=args.device)
     rep = run.evaluate(steps=args.steps, grid=args.grid, n=args.n, integrator=args.integrator,
                        corrector_steps=args.corrector_steps)
     if args.json:
@@ -93,9 +98,11 @@ def _sample(args) -> int:
     from .evaluation.resampling import importance_resample
     from .evaluation.trust import trust_warnings
     from .sde.integrators import make_integrator, nfe_for
+    from .targets.spec import run_target
     from .training import load_run
 
-    run = load_run(args.run_dir, device=args.device)
+    target = run_target(args.run_dir, allow_changed=args.allow_changed_energy, energy_file=args.energy_file)
+    run = load_run(args.run_dir, target=target, device=args.device)
     x, log_w = run.sampler.sample(args.n, steps=args.steps, integrator=args.integrator,
                                   corrector_steps=args.corrector_steps)
     steps = args.steps or run.sampler.default_steps
@@ -114,6 +121,13 @@ def _sample(args) -> int:
     print(f"wrote {args.n} samples to {args.output} ({args.integrator}, {nfe} drift evaluations per sample{corr}{how})")
     for msg in trust_warnings(diag):
         print(f"WARNING: {msg}", file=sys.stderr)
+    return 0
+
+
+def _report(args) -> int:
+    from .reporting import write_html_report
+
+    print(f"wrote {write_html_report(args.run_dirs, args.output)}")
     return 0
 
 
@@ -139,6 +153,9 @@ def _integrators() -> list[str]:
     return list(INTEGRATORS)
 
 
+TARGET_HELP = "a registry name (diffsampler targets), or a user energy: FILE.py:NAME or package.module:NAME"
+CHANGED_HELP = ("use a run's user energy even if its file changed since training (default: refuse; "
+                "RUN/target_spec.json holds the recorded SHA-256)")
 DEVICE_HELP = "cpu | cuda | cuda:N (default: the run's own; a CUDA run loads on the CPU where no GPU is present)"
 
 
@@ -149,23 +166,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_targets)
     s = sub.add_parser("energy", help="E(x) for each row of a (B, d) .npy array")
-    s.add_argument("target")
+    s.add_argument("target", help=TARGET_HELP)
     s.add_argument("input")
+    s.add_argument("overrides", nargs="*", help="target options of a user energy: dim=D ...")
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(fn=_energy)
     s = sub.add_parser("train", help="train a sampler: diffsampler train TARGET [key=value ...]")
-    s.add_argument("target")
-    s.add_argument("overrides", nargs="*", help="config overrides key=value")
+    s.add_argument("target", help=TARGET_HELP)
+    s.add_argument("overrides", nargs="*", help="config overrides key=value (for a user energy, dim= log_Z= "
+                                                 "reference= sigma= name= are its target options)")
     s.add_argument("--config", help="JSON (or YAML: .yaml/.yml) file of config keys (a preset, or a run's "
                                     "config.json); key=value overrides apply on top")
     s.add_argument("--out", help="run directory (default runs/TARGET-DATE-TIME)")
     s.add_argument("--max-seconds", type=float, default=None)
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    s.add_argument("--allow-changed-energy", action="store_true", help=CHANGED_HELP)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(fn=_train)
     s = sub.add_parser("eval", help="recompute metrics of a run; saved under RUN_DIR/eval/")
     s.add_argument("run_dir")
     s.add_argument("--device", default=None, help=DEVICE_HELP)
+    s.add_argument("--energy-file", default=None, help="the run's user energy file at a new place (same content)")
+    s.add_argument("--allow-changed-energy", action="store_true", help=CHANGED_HELP)
     s.add_argument("--steps", type=_positive, default=None)
     s.add_argument("--grid", default=None, choices=["uniform", "random", "equidistant"])
     s.add_argument("-n", type=_positive, default=None, help="number of samples")
@@ -177,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples with log-weights to an .npz (x, log_w)")
     s.add_argument("run_dir")
     s.add_argument("--device", default=None, help=DEVICE_HELP)
+    s.add_argument("--energy-file", default=None, help="the run's user energy file at a new place (same content)")
+    s.add_argument("--allow-changed-energy", action="store_true", help=CHANGED_HELP)
     s.add_argument("-n", type=_positive, required=True)
     s.add_argument("--steps", type=_positive, default=None)
     s.add_argument("--integrator", default="euler_maruyama", choices=_integrators())
@@ -187,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "Use when the raw samples are biased but PSIS k-hat is low (docs: weighted or raw samples)")
     s.add_argument("-o", "--output", required=True)
     s.set_defaults(fn=_sample)
+    s = sub.add_parser("report", help="one self-contained HTML file on runs (side by side for several)")
+    s.add_argument("run_dirs", nargs="+", metavar="RUN")
+    s.add_argument("-o", "--output", default="report.html", help="the HTML file (default report.html)")
+    s.set_defaults(fn=_report)
     return p
 
 
@@ -197,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # argparse stops filling `overrides` at the first option, so `train T --config F key=value` leaves
     # key=value over: take such leftovers as overrides; anything else is an unknown argument.
-    if getattr(args, "fn", None) is _train and all("=" in e and not e.startswith("-") for e in extra):
+    if getattr(args, "fn", None) in (_train, _energy) and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -28,3 +28,11 @@ class CheckpointError(DiffSamplerError, RuntimeError):
 
 class TrainingError(DiffSamplerError, RuntimeError):
     """Training stopped because a loss, gradient or energy became non-finite."""
+
+
+class TargetSpecError(DiffSamplerError, ValueError):
+    """A target spec (FILE.py:NAME, package.module:NAME) or its options cannot give a target."""
+
+
+class EnergyChangedError(TargetSpecError):
+    """A run's recorded user energy (or its reference samples) moved or changed since training."""

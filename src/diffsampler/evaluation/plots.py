@@ -56,32 +56,70 @@ def plot_marginals(x, x_true, path: str, max_dims: int = 4) -> None:
     plt.close(fig)
 
 
-def plot_training_curves(metrics_path: str, path: str, log_Z_true: float | None = None) -> None:
-    """Loss and ELBO/EUBO against iterations from a metrics.jsonl file."""
+def _final_report(metrics_path: str, report: dict | None) -> dict | None:
+    """The run's final report: `report`, else the report.json beside metrics.jsonl, else None."""
+    if report is not None:
+        return report
+    path = os.path.join(os.path.dirname(os.path.abspath(metrics_path)), "report.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _plot_bounds(ax, rows: list[dict], final: dict | None, log_Z_true: float | None) -> None:
+    """ELBO/EUBO of the in-run evaluations as lines, the final report's values as large points."""
+    ev = [r for r in rows if r.get("elbo") is not None]
+    if ev:
+        ax.plot([r["iteration"] for r in ev], [r["elbo"] for r in ev], "o-", label="ELBO")
+        ub = [r for r in ev if r.get("eubo") is not None]
+        if ub:
+            ax.plot([r["iteration"] for r in ub], [r["eubo"] for r in ub], "s-", label="EUBO")
+    it = (final or {}).get("iterations")
+    if it is not None:
+        for key, marker in (("elbo", "o"), ("eubo", "s")):
+            if isinstance((final or {}).get(key), (int, float)):
+                ax.plot([it], [final[key]], marker, ms=9, mfc="white", mew=1.5, color="k",
+                        label=f"{key.upper()} (final report)")
+    if log_Z_true is not None:
+        ax.axhline(log_Z_true, color="k", ls="--", lw=0.8, label="log Z")
+    ax.set_xlabel("iteration")
+    ax.legend(fontsize=8)
+
+
+def plot_training_curves(metrics_path: str, path: str, log_Z_true: float | None = None,
+                         report: dict | None = None) -> None:
+    """Loss, and ELBO/EUBO, against iterations from a metrics.jsonl file. The second panel shows the
+    in-run evaluations (eval_every > 0) and the final report's values as points (`report`, or the
+    report.json beside metrics.jsonl); with neither, only the loss panel is drawn."""
     if not os.path.exists(metrics_path):
         return
     rows = [json.loads(line) for line in open(metrics_path) if line.strip()]
     if not rows:
         return
+    final = _final_report(metrics_path, report)
+    final_points = (final or {}).get("iterations") is not None and any(
+        isinstance((final or {}).get(k), (int, float)) for k in ("elbo", "eubo"))
+    has_bounds = final_points or any(r.get("elbo") is not None for r in rows)
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2 if has_bounds else 1, figsize=(10 if has_bounds else 5.2, 3.6), squeeze=False)
     it = [r["iteration"] for r in rows if "loss" in r]
     losses = [r["loss"] for r in rows if "loss" in r]
-    axes[0].plot(it, losses, lw=0.8)
+    axes[0, 0].plot(it, losses, lw=0.8, marker="o" if len(it) < 40 else None, ms=3)
     # maximum likelihood losses (negative log-likelihoods of continuous states) may be negative
-    axes[0].set_yscale("log" if all(v > 0 for v in losses) else "symlog")
-    axes[0].set_xlabel("iteration")
-    axes[0].set_ylabel("loss")
-    ev = [r for r in rows if r.get("elbo") is not None]
-    if ev:
-        axes[1].plot([r["iteration"] for r in ev], [r["elbo"] for r in ev], "o-", label="ELBO")
-        if any(r.get("eubo") is not None for r in ev):
-            axes[1].plot([r["iteration"] for r in ev if r.get("eubo") is not None],
-                         [r["eubo"] for r in ev if r.get("eubo") is not None], "s-", label="EUBO")
-        if log_Z_true is not None:
-            axes[1].axhline(log_Z_true, color="k", ls="--", lw=0.8, label="log Z")
-        axes[1].set_xlabel("iteration")
-        axes[1].legend()
+    axes[0, 0].set_yscale("log" if losses and all(v > 0 for v in losses) else "symlog")
+    axes[0, 0].set_xlabel("iteration")
+    axes[0, 0].set_ylabel("loss")
+    if has_bounds:
+        _plot_bounds(axes[0, 1], rows, final, log_Z_true)
+        # one x range for both panels, so the final report's point sits at the end of training
+        xs = [*it, *(r["iteration"] for r in rows if r.get("elbo") is not None), (final or {}).get("iterations")]
+        xs = [x for x in xs if x is not None]
+        if max(xs) > min(xs):
+            pad = 0.04 * (max(xs) - min(xs))
+            for ax in axes[0]:
+                ax.set_xlim(min(xs) - pad, max(xs) + pad)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

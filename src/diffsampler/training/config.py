@@ -145,6 +145,8 @@ class TrainConfig:
     max_energy_calls: int | None = None  # search + train energy calls budget
     checkpoint_every: int = 500
     log_every: int = 50
+    logger: str = "jsonl"              # where metric rows go: jsonl (RUN/metrics.jsonl, always) plus tensorboard
+                                       # and/or wandb, separated by '|' or ',' (streams/)
 
     def validate(self) -> TrainConfig:
         def need(cond: bool, key: str, msg: str) -> None:
@@ -162,6 +164,8 @@ class TrainConfig:
                    "pilot": ("auto", "on", "off")}
         for k, opts in choices.items():
             need(getattr(self, k) in opts, k, f"must be one of {list(opts)}")
+        from ..streams import parse_logger_option
+        parse_logger_option(self.logger)
         need(self.objective_fwd is None or self.objective_fwd in OBJECTIVES, "objective_fwd",
              f"must be None or one of {list(OBJECTIVES)}")
         need(self.objective_fwd != "ml", "objective_fwd", "maximum likelihood needs backward trajectories")

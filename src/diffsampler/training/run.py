@@ -11,7 +11,9 @@ import torch
 from ..evaluation import evaluate
 from ..evaluation.plots import plot_marginals, plot_samples, plot_training_curves
 from ..objectives import make_objective
+from ..reporting import write_html_report
 from ..targets import Target, get
+from ..targets.spec import record_spec, run_target
 from .checkpoint import load_checkpoint, write_json
 from .config import TrainConfig
 from .defaults import default_keys
@@ -147,6 +149,7 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
         trainer.pilot = pilot
         if out:
             write_json(os.path.join(out, "config.json"), {**cfg.to_dict(), "target": target.name})
+            record_spec(out, target)   # target_spec.json, for a user energy (FILE.py:NAME, module:NAME)
         if resume:
             trainer.resume()
         trainer.fit()
@@ -171,6 +174,8 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
     if out:
         plot_training_curves(os.path.join(out, "metrics.jsonl"), os.path.join(out, "training_curves.png"),
                              target.log_Z)
+        write_html_report([out], os.path.join(out, "report.html"))   # self-contained: plots embedded
+        trainer.stream.finish(out)    # the run's PNGs to the metric streams, then close them
     return run
 
 
@@ -187,7 +192,8 @@ def _saved_standardization(target: Target, cfg: TrainConfig, out: str | None, re
 
 
 def load_run(run_dir: str, target: Target | None = None, device: str | None = None) -> Run:
-    """Load a run directory (its final checkpoint). A user-defined target must be passed again.
+    """Load a run directory (its final checkpoint). A user energy named by a spec (FILE.py:NAME) is
+    rebuilt from the run's target_spec.json; one built in Python must be passed again.
 
     device: where to put the sampler ("cpu", "cuda", "cuda:N"); None keeps the run's own device,
     except that a run trained on CUDA loads on the CPU (with a warning) where no GPU is present."""
@@ -197,7 +203,7 @@ def load_run(run_dir: str, target: Target | None = None, device: str | None = No
         raise CheckpointError(f"{run_dir} is not a run directory (no config.json)")
     raw = json.load(open(cfg_path))
     name = raw.pop("target")
-    target = target or get(name)
+    target = target or run_target(run_dir, name)   # a user energy: rebuilt from target_spec.json, checked
     if device is None and str(raw.get("device", "cpu")).startswith("cuda") and not torch.cuda.is_available():
         import warnings
         warnings.warn(f"{run_dir} was trained on {raw['device']}; no GPU here, so it is loaded on the CPU")

@@ -19,6 +19,7 @@ from ..objectives import make_objective
 from ..sampler import DiffusionSampler
 from ..sde import Trajectories, backprop_log_pf, backward_rollout, forward_rollout, replay
 from ..search import ReplayBuffer, make_rnd
+from ..streams import make_streams
 from ..targets import Target
 from .checkpoint import load_checkpoint, save_checkpoint
 from .budget import check_budget
@@ -77,6 +78,7 @@ class Trainer:
         target.nonfinite = cfg.nonfinite_energy
         check_budget(cfg)
         self.callbacks = callbacks or []
+        self.stream = make_streams(cfg.logger, out, cfg.to_dict(), target.name)
         self.progress = progress
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -566,9 +568,7 @@ class Trainer:
 
     # -- loop ------------------------------------------------------------------------------------
     def _log(self, row: dict) -> None:
-        if self.out:
-            with open(os.path.join(self.out, "metrics.jsonl"), "a") as f:
-                f.write(json.dumps(row) + "\n")
+        self.stream.log(row)
 
     def budget_exhausted(self) -> str | None:
         cfg, c = self.cfg, self.target.counter.counts
