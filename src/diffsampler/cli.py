@@ -13,14 +13,23 @@ import numpy as np
 def _targets(args) -> int:
     from . import targets
 
-    rows = [targets.get(n).info() for n in targets.names()]
+    from .errors import MissingDependencyError
+
+    rows = []
+    for n in targets.names():
+        try:
+            rows.append(targets.get(n).info())
+        except MissingDependencyError as e:   # e.g. peptides without the [peptides] extra
+            rows.append({"name": n, "dim": None, "log_Z": None, "has_samples": False, "unavailable": str(e)})
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
         print(f"{'name':<14}{'dim':>5}  {'log_Z':>10}  samples")
         for r in rows:
             lz = "unknown" if r["log_Z"] is None else f"{r['log_Z']:.4f}"
-            print(f"{r['name']:<14}{r['dim']:>5}  {lz:>10}  {'yes' if r['has_samples'] else 'no'}")
+            dim = "-" if r["dim"] is None else r["dim"]
+            print(f"{r['name']:<14}{dim:>5}  {lz:>10}  {'yes' if r['has_samples'] else 'no'}"
+                  + ("  (unavailable: missing dependency)" if "unavailable" in r else ""))
     return 0
 
 
