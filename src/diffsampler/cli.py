@@ -100,12 +100,18 @@ def _sample(args) -> int:
     from .training import load_run
 
     run = load_run(args.run_dir, device=args.device)
+    if args.format != "npz" and getattr(run.sampler.target, "topology", None) is None:
+        from .errors import ConfigError
+        raise ConfigError(f"--format {args.format} needs a molecular target (one with a topology)")
     x, log_w = run.sampler.sample(args.n, steps=args.steps, integrator=args.integrator,
                                   corrector_steps=args.corrector_steps)
     steps = args.steps or run.sampler.default_steps
     nfe = nfe_for(make_integrator(args.integrator), steps)
     np.savez(args.output, x=x.detach().cpu().numpy(), log_w=log_w.detach().cpu().numpy(),
              integrator=np.array(args.integrator), nfe=np.array(nfe))
+    if args.format != "npz":             # molecular targets: also a trajectory file next to the .npz
+        from .evaluation.peptides import write_trajectory
+        print(f"wrote {write_trajectory(run.sampler.target, x, os.path.splitext(args.output)[0] + '.' + args.format)}")
     corr = f", then {args.corrector_steps} MALA corrector steps" if args.corrector_steps else ""
     print(f"wrote {args.n} samples to {args.output} ({args.integrator}, {nfe} drift evaluations per sample{corr})")
     return 0
@@ -167,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--corrector-steps", type=_nonneg, default=0,
                    help="MALA steps on the target after sampling (log-weights stay valid)")
     s.add_argument("-o", "--output", required=True)
+    s.add_argument("--format", default="npz", choices=["npz", "pdb", "dcd"],
+                   help="pdb | dcd: also write the samples as a trajectory (molecular targets)")
     s.set_defaults(fn=_sample)
     return p
 

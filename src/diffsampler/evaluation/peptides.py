@@ -185,7 +185,7 @@ def torsions_of(target, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """{name: (B,) angle in radians} of the backbone torsions of rows x."""
     quads = backbone_torsions(target.topology)
     q = torch.tensor(list(quads.values()), dtype=torch.long)
-    ang = dihedrals(_xyz(x, target.n_particles).reshape(x.shape[0], -1), q, target.n_particles)
+    ang = dihedrals(_xyz(x, target.n_particles).reshape(x.shape[0], target.dim), q, target.n_particles)
     return {name: ang[:, k] for k, name in enumerate(quads)}
 
 
