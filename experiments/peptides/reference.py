@@ -48,43 +48,78 @@ def repartition_hydrogen_mass(system, topology, h_mass: float) -> None:
         system.setParticleMass(heavy.index, system.getParticleMass(heavy.index).value_in_unit(unit.dalton) - dm)
 
 
-def make_simulation(target, args):
-    """A Context for Langevin MD of the target's System (copied; masses repartitioned)."""
+def make_simulation(target, args, temperature: float | None = None, seed: int | None = None):
+    """A Context for Langevin MD of the target's System (copied; masses repartitioned) at
+    `temperature` (default: the target's), minimised, velocities drawn."""
     import openmm
     import openmm.unit as unit
 
+    T = target.temperature if temperature is None else temperature
+    seed = args.seed if seed is None else seed
     system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(target.system))
     if args.hmr > 0:
         repartition_hydrogen_mass(system, target.topology, args.hmr)
-    integ = openmm.LangevinMiddleIntegrator(target.temperature * unit.kelvin, args.friction / unit.picosecond,
+    integ = openmm.LangevinMiddleIntegrator(T * unit.kelvin, args.friction / unit.picosecond,
                                            args.dt_fs * unit.femtosecond)
-    integ.setRandomNumberSeed(args.seed)
+    integ.setRandomNumberSeed(seed)
     ctx = openmm.Context(system, integ, openmm.Platform.getPlatformByName("CPU"), {"Threads": str(args.threads)})
     ctx.setPositions(target.positions)
     openmm.LocalEnergyMinimizer.minimize(ctx, 1.0, 0)
-    ctx.setVelocitiesToTemperature(target.temperature * unit.kelvin, args.seed)
+    ctx.setVelocitiesToTemperature(T * unit.kelvin, seed)
     return ctx, integ
 
 
+def temperature_ladder(T0: float, T_max: float, K: int) -> list[float]:
+    """K temperatures, geometric from T0 to T_max (T0 alone for K = 1)."""
+    return [float(T0)] if K == 1 else [float(T0 * (T_max / T0) ** (k / (K - 1))) for k in range(K)]
+
+
+def try_swaps(ctxs, temps: list[float], parity: int, rng: np.random.Generator, stats: np.ndarray) -> None:
+    """Metropolis swaps of neighbouring replicas (i, i+1), i = parity, parity + 2, ...: accept with
+    min(1, exp((beta_i - beta_j)(U_i - U_j))), beta = 1 / (R T); velocities rescaled by sqrt(T_new / T_old)."""
+    from diffsampler.targets.openmm import kT_kJ_per_mol
+
+    states = [c.getState(getPositions=True, getVelocities=True, getEnergy=True) for c in ctxs]
+    for i in range(parity, len(ctxs) - 1, 2):
+        j = i + 1
+        d = (1 / kT_kJ_per_mol(temps[i]) - 1 / kT_kJ_per_mol(temps[j])) * (
+            states[i].getPotentialEnergy()._value - states[j].getPotentialEnergy()._value)
+        stats[i, 1] += 1
+        if d >= 0 or rng.random() < np.exp(d):
+            stats[i, 0] += 1
+            for a, b in ((i, j), (j, i)):
+                ctxs[a].setPositions(states[b].getPositions(asNumpy=True))
+                ctxs[a].setVelocities(states[b].getVelocities(asNumpy=True) * np.sqrt(temps[a] / temps[b]))
+
+
 def run_md(target, args) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Frames (N, 3n) nm, energies (N,) kT and run figures (length, wall time)."""
-    ctx, integ = make_simulation(target, args)
+    """Frames (N, 3n) nm of the replica at the target's temperature, energies (N,) kT and run figures
+    (length, wall time, swap acceptance). One replica: plain Langevin MD; K > 1: replica exchange with
+    a swap attempt (alternating even / odd neighbour pairs) after every frame."""
+    temps = temperature_ladder(target.temperature, args.t_max, args.replicas)
+    sims = [make_simulation(target, args, T, args.seed + k) for k, T in enumerate(temps)]
+    ctxs = [c for c, _ in sims]
     steps_per_frame = int(round(args.save_ps * 1000 / args.dt_fs))
     t0 = time.time()
-    integ.step(int(round(args.equil_ps * 1000 / args.dt_fs)))
+    for _, integ in sims:
+        integ.step(int(round(args.equil_ps * 1000 / args.dt_fs)))
     t_equil, t1 = time.time() - t0, time.time()
-    n_max = int(round(args.ns * 1000 / args.save_ps))
+    n_max, rng, stats = int(round(args.ns * 1000 / args.save_ps)), np.random.default_rng(args.seed), np.zeros((len(temps), 2))
     xs, es = [], []
     while len(xs) < n_max and (args.max_minutes is None or time.time() - t1 < 60 * args.max_minutes):
-        integ.step(steps_per_frame)
-        st = ctx.getState(getPositions=True, getEnergy=True)
+        for _, integ in sims:
+            integ.step(steps_per_frame)
+        if len(temps) > 1:
+            try_swaps(ctxs, temps, len(xs) % 2, rng, stats)
+        st = ctxs[0].getState(getPositions=True, getEnergy=True)
         xs.append(st.getPositions(asNumpy=True)._value.reshape(-1).astype(np.float32))
         es.append(st.getPotentialEnergy()._value / target.kT)
     wall = time.time() - t1
     ns = len(xs) * args.save_ps / 1000
     run = {"frames": len(xs), "production_ns": ns, "equilibration_ps": args.equil_ps,
            "equilibration_wall_s": round(t_equil, 1), "production_wall_s": round(wall, 1),
-           "ns_per_day": round(ns / wall * 86400, 2) if wall > 0 else None}
+           "ns_per_day": round(ns / wall * 86400, 2) if wall > 0 else None, "temperatures_K": temps,
+           "swap_acceptance": [round(a / max(n, 1), 3) for a, n in stats[:-1]]}
     return np.stack(xs), np.asarray(es), run
 
 
@@ -129,6 +164,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dt-fs", type=float, default=2.0)
     p.add_argument("--hmr", type=float, default=3.0, help="hydrogen mass (amu); 0: no repartitioning")
     p.add_argument("--friction", type=float, default=1.0, help="1/ps")
+    p.add_argument("--replicas", type=int, default=1, help="replica exchange over this many temperatures; 1: plain MD")
+    p.add_argument("--t-max", type=float, default=600.0, help="highest replica temperature (K)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--tol", type=float, default=0.05, help="basin-population tolerance between halves")
@@ -144,7 +181,7 @@ def main(argv=None) -> dict:
     target = targets.get(args.target)
     x, e, run = run_md(target, args)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    settings.update(integrator="LangevinMiddleIntegrator", temperature_K=target.temperature, constraints=None,
+    settings.update(integrator="LangevinMiddleIntegrator", method="replica exchange" if args.replicas > 1 else "MD", temperature_K=target.temperature, constraints=None,
                     platform="CPU", openmm_version=__import__("openmm").__version__)
     summary = {"variant": target.variant, "settings": settings, "run": run,
                "convergence": convergence(target, x, args.tol), "energy_check_max_abs_kT": check_energies(target, x, e)}

@@ -3,7 +3,7 @@
     python experiments/peptides/throughput.py --target aldp --batches 256 1024 --workers 1 2
 
 Measured side by side in one run, on the same rows (the shipped structure plus N(0, 0.01^2 nm^2)
-noise), each configuration timed `--repeats` times (best kept):
+noise), the configurations timed in turn, `--repeats` rounds (best kept):
 - plain loop: one Context (CPU platform, one thread), for each row setPositions(Quantity in nm),
   getState(energy, forces), values converted with value_in_unit: what a user writes first;
 - batched path: `target.log_reward_and_score(x)` on the (B, 3n) tensor (the counted path the
@@ -34,13 +34,16 @@ def plain_loop(system, x: np.ndarray) -> None:
         st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
 
 
-def best_rate(fn, B: int, repeats: int) -> float:
-    times = []
+def interleaved_rates(fns: dict, B: int, repeats: int) -> dict[str, float]:
+    """Rows per second of each function, best of `repeats`, the functions timed in turn within each
+    repeat (so that a change in the machine's load hits all of them alike)."""
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return B / min(times)
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - t)
+    return {k: B / v for k, v in best.items()}
 
 
 def measure(name: str, batches: list[int], workers: list[int], repeats: int) -> list[dict]:
@@ -55,10 +58,10 @@ def measure(name: str, batches: list[int], workers: list[int], repeats: int) -> 
         x = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(B), dtype=torch.float64)
         for t in targets.values():      # warm-up (spawns the pools)
             t.log_reward_and_score(x[: 4 * t.n_workers])
-        row = {"B": B, "plain_loop": best_rate(lambda: plain_loop(targets[workers[0]].system, x.numpy()), B, repeats)}
-        for k, t in targets.items():
-            row[f"batched_{k}w"] = best_rate(lambda t=t: t.log_reward_and_score(x), B, repeats)
-            row[f"ratio_{k}w"] = row[f"batched_{k}w"] / row["plain_loop"]
+        fns = {"plain_loop": lambda: plain_loop(targets[workers[0]].system, x.numpy())}
+        fns.update({f"batched_{k}w": (lambda t=t: t.log_reward_and_score(x)) for k, t in targets.items()})
+        row = {"B": B, **interleaved_rates(fns, B, repeats)}
+        row.update({f"ratio_{k}w": row[f"batched_{k}w"] / row["plain_loop"] for k in targets})
         rows.append(row)
     for t in targets.values():
         t.close()

@@ -272,8 +272,9 @@ def _basin_lines(ax) -> None:
 
 
 def plot_ramachandran(target, x: torch.Tensor, x_ref: torch.Tensor | None, path: str, title: str = "") -> None:
-    """Ramachandran (phi_k, psi_k) histograms (log density) of the valid samples, one row per
-    alanine, next to the reference's; dashed lines: basin boundaries."""
+    """Ramachandran (phi_k, psi_k) histograms of the valid samples, one row per alanine, next to
+    the reference's: log10 of the probability per 5-degree bin (colour range 10^-4.5 .. 10^-1,
+    empty bins white); dashed lines: basin boundaries."""
     plt = _plt()
     x = x[validity(target, x)["valid"].to(x.device)]
     sets = [("sampler (valid)", x)] + ([("reference", x_ref)] if x_ref is not None else [])
@@ -286,8 +287,9 @@ def plot_ramachandran(target, x: torch.Tensor, x_ref: torch.Tensor | None, path:
             ax = axes[r, c]
             if v.shape[0]:
                 h, _, _ = np.histogram2d(np.rad2deg(t[f"phi{k}"].numpy()), np.rad2deg(t[f"psi{k}"].numpy()),
-                                         bins=[edges, edges], density=True)
-                ax.pcolormesh(edges, edges, np.log(h.T + 1e-7), cmap="viridis", vmin=np.log(1e-7) / 2)
+                                         bins=[edges, edges])
+                p = np.ma.masked_equal(h.T / h.sum(), 0.0)
+                ax.pcolormesh(edges, edges, np.ma.log10(p), cmap="viridis", vmin=-4.5, vmax=-1.0)
             _basin_lines(ax)
             ax.set(xlim=(-180, 180), ylim=(-180, 180), xlabel=f"phi{k} (deg)", ylabel=f"psi{k} (deg)",
                    title=f"{label}, n = {v.shape[0]}")
