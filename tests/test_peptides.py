@@ -1,6 +1,7 @@
 """Peptide targets (OpenMM) and their evaluation: energies against direct OpenMM calls, units,
 non-finite handling, call counts, symmetry, validity, torsions, trajectory files."""
 import importlib.util
+import json
 import math
 import subprocess
 import sys
@@ -274,6 +275,11 @@ def test_missing_dependency_message():
             "try:\n    T.get('aldp')\nexcept Exception as e:\n    print(type(e).__name__, e)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "MissingDependencyError" in r.stdout and "pip install diffsampler[peptides]" in r.stdout, r.stderr
+    code = ("import sys, json; sys.modules['openmm'] = None; sys.modules['openmm.app'] = None\n"
+            "from diffsampler.cli import main\nmain(['targets', '--json'])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    by = {row["name"]: row for row in json.loads(r.stdout)}
+    assert by["manywell32"]["dim"] == 32 and by["aldp"]["dim"] is None and "peptides" in by["aldp"]["unavailable"]
 
 
 def test_cli_energy_of_openmmtools_coordinates(tmp_path, aldp):
@@ -286,3 +292,24 @@ def test_cli_energy_of_openmmtools_coordinates(tmp_path, aldp):
                         str(tmp_path / "e.npy")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     np.testing.assert_allclose(np.load(tmp_path / "e.npy"), aldp.energy(torch.as_tensor(x)).numpy(), rtol=1e-6)
+
+
+def test_generic_openmm_target_units_with_a_harmonic_bond():
+    """Two particles, U = k/2 (r - r0)^2 with k = 1000 kJ/(mol nm^2), r0 = 0.1 nm: E = U / (R T)."""
+    from diffsampler.targets.openmm import OpenMMTarget
+
+    system = openmm.System()
+    for _ in range(2):
+        system.addParticle(12.0)
+    bond = openmm.HarmonicBondForce()
+    bond.addBond(0, 1, 0.1, 1000.0)
+    system.addForce(bond)
+    t = OpenMMTarget(system, None, temperature=300.0, platform="Reference", name="bond")
+    x = torch.tensor([[0.0, 0.0, 0.0, 0.15, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.08]], dtype=torch.float64)
+    e, g = t._energy_and_grad(x)
+    np.testing.assert_allclose(e.numpy(), [0.5 * 1000 * 0.05 ** 2 / KT_300, 0.5 * 1000 * 0.02 ** 2 / KT_300], rtol=1e-12)
+    np.testing.assert_allclose(g[0].numpy(), np.array([-50.0, 0, 0, 50.0, 0, 0]) / KT_300, atol=1e-12)
+    assert t.extra_metrics(x, x) == {} and t.dim == 6 and t.info()["units"] == "x in nm; E in kT"
+    system.addConstraint(0, 1, 0.1)
+    with pytest.raises(ValueError, match="constraints"):
+        OpenMMTarget(system, None)
