@@ -14,11 +14,11 @@ import torch
 openmm = pytest.importorskip("openmm", reason="OpenMM not installed (pip install diffsampler[peptides])")
 md = pytest.importorskip("mdtraj", reason="mdtraj not installed (pip install diffsampler[peptides])")
 
-from diffsampler import targets  # noqa: E402
-from diffsampler.errors import MissingDependencyError, NonFiniteError, ShapeError  # noqa: E402
-from diffsampler.evaluation import peptides as P  # noqa: E402
-from diffsampler.targets.openmm import evaluate_rows, make_context, require  # noqa: E402
-from diffsampler.targets.peptides import PeptideTarget, structure_file  # noqa: E402
+from diffsampler import targets
+from diffsampler.errors import MissingDependencyError, NonFiniteError, ShapeError
+from diffsampler.evaluation import peptides as P
+from diffsampler.targets.openmm import evaluate_rows, make_context, require
+from diffsampler.targets.peptides import PeptideTarget, structure_file
 
 KT_300 = 2.494338785445972  # kJ/mol = R * 300 K
 
@@ -92,8 +92,8 @@ def test_autograd_path_uses_openmm_gradient_and_counts_once(aldp):
     _, g = aldp._energy_and_grad(x.detach())
     torch.testing.assert_close(x.grad, g)
     with aldp.counter.use("search"):
-        lr, s = aldp.log_reward_and_score(x)
-        lr2, s2 = aldp.log_reward_and_score(x, create_graph=True)
+        _, s = aldp.log_reward_and_score(x)
+        _, s2 = aldp.log_reward_and_score(x, create_graph=True)
     assert aldp.counter.counts["search"] == 8 and aldp.counter.total == c0 + 12
     torch.testing.assert_close(s, -g)
     torch.testing.assert_close(s2.detach(), -g)
@@ -230,7 +230,8 @@ def test_basins_partition_and_kl():
     assert P.basin_index(deg[:, 0], deg[:, 1]).tolist() == [0, 1, 2, 3, 4]   # C7eq C5 aR aL C7ax
     p = torch.tensor([0.5, 0.5, 0.0])
     assert P.kl_histograms(p, p) == pytest.approx(0.0, abs=1e-12)
-    assert P.kl_histograms(p, torch.tensor([1.0, 0.0, 0.0])) == pytest.approx(0.5 * math.log(0.5) + 0.5 * math.log(0.5 / 1e-6), rel=1e-3)
+    expected = 0.5 * math.log(0.5) + 0.5 * math.log(0.5 / 1e-6)
+    assert P.kl_histograms(p, torch.tensor([1.0, 0.0, 0.0])) == pytest.approx(expected, rel=1e-3)
 
 
 def test_weighted_wasserstein_uniform_weights_equals_unweighted():
@@ -273,11 +274,11 @@ def test_missing_dependency_message():
     code = ("import sys; sys.modules['openmm'] = None; sys.modules['openmm.app'] = None\n"
             "import diffsampler, diffsampler.targets as T\n"
             "try:\n    T.get('aldp')\nexcept Exception as e:\n    print(type(e).__name__, e)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert "MissingDependencyError" in r.stdout and "pip install diffsampler[peptides]" in r.stdout, r.stderr
     code = ("import sys, json; sys.modules['openmm'] = None; sys.modules['openmm.app'] = None\n"
             "from diffsampler.cli import main\nmain(['targets', '--json'])")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     by = {row["name"]: row for row in json.loads(r.stdout)}
     assert by["manywell32"]["dim"] == 32 and by["aldp"]["dim"] is None and "peptides" in by["aldp"]["unavailable"]
 
@@ -289,7 +290,7 @@ def test_cli_energy_of_openmmtools_coordinates(tmp_path, aldp):
     x = np.asarray(openmm.app.PDBFile(str(pdb)).getPositions(asNumpy=True)._value).reshape(1, -1)
     np.save(tmp_path / "x.npy", x)
     r = subprocess.run([sys.executable, "-m", "diffsampler", "energy", "aldp", str(tmp_path / "x.npy"), "-o",
-                        str(tmp_path / "e.npy")], capture_output=True, text=True, timeout=300)
+                        str(tmp_path / "e.npy")], check=False, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     np.testing.assert_allclose(np.load(tmp_path / "e.npy"), aldp.energy(torch.as_tensor(x)).numpy(), rtol=1e-6)
 
@@ -307,7 +308,7 @@ def test_generic_openmm_target_units_with_a_harmonic_bond():
     t = OpenMMTarget(system, None, temperature=300.0, platform="Reference", name="bond")
     x = torch.tensor([[0.0, 0.0, 0.0, 0.15, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.08]], dtype=torch.float64)
     e, g = t._energy_and_grad(x)
-    np.testing.assert_allclose(e.numpy(), [0.5 * 1000 * 0.05 ** 2 / KT_300, 0.5 * 1000 * 0.02 ** 2 / KT_300], rtol=1e-12)
+    np.testing.assert_allclose(e.numpy(), [0.5 * 1000 * d ** 2 / KT_300 for d in (0.05, 0.02)], rtol=1e-12)
     np.testing.assert_allclose(g[0].numpy(), np.array([-50.0, 0, 0, 50.0, 0, 0]) / KT_300, atol=1e-12)
     assert t.extra_metrics(x, x) == {} and t.dim == 6 and t.info()["units"] == "x in nm; E in kT"
     system.addConstraint(0, 1, 0.1)

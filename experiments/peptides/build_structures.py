@@ -23,10 +23,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-
 import openmm
-import openmm.app as app
-import openmm.unit as unit
+from openmm import app, unit
 
 OUT = Path(__file__).resolve().parents[2] / "src" / "diffsampler" / "targets" / "peptide_data"
 ORDER = {"ACE": ["H1", "CH3", "H2", "H3", "C", "O"],

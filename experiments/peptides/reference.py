@@ -37,7 +37,7 @@ CACHE = Path.home() / ".cache" / "diffsampler" / "data"
 
 def repartition_hydrogen_mass(system, topology, h_mass: float) -> None:
     """Set every hydrogen's mass to h_mass amu, subtracting the difference from its bonded atom."""
-    import openmm.unit as unit
+    from openmm import unit
 
     for a, b in topology.bonds():
         h, heavy = (a, b) if a.element.symbol == "H" else (b, a)
@@ -52,7 +52,7 @@ def make_simulation(target, args, temperature: float | None = None, seed: int | 
     """A Context for Langevin MD of the target's System (copied; masses repartitioned) at
     `temperature` (default: the target's), minimised, velocities drawn."""
     import openmm
-    import openmm.unit as unit
+    from openmm import unit
 
     T = target.temperature if temperature is None else temperature
     seed = args.seed if seed is None else seed
@@ -99,12 +99,13 @@ def run_md(target, args) -> tuple[np.ndarray, np.ndarray, dict]:
     temps = temperature_ladder(target.temperature, args.t_max, args.replicas)
     sims = [make_simulation(target, args, T, args.seed + k) for k, T in enumerate(temps)]
     ctxs = [c for c, _ in sims]
-    steps_per_frame = int(round(args.save_ps * 1000 / args.dt_fs))
+    steps_per_frame = round(args.save_ps * 1000 / args.dt_fs)
     t0 = time.time()
     for _, integ in sims:
-        integ.step(int(round(args.equil_ps * 1000 / args.dt_fs)))
+        integ.step(round(args.equil_ps * 1000 / args.dt_fs))
     t_equil, t1 = time.time() - t0, time.time()
-    n_max, rng, stats = int(round(args.ns * 1000 / args.save_ps)), np.random.default_rng(args.seed), np.zeros((len(temps), 2))
+    n_max, rng = round(args.ns * 1000 / args.save_ps), np.random.default_rng(args.seed)
+    stats = np.zeros((len(temps), 2))
     xs, es = [], []
     while len(xs) < n_max and (args.max_minutes is None or time.time() - t1 < 60 * args.max_minutes):
         for _, integ in sims:
@@ -181,7 +182,8 @@ def main(argv=None) -> dict:
     target = targets.get(args.target)
     x, e, run = run_md(target, args)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    settings.update(integrator="LangevinMiddleIntegrator", method="replica exchange" if args.replicas > 1 else "MD", temperature_K=target.temperature, constraints=None,
+    settings.update(integrator="LangevinMiddleIntegrator", method="replica exchange" if args.replicas > 1 else "MD",
+                    temperature_K=target.temperature, constraints=None,
                     platform="CPU", openmm_version=__import__("openmm").__version__)
     summary = {"variant": target.variant, "settings": settings, "run": run,
                "convergence": convergence(target, x, args.tol), "energy_check_max_abs_kT": check_energies(target, x, e)}

@@ -23,7 +23,7 @@ import torch
 
 def plain_loop(system, x: np.ndarray) -> None:
     import openmm
-    import openmm.unit as unit
+    from openmm import unit
 
     ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),
                          {"Threads": "1"})
@@ -58,8 +58,8 @@ def measure(name: str, batches: list[int], workers: list[int], repeats: int) -> 
         x = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(B), dtype=torch.float64)
         for t in targets.values():      # warm-up (spawns the pools)
             t.log_reward_and_score(x[: 4 * t.n_workers])
-        fns = {"plain_loop": lambda: plain_loop(targets[workers[0]].system, x.numpy())}
-        fns.update({f"batched_{k}w": (lambda t=t: t.log_reward_and_score(x)) for k, t in targets.items()})
+        fns = {"plain_loop": lambda x=x: plain_loop(targets[workers[0]].system, x.numpy())}
+        fns.update({f"batched_{k}w": (lambda t=t, x=x: t.log_reward_and_score(x)) for k, t in targets.items()})
         row = {"B": B, **interleaved_rates(fns, B, repeats)}
         row.update({f"ratio_{k}w": row[f"batched_{k}w"] / row["plain_loop"] for k in targets})
         rows.append(row)

@@ -68,7 +68,7 @@ def backbone_torsions(topology) -> dict[str, tuple[int, int, int, int]]:
     out: dict[str, tuple[int, int, int, int]] = {}
     k = 0
     for r in range(len(res)):
-        name, d = res[r]
+        d = res[r][1]
         if "CA" not in d:
             continue
         k += 1
@@ -214,7 +214,7 @@ def _energy_w(e: torch.Tensor, e_ref: torch.Tensor, w: torch.Tensor | None, pref
     if not fin.any():
         return {f"{prefix}energy_w1": None, f"{prefix}energy_w2": None}
     if w is None:
-        return {f"{prefix}energy_w1": wasserstein_1d(e[fin], e_ref, 1), f"{prefix}energy_w2": wasserstein_1d(e[fin], e_ref, 2)}
+        return {f"{prefix}energy_w{p}": wasserstein_1d(e[fin], e_ref, p) for p in (1, 2)}
     return {f"{prefix}energy_w1": weighted_wasserstein_1d(e[fin], w[fin], e_ref, 1),
             f"{prefix}energy_w2": weighted_wasserstein_1d(e[fin], w[fin], e_ref, 2)}
 
@@ -262,7 +262,7 @@ def peptide_metrics(target, x: torch.Tensor, x_ref: torch.Tensor | None, log_w: 
 
 # -- plots ----------------------------------------------------------------------------------------------
 def _basin_lines(ax) -> None:
-    kw = dict(color="k", lw=0.6, ls="--", alpha=0.6)
+    kw = {"color": "k", "lw": 0.6, "ls": "--", "alpha": 0.6}
     ax.axvline(0, **kw)
     ax.plot([-180, 0], [-120, -120], **kw)
     ax.plot([-180, 0], [50, 50], **kw)

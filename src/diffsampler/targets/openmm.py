@@ -91,7 +91,7 @@ def evaluate_rows(context, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             st = context.getState(getEnergy=True, getForces=True)
             U[b] = st.getPotentialEnergy()._value                       # kJ/mol (OpenMM's unit)
             F[b] = st.getForces(asNumpy=True)._value                     # kJ/(mol nm)
-        except Exception:  # noqa: BLE001 - an OpenMMException marks this row as non-finite
+        except Exception:  # noqa: BLE001, S112 - an OpenMMException marks this row as non-finite
             continue
     return U, F
 
@@ -170,7 +170,7 @@ class OpenMMTarget(ParticleTarget):
     @staticmethod
     def _as_nm(positions) -> np.ndarray:
         if hasattr(positions, "value_in_unit"):
-            import openmm.unit as unit
+            from openmm import unit
             positions = positions.value_in_unit(unit.nanometer)
         return np.asarray(positions, dtype=np.float64).reshape(-1, 3)
 
@@ -216,7 +216,7 @@ class OpenMMTarget(ParticleTarget):
     def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
         try:
             self.close()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110 - nothing to report at interpreter exit
             pass
 
     # -- reference samples ----------------------------------------------------------------------
@@ -271,5 +271,12 @@ class OpenMMTarget(ParticleTarget):
         plot_peptide(self, x, x_true, directory, title)
 
 
-__all__ = ["OpenMMTarget", "require", "kT_kJ_per_mol", "make_context", "evaluate_rows", "MOLAR_GAS_CONSTANT",
-           "INSTALL_HINT"]
+__all__ = [
+    "INSTALL_HINT",
+    "MOLAR_GAS_CONSTANT",
+    "OpenMMTarget",
+    "evaluate_rows",
+    "kT_kJ_per_mol",
+    "make_context",
+    "require",
+]
