@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch and XLA (default 1)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--table-only", action="store_true", help="only rewrite suite.md from suite.json")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides on top of the defaults (to compare recipes; the suite's own rows use none)")
     return p.parse_args(argv)
 
 
@@ -57,7 +59,7 @@ def write_json(path: Path, obj) -> None:
 
 
 def train_and_draw(target, seconds: float, run_dir: Path, n: int, steps: int,
-                   seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
+                   seed: int, overrides: dict | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
     """Train with the library defaults for `seconds`, then n draws (x (n, d), log_w (n,))."""
     import torch
 
@@ -69,7 +71,7 @@ def train_and_draw(target, seconds: float, run_dir: Path, n: int, steps: int,
     tgt = ds.targets.from_energy(target.energy, dim=target.dim, log_Z=target.log_Z,
                                  samples=target.reference, name=target.name)
     t0 = time.perf_counter()
-    run = ds.train(tgt, max_seconds=seconds, out=str(run_dir), progress=False)
+    run = ds.train(tgt, max_seconds=seconds, out=str(run_dir), progress=False, **(overrides or {}))
     wall_train = time.perf_counter() - t0
     before = tgt.counter.as_dict()["eval"]
     t0 = time.perf_counter()
@@ -122,8 +124,9 @@ def run_target(target, check: dict, args: argparse.Namespace) -> dict:
         row["mode_weights_true"] = np.asarray(target.extra["weights"]).tolist()
     x = log_w = nuts_draws = None
     try:
+        from diffsampler.training import parse_overrides
         row["sampler"], x, log_w = train_and_draw(target, args.seconds, args.out / "runs" / target.name,
-                                                  args.draws, args.steps, args.seed)
+                                                  args.draws, args.steps, args.seed, parse_overrides(args.set))
         row["sampler"]["mode_fractions_raw"] = mode_fractions(target, x, None)
         row["sampler"]["mode_fractions_weighted"] = mode_fractions(target, x, log_w)
     except Exception as e:  # noqa: BLE001  (a failed run is a result: record it and go on)
@@ -180,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"== {t.name} (d={t.dim}): training {args.seconds:g} s", flush=True)
         suite["rows"][t.name] = run_target(t, checks[t.name], args)
-        suite["meta"] = {"seconds": args.seconds, "draws": args.draws, "steps": args.steps, "threads": args.threads}
+        suite["meta"] = {"seconds": args.seconds, "draws": args.draws, "steps": args.steps, "threads": args.threads,
+                         "overrides": args.set}
         write_json(path, suite)
         (args.out / "suite.md").write_text(markdown_table(suite["rows"], args.seconds))
         s = suite["rows"][t.name]["sampler"]

@@ -13,14 +13,23 @@ import numpy as np
 def _targets(args) -> int:
     from . import targets
 
-    rows = [targets.get(n).info() for n in targets.names()]
+    from .errors import MissingDependencyError
+
+    rows = []
+    for n in targets.names():
+        try:
+            rows.append(targets.get(n).info())
+        except MissingDependencyError as e:   # e.g. peptides without the [peptides] extra
+            rows.append({"name": n, "dim": None, "log_Z": None, "has_samples": False, "unavailable": str(e)})
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
         print(f"{'name':<14}{'dim':>5}  {'log_Z':>10}  samples")
         for r in rows:
             lz = "unknown" if r["log_Z"] is None else f"{r['log_Z']:.4f}"
-            print(f"{r['name']:<14}{r['dim']:>5}  {lz:>10}  {'yes' if r['has_samples'] else 'no'}")
+            dim = "-" if r["dim"] is None else r["dim"]
+            print(f"{r['name']:<14}{dim:>5}  {lz:>10}  {'yes' if r['has_samples'] else 'no'}"
+                  + ("  (unavailable: missing dependency)" if "unavailable" in r else ""))
     return 0
 
 
@@ -103,6 +112,9 @@ def _sample(args) -> int:
 
     target = run_target(args.run_dir, allow_changed=args.allow_changed_energy, energy_file=args.energy_file)
     run = load_run(args.run_dir, target=target, device=args.device)
+    if args.format != "npz" and getattr(run.sampler.target, "topology", None) is None:
+        from .errors import ConfigError
+        raise ConfigError(f"--format {args.format} needs a molecular target (one with a topology)")
     x, log_w = run.sampler.sample(args.n, steps=args.steps, integrator=args.integrator,
                                   corrector_steps=args.corrector_steps)
     steps = args.steps or run.sampler.default_steps
@@ -116,6 +128,9 @@ def _sample(args) -> int:
                  "psis_k": np.array(np.nan if diag["psis_k"] is None else diag["psis_k"])}
     np.savez(args.output, x=x.detach().cpu().numpy(), log_w=log_w.detach().cpu().numpy(),
              integrator=np.array(args.integrator), nfe=np.array(nfe), **extra)
+    if args.format != "npz":             # molecular targets: also a trajectory file next to the .npz
+        from .evaluation.peptides import write_trajectory
+        print(f"wrote {write_trajectory(run.sampler.target, x, os.path.splitext(args.output)[0] + '.' + args.format)}")
     corr = f", then {args.corrector_steps} MALA corrector steps" if args.corrector_steps else ""
     how = ", importance-resampled (equal weights)" if args.resample else ""
     print(f"wrote {args.n} samples to {args.output} ({args.integrator}, {nfe} drift evaluations per sample{corr}{how})")
@@ -210,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="importance-resample to n equally weighted draws (Pareto-smoothed weights); log_w is then 0. "
                         "Use when the raw samples are biased but PSIS k-hat is low (docs: weighted or raw samples)")
     s.add_argument("-o", "--output", required=True)
+    s.add_argument("--format", default="npz", choices=["npz", "pdb", "dcd"],
+                   help="pdb | dcd: also write the samples as a trajectory (molecular targets)")
     s.set_defaults(fn=_sample)
     s = sub.add_parser("report", help="one self-contained HTML file on runs (side by side for several)")
     s.add_argument("run_dirs", nargs="+", metavar="RUN")

@@ -18,6 +18,10 @@ class NonFiniteError(DiffSamplerError, FloatingPointError):
     """A NaN or infinity appeared where a finite number is required."""
 
 
+class MissingDependencyError(DiffSamplerError, ImportError):
+    """An optional dependency (an extra of the package) is not installed."""
+
+
 class ConfigError(DiffSamplerError, ValueError):
     """A configuration key is unknown or a value is out of range."""
 

@@ -28,6 +28,19 @@ _REGISTRY: dict[str, Callable[[], Target]] = {
 }
 
 
+def _peptide(name: str) -> Callable[[], Target]:
+    """Factory of a peptide target; OpenMM is imported only when the target is built."""
+    def factory() -> Target:
+        from .peptides import make
+        return make(name)
+    return factory
+
+
+for _p in ("aldp", "ala3", "ala4"):
+    for _v in ("", "_vacuum", "_ani2x"):
+        _REGISTRY[_p + _v] = _peptide(_p + _v)
+
+
 def register(name: str, factory: Callable[[], Target]) -> None:
     """Make `get(name)` build a target with `factory()`."""
     _REGISTRY[name] = factory
