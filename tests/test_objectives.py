@@ -116,7 +116,7 @@ def test_precomputed_time_context_gives_the_same_drift(drift):
     result must equal the per-step evaluation."""
     from diffsampler.nets import make_drift
     torch.manual_seed(0)
-    net = make_drift(drift, ds.targets.get("manywell4"), 16, 2, 8, 100.0, scale=2.0).double()
+    net = make_drift(drift, ds.targets.get("manywell4"), sigma=2.0, width=16, depth=2, time_features=8).double()
     for p in net.parameters():           # non-trivial weights (the output layers start at zero)
         torch.nn.init.normal_(p, std=0.3)
     x, t, s = torch.randn(5, 4).double(), torch.rand(5).double(), torch.randn(5, 4).double()
@@ -130,8 +130,8 @@ def test_per_dimension_langevin_scales_each_coordinate():
     from diffsampler.nets import make_drift
     torch.manual_seed(0)
     target = ds.targets.get("manywell4")
-    scalar = make_drift("langevin", target, 16, 2, 8, 5.0).double()
-    vector = make_drift("langevin_per_dim", target, 16, 2, 8, 5.0).double()
+    scalar = make_drift("langevin", target, width=16, depth=2, time_features=8, score_clip=5.0).double()
+    vector = make_drift("langevin_per_dim", target, width=16, depth=2, time_features=8, score_clip=5.0).double()
     x, t, s = torch.randn(6, 4).double(), torch.rand(6).double(), 10 * torch.randn(6, 4).double()
     torch.testing.assert_close(vector(x, t, s), scalar(x, t, s))
     torch.testing.assert_close(vector(x, t, s), 0.01 * s.clamp(-5, 5))
@@ -205,7 +205,7 @@ def test_adjoint_matching_draws_its_bridge_times_from_the_configured_range():
         tr = forward_rollout(s, make_grid("random", 64, 4), need_terminal_score=True)
     seen = []
     hook = s.drift.register_forward_hook(lambda m, args, out: seen.append(args[1].detach()))
-    make_objective("adjoint", adjoint_times=8, adjoint_t_range=(0.7, 0.95))(tr, s)
+    make_objective("adjoint", adjoint_times=8, adjoint_t_min=0.7, adjoint_t_max=0.95)(tr, s)
     narrow = torch.cat(seen)
     seen.clear()
     make_objective("adjoint", adjoint_times=8)(tr, s)
@@ -215,7 +215,7 @@ def test_adjoint_matching_draws_its_bridge_times_from_the_configured_range():
     assert narrow.min() >= 0.7 and narrow.max() <= 0.95 and narrow.max() - narrow.min() > 0.2
     assert wide.min() < 0.3 and wide.max() > 0.97
     with pytest.raises(ValueError, match="t_min < t_max"):
-        make_objective("adjoint", adjoint_t_range=(0.9, 0.5))
+        make_objective("adjoint", adjoint_t_min=0.9, adjoint_t_max=0.5)
     with pytest.raises(ConfigError, match="adjoint_t_max"):
         TrainConfig.from_dict({"adjoint_t_min": 0.5, "adjoint_t_max": 1.5})
 

@@ -24,8 +24,8 @@ class DiffusionSampler(nn.Module):
         self.target = target
         self.reference = target.make_reference(sigma if sigma is not None else target.sigma)
         d = target.dim
-        self.drift = make_drift(drift, target, width, depth, time_features, score_clip,
-                                scale=self.reference.sigma if scale_by_sigma else 1.0, sigma=self.reference.sigma)
+        self.drift = make_drift(drift, target, sigma=self.reference.sigma, width=width, depth=depth,
+                                time_features=time_features, score_clip=score_clip, scale_by_sigma=scale_by_sigma)
         self.log_Z = nn.Parameter(torch.tensor(float(log_Z_init)))
         self.flow = LogFlow(d, width, depth, time_features) if flow else None
         self.default_steps = int(default_steps)

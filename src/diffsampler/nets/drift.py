@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .registry import DRIFTS, DriftOptions, ScoreDriftOptions
 from .time_embedding import HarmonicEmbedding, mlp
 
 
@@ -76,3 +77,18 @@ class LangevinDrift(nn.Module):
         s = score.clamp(-self.score_clip, self.score_clip)
         return self.base(x, t, context=c_base) + c_scale * s
 
+
+def _unit(options: DriftOptions, sigma: float) -> float:
+    return sigma if options.scale_by_sigma else 1.0
+
+
+DRIFTS.add("mlp", lambda o, target, sigma: MLPDrift(target.dim, o.width, o.depth, o.time_features, _unit(o, sigma)),
+           DriftOptions, needs_score=False)
+DRIFTS.add("langevin", lambda o, target, sigma: LangevinDrift(target.dim, o.width, o.depth, o.time_features,
+                                                              o.score_clip, _unit(o, sigma)),
+           ScoreDriftOptions, needs_score=True)
+# NN_2(t) in R^d: one Langevin coefficient per coordinate
+DRIFTS.add("langevin_per_dim", lambda o, target, sigma: LangevinDrift(target.dim, o.width, o.depth, o.time_features,
+                                                                      o.score_clip, _unit(o, sigma),
+                                                                      per_dimension=True),
+           ScoreDriftOptions, needs_score=True)

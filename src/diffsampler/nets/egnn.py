@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import ShapeError
+from .registry import DRIFTS, ScoreDriftOptions
 from .time_embedding import HarmonicEmbedding, mlp
 
 
@@ -184,3 +185,18 @@ class EGNNFeatures(nn.Module):
         for layer in self.layers:
             v, h = layer(v, h, a)
         return self.head(h.sum(1))
+
+
+def _egnn(options: ScoreDriftOptions, target, langevin: bool) -> EGNNDrift:
+    sym = target.symmetry
+    if sym is None or not getattr(sym, "n_particles", 0):
+        raise ValueError(f"the EGNN drift needs a particle target (one with a symmetry group); "
+                         f"{getattr(target, 'name', target)!r} is not one")
+    return EGNNDrift(sym.n_particles, sym.spatial_dim, options.width, options.depth, options.time_features,
+                     options.score_clip, langevin=langevin)
+
+
+# particle targets: equivariant, CoM-free; "egnn" needs no score (SGDS's LJ budgets), the Langevin
+# variant adds NN(t) * P clip(grad log R) (one energy call per state)
+DRIFTS.add("egnn", lambda o, target, sigma: _egnn(o, target, False), ScoreDriftOptions, needs_score=False)
+DRIFTS.add("egnn_langevin", lambda o, target, sigma: _egnn(o, target, True), ScoreDriftOptions, needs_score=True)

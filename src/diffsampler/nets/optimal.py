@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .registry import DRIFTS
+
 
 class OptimalDrift(nn.Module):
     needs_score = False
@@ -27,3 +29,7 @@ class OptimalDrift(nn.Module):
                 context=None) -> torch.Tensor:
         """x (B, d), t (B,) -> mu*(x, t) (B, d)."""
         return self.target.optimal_drift(x, t, self.sigma)
+
+
+# the target's exact Föllmer drift (no parameters): the discretisation floor of a grid
+DRIFTS.add("optimal", lambda o, target, sigma: OptimalDrift(target, sigma), needs_score=False)

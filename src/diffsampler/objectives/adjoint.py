@@ -61,8 +61,11 @@ from __future__ import annotations
 
 import torch
 
+from dataclasses import dataclass
+
+from ..components import option
 from ..sde import Trajectories
-from .balance import Objective
+from .base import OBJECTIVES, Objective
 
 
 def bridge_states(reference, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -107,6 +110,25 @@ def batch_averaged_target(reference, x_t: torch.Tensor, t: torch.Tensor, y: torc
     return goal_hat, w_hat
 
 
+@dataclass
+class AdjointOptions:
+    times: int = option(4, "bridge times t ~ U(t_min, t_max) per terminal sample", alias="adjoint_times", low=1)
+    t_min: float = option(0.0, "lower end of the bridge times (the minimiser is the same mu*)", alias="adjoint_t_min",
+                          low=0.0, high=1.0)
+    t_max: float = option(1.0, "upper end of the bridge times", alias="adjoint_t_max", low=0.0, high=1.0,
+                          low_open=True)
+    weights: str = option("uniform", "uniform (Adjoint Sampling's fixed point) | importance (self-normalised "
+                          "trajectory weights: regress on mu* itself)", alias="adjoint_weights",
+                          choices=("uniform", "importance"))
+    kappa: float = option(0.0, "mix the bridge form (Y - X_t)/(1 - t) into the target, weight 1 - 1/(1 + kappa "
+                          "(1 - t)); same minimiser, lower variance (0: off)", alias="adjoint_kappa", low=0.0)
+    batch_average: bool = option(False, "Rao-Blackwellise each bridge state's target over the batch (posterior "
+                                 "of the sample that generated it); no extra calls", alias="adjoint_batch_average")
+    score_clip: float = option(100.0, "clip of each score component (the Langevin drifts' clip)", alias="score_clip",
+                               low=0.0, low_open=True)
+
+
+@OBJECTIVES.register("adjoint", AdjointOptions)
 class AdjointMatching(Objective):
     """Reciprocal adjoint matching on the terminal states of a batch of trajectories (see module)."""
 
@@ -115,8 +137,12 @@ class AdjointMatching(Objective):
     differentiates_rollout = False
     needs_terminal_score = True     # the rollout returns grad log R(x_N) with log R(x_N): no extra call
 
-    def __init__(self, times: int = 4, importance: bool = False, score_clip: float | None = 100.0,
+    def __init__(self, times: int | AdjointOptions = 4, importance: bool = False, score_clip: float | None = 100.0,
                  batch_average: bool = False, t_range: tuple[float, float] = (0.0, 1.0), kappa: float = 0.0) -> None:
+        if isinstance(times, AdjointOptions):
+            o = times
+            times, importance, score_clip = o.times, o.weights == "importance", o.score_clip
+            batch_average, t_range, kappa = o.batch_average, (o.t_min, o.t_max), o.kappa
         if times < 1:
             raise ValueError(f"adjoint matching needs >= 1 bridge time per sample, got {times}")
         if not 0 <= t_range[0] < t_range[1] <= 1:

@@ -14,26 +14,15 @@ from __future__ import annotations
 
 import torch
 
+from dataclasses import dataclass
+
+from ..components import option
 from ..sde import Trajectories
+from .base import OBJECTIVES, Objective
 from .bounded import bounded_log_reward
 
 
-class Objective:
-    """Loss on a batch of trajectories. `pathwise`: needs reparametrised forward rollouts.
-    `needs_flow`: needs the learned log-flow (and log R at every state). `fits_log_Z`: training with
-    it moves sampler.log_Z toward log Z (the balance losses); the divergences (KL, maximum
-    likelihood) and adjoint matching leave it where it was initialised."""
-
-    name = "objective"
-    pathwise = False
-    needs_flow = False
-    fits_log_Z = True
-    differentiates_rollout = True   # False: the loss never differentiates the rollout's log_pf (no graph needed)
-
-    def __call__(self, traj: Trajectories, sampler) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
-
-
+@OBJECTIVES.register("tb")
 class TrajectoryBalance(Objective):
     name = "tb"
 
@@ -42,6 +31,7 @@ class TrajectoryBalance(Objective):
         return (res ** 2).mean()
 
 
+@OBJECTIVES.register("vargrad")
 class VarGrad(Objective):
     """Log-variance loss; also keeps sampler.log_Z at the batch estimate (no gradient)."""
 
@@ -72,6 +62,7 @@ def log_flows(traj: Trajectories, sampler) -> torch.Tensor:
     return torch.cat([logz, inner, log_r[:, -1:]], 1)
 
 
+@OBJECTIVES.register("db")
 class DetailedBalance(Objective):
     name = "db"
     needs_flow = True
@@ -82,14 +73,21 @@ class DetailedBalance(Objective):
         return (res ** 2).sum(1).mean()
 
 
+@dataclass
+class SubTBOptions:
+    lam: float = option(2.0, "SubTB: weight lambda^(j - i) of the sub-trajectory (i, j)", alias="subtb_lambda",
+                        low=0.0, low_open=True)
+
+
+@OBJECTIVES.register("subtb", SubTBOptions)
 class SubTrajectoryBalance(Objective):
     """lambda-weighted SubTB over all O(N^2) sub-trajectories; works for any grid length."""
 
     name = "subtb"
     needs_flow = True
 
-    def __init__(self, lam: float = 2.0) -> None:
-        self.lam = float(lam)
+    def __init__(self, options: SubTBOptions | float = 2.0) -> None:
+        self.lam = float(options.lam if isinstance(options, SubTBOptions) else options)
 
     def __call__(self, traj, sampler):
         f = log_flows(traj, sampler)  # (B, N+1)

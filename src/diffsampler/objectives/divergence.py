@@ -8,21 +8,25 @@ E_{x ~ data, bwd}[sum_n log pi_fwd], i.e. loss = -mean(sum_n log pi_fwd).
 """
 from __future__ import annotations
 
-from .balance import Objective
+from .base import OBJECTIVES, Objective
 from .bounded import bounded_log_reward
 
 
+@OBJECTIVES.register("kl")
 class KLDivergence(Objective):
     name = "kl"
     pathwise = True
+    on_policy_only = True
     fits_log_Z = False
 
     def __call__(self, traj, sampler):
         return (traj.log_pf.sum(1) - traj.log_pb.sum(1) - bounded_log_reward(traj.log_r)).mean()
 
 
+@OBJECTIVES.register("ml")
 class MaximumLikelihood(Objective):
     name = "ml"
+    off_policy_only = True
     fits_log_Z = False
 
     def __call__(self, traj, sampler):

@@ -31,9 +31,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..components import option
 from ..errors import ShapeError
 from .adjoint import mixed_target
-from .balance import Objective
+from .base import OBJECTIVES, Objective
 
 
 # -- the symmetry group -------------------------------------------------------------------------
@@ -223,22 +224,46 @@ def orbit_ml_loss(sampler, y: torch.Tensor, grid: torch.Tensor, *, K: int = 32, 
     return (res.view(B, N) * dt).sum(1).mean(), target
 
 
+@dataclass
+class OrbitOptions:
+    K: int = option(0, "group elements per data point of the orbit Rao-Blackwell target (Tong et al. 2025); "
+                    ">= 1 for objective=orbit_ml; with objective=ml, K >= 1 swaps in this estimator on buffer "
+                    "batches and in the ML warm-up (0: plain ML on backward paths)", alias="orbit_K", low=0)
+    t_threshold: float | None = option(None, "spend group samples only where t < this (high noise)",
+                                       alias="orbit_t_threshold", low=0.0, high=1.0, low_open=True)
+    kappa: float = option(0.0, "mix the score form of the drift target in (as adjoint_kappa); each buffer row's "
+                          "score is computed once, when first drawn (train calls)", alias="orbit_kappa", low=0.0)
+
+
+@OBJECTIVES.register("orbit_ml", OrbitOptions)
 class OrbitMaximumLikelihood(Objective):
-    """`orbit_ml_loss` as an `Objective` on *backward* trajectories from data (buffer or searcher
-    samples): uses their end points traj.x[:, -1] and grid traj.t and draws its own bridge states,
-    so the drift pass of the rollout is not needed (call `loss(sampler, y, grid)` to avoid it).
-    On forward trajectories it would fit the sampler's own samples: do not use it there."""
+    """`orbit_ml_loss` as an objective over *buffer states* (searcher samples of a symmetric target):
+    it draws its own bridge states, so no rollout is needed (`batch = "buffer_states"`: the loop
+    passes `loss(sampler, y, grid, score)`). Called on trajectories it uses their end points
+    traj.x[:, -1] and grid traj.t: backward trajectories from data only (on forward ones it would fit
+    the sampler's own samples)."""
 
     name = "orbit_ml"
+    batch = "buffer_states"
+    off_policy_only = True
     fits_log_Z = False
 
-    def __init__(self, K: int = 32, t_threshold: float | None = None, augment_data: bool = True,
+    def __init__(self, K: int | OrbitOptions = 32, t_threshold: float | None = None, augment_data: bool = True,
                  kappa: float = 0.0) -> None:
+        if isinstance(K, OrbitOptions):
+            K, t_threshold, kappa = K.K, K.t_threshold, K.kappa
+        if int(K) < 1:
+            raise ValueError(f"orbit ML: K (orbit_K) must be >= 1, got {K}")
         if not kappa >= 0:
             raise ValueError(f"orbit ML: kappa must be >= 0, got {kappa}")
         self.K, self.t_threshold, self.augment_data = int(K), t_threshold, bool(augment_data)
         self.kappa = float(kappa)
         self.last_ess: float | None = None
+
+    @property
+    def needs_scores(self) -> bool:
+        """Whether `loss` needs the buffer states' scores (the score form is mixed in)."""
+        return self.kappa > 0
 
     def loss(self, sampler, y: torch.Tensor, grid: torch.Tensor, score: torch.Tensor | None = None) -> torch.Tensor:
         """score: grad log R(y) (B, d), needed when kappa > 0."""

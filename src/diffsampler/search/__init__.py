@@ -4,6 +4,7 @@ Kernels follow one small interface: `kernel.init(potential, x0) -> state`,
 `kernel.step(potential, state, adapt=False) -> (state, StepInfo)`, `kernel.rebase/permute`;
 AIS and parallel tempering take the inner kernel as an argument.
 """
+from .searcher import SEARCHERS, ChainOptions, SearchResult
 from .ais import AISResult, linear_schedule, logmeanexp, run_ais
 from .buffer import ReplayBuffer
 from .energy import (AuxiliaryPotential, ChainState, GeometricPath, Potential, StepInfo, TemperedPotential,
@@ -14,7 +15,7 @@ from .rmp_langevin import RandomizedMidpointLangevin, run_rmp_langevin
 from .tempering import TemperingResult, geometric_temperatures, run_tempering, swap_log_ratio
 from .underdamped import UnderdampedLangevin, UnderdampedState, run_underdamped
 
-__all__ = ["ReplayBuffer", "Potential", "TemperedPotential", "GeometricPath", "AuxiliaryPotential", "ChainState",
+__all__ = ["SEARCHERS", "ChainOptions", "SearchResult", "ReplayBuffer", "Potential", "TemperedPotential", "GeometricPath", "AuxiliaryPotential", "ChainState",
            "StepInfo", "target_potential", "auxiliary_potential", "geometric_path", "MALA", "ULA", "MALAState",
            "MALAInfo", "ChainSamples", "run_kernel", "run_mala", "AISResult", "run_ais", "linear_schedule",
            "logmeanexp", "TemperingResult", "run_tempering", "swap_log_ratio", "geometric_temperatures",

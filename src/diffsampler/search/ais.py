@@ -24,10 +24,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ..components import option
 from ..errors import ConfigError
 from ..targets.base import Target
 from .energy import GeometricPath
 from .mala import MALA
+from .searcher import SEARCHERS, ChainOptions, SearchResult, start_std
 
 Tensor = torch.Tensor
 
@@ -107,3 +109,31 @@ def _check_schedule(betas: Tensor, n_levels: int, n_inner: int) -> None:
         raise ConfigError(f"AIS: betas must have shape ({n_levels + 1},), got {tuple(betas.shape)}")
     if betas[0] != 0 or betas[-1] != 1 or (betas.diff() <= 0).any():
         raise ConfigError(f"AIS: betas must increase strictly from 0 to 1, got {betas.tolist()[:4]}...")
+
+
+@dataclass
+class AISOptions(ChainOptions):
+    inner: int = option(20, "AIS: MALA steps per annealing level", alias="search_inner", low=1)
+
+
+@SEARCHERS.register("ais", AISOptions)
+class AISSearcher:
+    """AIS from N(0, init_std^2 I) to the target over `steps` levels of `inner` MALA steps (SGDS's
+    Manywell searcher). Step sizes adapt per chain along the path, so log Z-hat is consistent rather
+    than exactly unbiased; it only initialises the learner's log Z (and is None on the auxiliary
+    energy). Chains that left the finite region are dropped. AIS draws its own base sample."""
+
+    def __init__(self, options: AISOptions) -> None:
+        self.o = options
+
+    def calls(self) -> int:
+        return self.o.chains * (1 + self.o.steps * self.o.inner)
+
+    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0) -> SearchResult:
+        o, aux = self.o, novelty is not None and alpha > 0
+        r = run_ais(target, o.chains, o.steps, s0=start_std(o, scale), kernel=MALA(o.step_size), n_inner=o.inner,
+                    adapt=True, dtype=x0.dtype, device=x0.device, novelty=novelty if aux else None,
+                    alpha=alpha if aux else 0.0)
+        ok = torch.isfinite(r.log_w)
+        return SearchResult(r.x[ok], r.energy[ok], None if aux else r.log_Z,
+                            {"acceptance": r.acceptance_rate, "n_reset": r.n_reset, "ais_ess": r.ess})

@@ -28,6 +28,7 @@ import torch
 
 from ..errors import ConfigError
 from .energy import ChainState, Potential, StepInfo, make_anchor, repair
+from .searcher import SEARCHERS, ChainOptions, chain_result
 
 Tensor = torch.Tensor
 OPTIMAL_ACCEPTANCE = 0.574
@@ -177,3 +178,29 @@ def run_mala(potential: Potential, x0: Tensor, n_steps: int, *, step_size: float
     """Run MALA chains from x0 (B, d); see `run_kernel`. Returned energies are the TRUE E(x),
     whatever the potential (e.g. an auxiliary one) the chains targeted."""
     return run_kernel(MALA(step_size, **kernel_kwargs), potential, x0, n_steps, n_adapt=n_adapt, thin=thin)
+
+
+def chain_potential(target, novelty=None, alpha: float = 0.0) -> Potential:
+    """What a chain searcher targets: E, or the SGDS auxiliary energy E - alpha * novelty(x)."""
+    from .energy import auxiliary_potential, target_potential
+    if novelty is not None and alpha > 0:
+        return auxiliary_potential(target, novelty, alpha)
+    return target_potential(target)
+
+
+@SEARCHERS.register("mala", ChainOptions)
+class MALASearcher:
+    """MALA chains (SGDS's searcher for GMM-40 and LJ): burn-in with per-chain step-size adaptation,
+    then every `thin`-th state of `steps` steps."""
+
+    def __init__(self, options: ChainOptions) -> None:
+        self.o = options
+
+    def calls(self) -> int:
+        return self.o.chains * (1 + self.o.burnin + self.o.steps)
+
+    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0):
+        o = self.o
+        r = run_mala(chain_potential(target, novelty, alpha), x0, o.steps, step_size=o.step_size, n_adapt=o.burnin,
+                     thin=o.thin, adapt_rate=o.adapt_rate)
+        return chain_result(r, {"acceptance": r.acceptance_rate, "n_reset": r.n_reset})

@@ -29,6 +29,8 @@ from ..errors import ConfigError
 from .energy import ChainState, Potential, StepInfo, make_anchor, repair
 
 from .underdamped import UnderdampedState
+from .searcher import SEARCHERS, chain_result
+from .underdamped import UnderdampedOptions
 
 Tensor = torch.Tensor
 
@@ -110,3 +112,21 @@ def run_rmp_langevin(potential: Potential, x0: Tensor, n_steps: int, *, step_siz
     from .mala import run_kernel
     return run_kernel(RandomizedMidpointLangevin(step_size, friction=friction, kT=kT), potential, x0, n_steps,
                       n_adapt=n_burn, thin=thin)
+
+
+@SEARCHERS.register("rmp_langevin", UnderdampedOptions)
+class RMPLangevinSearcher:
+    """Shen-Lee randomized-midpoint underdamped Langevin chains (unadjusted): 2 energy calls a step."""
+
+    def __init__(self, options: UnderdampedOptions) -> None:
+        self.o = options
+
+    def calls(self) -> int:
+        return self.o.chains * (1 + 2 * (self.o.burnin + self.o.steps))
+
+    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0):
+        from .mala import chain_potential
+        o = self.o
+        r = run_rmp_langevin(chain_potential(target, novelty, alpha), x0, o.steps, step_size=o.step_size,
+                             friction=o.friction, n_burn=o.burnin, thin=o.thin)
+        return chain_result(r, {"n_reset": r.n_reset})

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ..components import option
 from ..errors import ConfigError, ShapeError
 from ..targets.base import Target
 from .energy import TemperedPotential
 from .mala import MALA
+from .searcher import SEARCHERS, ChainOptions, chain_result
 
 Tensor = torch.Tensor
 
@@ -114,3 +116,27 @@ def _swap(kernel, pot, state, beta: Tensor, M: int, B: int, parity: int):
     perm = torch.arange(M * B, device=beta.device)
     perm[lo[ok]], perm[hi[ok]] = hi[ok], lo[ok]
     return kernel.permute(pot, state, perm), a, ok, pairs
+
+
+@dataclass
+class TemperingOptions(ChainOptions):
+    temperatures: int = option(4, "parallel tempering: number of temperatures", alias="search_temperatures", low=1)
+    t_max: float = option(10.0, "parallel tempering: highest temperature", alias="search_t_max", low=1.0)
+
+
+@SEARCHERS.register("pt", TemperingOptions)
+class TemperingSearcher:
+    """Parallel tempering with MALA moves at geometric temperatures 1..t_max; samples at T = 1."""
+
+    def __init__(self, options: TemperingOptions) -> None:
+        self.o = options
+
+    def calls(self) -> int:
+        return self.o.temperatures * self.o.chains * (self.o.burnin + self.o.steps + 1)
+
+    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0):
+        o, aux = self.o, novelty is not None and alpha > 0
+        temps = geometric_temperatures(o.temperatures, o.t_max)
+        r = run_tempering(target, x0, temps, o.steps, kernel=MALA(o.step_size, adapt_rate=o.adapt_rate),
+                          n_adapt=o.burnin, thin=o.thin, novelty=novelty if aux else None, alpha=alpha if aux else 0.0)
+        return chain_result(r, {"swap_acceptance": [float(a) for a in r.swap_acceptance]})

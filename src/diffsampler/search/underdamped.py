@@ -24,9 +24,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..components import option
 from ..errors import ConfigError
 from .energy import ChainState, Potential, StepInfo, make_anchor, repair
 from .mala import ChainSamples, run_kernel
+from .searcher import SEARCHERS, ChainOptions, chain_result
 
 Tensor = torch.Tensor
 
@@ -135,3 +137,27 @@ def run_underdamped(potential: Potential, x0: Tensor, n_steps: int, *, step_size
     kernel = UnderdampedLangevin(step_size, friction=friction, kT=kT, mass=mass, scheme=scheme,
                                  metropolize=metropolize)
     return run_kernel(kernel, potential, x0, n_steps, n_adapt=n_burn, thin=thin)
+
+
+@dataclass
+class UnderdampedOptions(ChainOptions):
+    friction: float = option(1.0, "underdamped / randomized-midpoint Langevin friction", alias="search_friction",
+                             low=0.0, low_open=True)
+
+
+@SEARCHERS.register("underdamped", UnderdampedOptions)
+class UnderdampedSearcher:
+    """Underdamped Langevin chains (BAOAB, unadjusted): the MD searcher of SGDS's peptide runs."""
+
+    def __init__(self, options: UnderdampedOptions) -> None:
+        self.o = options
+
+    def calls(self) -> int:
+        return self.o.chains * (1 + self.o.burnin + self.o.steps)
+
+    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0):
+        from .mala import chain_potential
+        o = self.o
+        r = run_underdamped(chain_potential(target, novelty, alpha), x0, o.steps, step_size=o.step_size,
+                            friction=o.friction, n_burn=o.burnin, thin=o.thin)
+        return chain_result(r, {"n_reset": r.n_reset})

@@ -20,21 +20,15 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 
-SCORE_DRIFTS = ("langevin", "langevin_per_dim", "egnn_langevin", "optimal")
 MIN_ITERATIONS = 100
 
 
 def search_calls_per_round(cfg) -> int:
-    """Energy calls of one search phase of `cfg`'s searcher (0 without one)."""
-    C, steps, burnin = cfg.search_chains, cfg.search_steps, cfg.search_burnin
+    """Energy calls of one search phase of `cfg`'s searcher (0 without one): the searcher's own count."""
     if cfg.searcher == "none":
         return 0
-    if cfg.searcher == "ais":
-        return C * (1 + steps * cfg.search_inner)
-    if cfg.searcher == "pt":
-        return cfg.search_temperatures * C * (burnin + steps + 1)
-    per_step = 2 if cfg.searcher == "rmp_langevin" else 1
-    return C * (1 + per_step * (burnin + steps))
+    from ..search import SEARCHERS
+    return SEARCHERS.build(cfg.searcher, cfg.to_dict()).calls()
 
 
 def pilot_calls(cfg, pilot: bool) -> int:
@@ -44,7 +38,8 @@ def pilot_calls(cfg, pilot: bool) -> int:
 def calls_per_iteration(cfg) -> float:
     """Mean energy calls of one learner iteration of `cfg` (module docstring)."""
     B, N = cfg.batch_size, cfg.train_steps
-    score = cfg.drift in SCORE_DRIFTS
+    from ..nets import DRIFTS
+    score = DRIFTS.trait(cfg.drift, "needs_score", False)
     inner = B * (N - 1) + 1 if score else 0
     forward, backward = B + inner, inner
     if cfg.objective == "adjoint" and score:

@@ -84,14 +84,10 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.sampler = build_sampler(target, cfg)
-        options = {"adjoint_times": cfg.adjoint_times, "adjoint_weights": cfg.adjoint_weights,
-                   "adjoint_batch_average": cfg.adjoint_batch_average,
-                   "adjoint_t_range": (cfg.adjoint_t_min, cfg.adjoint_t_max), "adjoint_kappa": cfg.adjoint_kappa,
-                   "score_clip": cfg.score_clip}
-        self.objective = make_objective(cfg.objective, cfg.subtb_lambda, **options)
+        flat = cfg.to_dict()
+        self.objective = make_objective(cfg.objective, flat)
         # the objective of on-policy (forward) batches; `objective` serves buffer and replayed ones
-        self.objective_fwd = (make_objective(cfg.objective_fwd, cfg.subtb_lambda, **options) if cfg.objective_fwd
-                              else self.objective)
+        self.objective_fwd = make_objective(cfg.objective_fwd, flat) if cfg.objective_fwd else self.objective
         self.ml = make_objective("ml")
         self.orbit = None
         if cfg.orbit_K > 0:
