@@ -35,11 +35,12 @@ class NoOptions:
 
 
 def option(default, help: str, *, alias: str | None = None, low: float | None = None,
-           high: float | None = None, low_open: bool = False, choices: tuple | None = None):
+           high: float | None = None, low_open: bool = False, high_open: bool = False, choices: tuple | None = None):
     """A dataclass field with the metadata of a config option: its help, the flat config key it
-    answers to (`alias`, default: the field name), its range [low, high] (`low_open`: low excluded)
-    or its choices."""
-    meta = {"help": help, "alias": alias, "low": low, "high": high, "low_open": low_open, "choices": choices}
+    answers to (`alias`, default: the field name), its range [low, high] (`low_open` / `high_open`:
+    that end excluded) or its choices."""
+    meta = {"help": help, "alias": alias, "low": low, "high": high, "low_open": low_open, "high_open": high_open,
+            "choices": choices}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -60,8 +61,8 @@ def check_value(key: str, value, f: dataclasses.Field) -> None:
             raise ConfigError(f"config key {key!r} = {value!r}: must be a finite number")
         if low is not None and (value < low or (meta.get("low_open") and value == low)):
             raise ConfigError(f"config key {key!r} = {value!r}: must be {'>' if meta.get('low_open') else '>='} {low}")
-        if high is not None and value > high:
-            raise ConfigError(f"config key {key!r} = {value!r}: must be <= {high}")
+        if high is not None and (value > high or (meta.get("high_open") and value == high)):
+            raise ConfigError(f"config key {key!r} = {value!r}: must be {'<' if meta.get('high_open') else '<='} {high}")
 
 
 def options_from(cls: type, flat: dict):

@@ -64,6 +64,7 @@ import torch
 from dataclasses import dataclass
 
 from ..components import option
+from ..errors import ConfigError
 from ..sde import Trajectories
 from .base import OBJECTIVES, Objective
 
@@ -124,8 +125,15 @@ class AdjointOptions:
                           "(1 - t)); same minimiser, lower variance (0: off)", alias="adjoint_kappa", low=0.0)
     batch_average: bool = option(False, "Rao-Blackwellise each bridge state's target over the batch (posterior "
                                  "of the sample that generated it); no extra calls", alias="adjoint_batch_average")
-    score_clip: float = option(100.0, "clip of each score component (the Langevin drifts' clip)", alias="score_clip",
+    score_clip: float = option(100.0, "clip of each score component fed to the drift", alias="score_clip",
                                low=0.0, low_open=True)
+
+    def __post_init__(self) -> None:
+        if self.kappa and self.batch_average:
+            raise ConfigError(f"config key 'adjoint_kappa' = {self.kappa!r}: must be 0 with adjoint_batch_average=true "
+                              "(the two are not combined)")
+        if not self.t_min < self.t_max:
+            raise ConfigError(f"config key 'adjoint_t_max' = {self.t_max!r}: must be > adjoint_t_min = {self.t_min!r}")
 
 
 @OBJECTIVES.register("adjoint", AdjointOptions)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from ..components import option
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 from .adjoint import mixed_target
 from .base import OBJECTIVES, Objective
 
@@ -233,6 +233,11 @@ class OrbitOptions:
                                        alias="orbit_t_threshold", low=0.0, high=1.0, low_open=True)
     kappa: float = option(0.0, "mix the score form of the drift target in (as adjoint_kappa); each buffer row's "
                           "score is computed once, when first drawn (train calls)", alias="orbit_kappa", low=0.0)
+
+    def __post_init__(self) -> None:
+        if self.kappa and self.K < 1:
+            raise ConfigError(f"config key 'orbit_kappa' = {self.kappa!r}: needs orbit_K >= 1 (it mixes the orbit "
+                              "ML target)")
 
 
 @OBJECTIVES.register("orbit_ml", OrbitOptions)
