@@ -447,8 +447,8 @@ def test_orbit_kappa_scores_each_buffer_row_once_and_keeps_them_in_checkpoints(t
         return idx
     tr.buffer.sample_index = recording
     before = t.counter.counts.get("train", 0)
-    for _ in range(4):
-        assert math.isfinite(tr._orbit_step())
+    for it in range(4):
+        assert math.isfinite(tr._buffer_state_step(it, warm=True))
     assert t.counter.counts["train"] - before == len(drawn) < 64
     known = ~torch.isnan(tr.buffer.score).any(1)
     assert int(known.sum()) == len(drawn)
@@ -467,7 +467,7 @@ def test_orbit_kappa_scores_each_buffer_row_once_and_keeps_them_in_checkpoints(t
 def test_orbit_serves_only_the_buffer_batches_of_a_mixed_ml_recipe():
     """recipe=sgds_jeffreys with orbit_K: the orbit Rao-Blackwell ML replaces the maximum-likelihood
     (buffer) iterations only; the on-policy iterations keep the pathwise KL and cost B energy calls
-    each. (Before session 20 every iteration went to the orbit step: no on-policy KL at all.)"""
+    each. (Until 2026-12-03 every iteration went to the orbit step: no on-policy KL at all.)"""
     import diffsampler as ds
     from diffsampler.training import TrainConfig
     from diffsampler.training.trainer import Trainer
@@ -480,12 +480,12 @@ def test_orbit_serves_only_the_buffer_batches_of_a_mixed_ml_recipe():
                                      log_Z_init=0.0, eval_steps=4, eval_samples=32, threads=1))
     tr = Trainer(t, cfg, progress=False)
     kinds = []
-    orbit_step = tr._orbit_step
+    orbit_step = tr._buffer_state_step
 
-    def counting_orbit_step():
-        kinds.append(tr.iteration)
-        return orbit_step()
-    tr._orbit_step = counting_orbit_step
+    def counting_orbit_step(it, warm):
+        kinds.append(it)
+        return orbit_step(it, warm)
+    tr._buffer_state_step = counting_orbit_step
     tr.fit()
     assert kinds == [1, 3, 5]   # offpolicy_every = 2: the odd iterations are buffer batches
     assert t.counter.counts["train"] == 3 * B   # three on-policy KL rollouts, one terminal call per sample

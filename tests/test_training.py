@@ -10,7 +10,7 @@ import torch
 import diffsampler as ds
 from diffsampler.errors import CheckpointError, ConfigError, TrainingError
 from diffsampler.training import REPORT_KEYS, TrainConfig, load_run, parse_overrides
-from diffsampler.training.trainer import build_sampler
+from diffsampler.training.build import build_sampler
 
 SMALL = dict(recipe="tb", width=16, depth=1, time_features=8, batch_size=32, train_steps=5, eval_steps=10,
              eval_samples=200, checkpoint_every=5, log_every=5, threads=1)
@@ -285,14 +285,14 @@ def test_log_Z_warm_start_uses_the_first_batch(mode):
     cfg = TrainConfig.from_dict(dict(SMALL, log_Z_warm_start=mode))
     tr = Trainer(ds.targets.get("gmm25"), cfg, progress=False)
     state = torch.get_rng_state()
-    tr.warm_start()
+    tr.learner.warm_start(tr.buffer)
     torch.set_rng_state(state)
     grid = make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps)
     with torch.no_grad():
         lw = forward_rollout(tr.sampler, grid).log_w
     want = lw.mean() if mode == "mean" else torch.logsumexp(lw, 0) - math.log(lw.numel())
     assert torch.allclose(tr.sampler.log_Z.detach(), want, atol=1e-5)
-    assert not tr.warm_start_log_Z
+    assert not tr.learner.warm_start_log_Z
     if mode == "logmeanexp":
         assert tr.sampler.log_Z.item() >= lw.mean().item()
     with pytest.raises(ConfigError, match="'log_Z_warm_start'"):
@@ -308,12 +308,12 @@ def test_log_Z_warm_start_from_the_buffer_is_the_log_mean_reward_of_its_samples(
     cfg = TrainConfig.from_dict(dict(SMALL, behaviour="mixed", offpolicy_data="target_samples", ml_warmup=2,
                                      iterations=6, log_Z_warm_start="buffer"))
     tr = Trainer(ds.targets.get("gmm25"), cfg, progress=False)
-    tr.fill_buffer_from_target()
+    tr.behaviour.fill_from_target(tr.sampler)
     lr = tr.buffer.log_r.double()
     want = torch.logsumexp(lr, 0) - math.log(lr.numel())
     before = tr.target.counter.total
-    tr.warm_start()
-    assert tr.target.counter.total == before and not tr.warm_start_log_Z
+    tr.learner.warm_start(tr.buffer)
+    assert tr.target.counter.total == before and not tr.learner.warm_start_log_Z
     assert abs(tr.sampler.log_Z.item() - want.item()) < 1e-4
     # log mean R over (near-)target samples is log Z + log E_p[p(x)]: below log Z for a spread target
     assert tr.sampler.log_Z.item() < ds.targets.get("gmm25").log_Z + 1e-6
@@ -330,15 +330,15 @@ def test_log_Z_warm_start_waits_for_the_end_of_the_ml_warmup():
     cfg = TrainConfig.from_dict(dict(SMALL, behaviour="mixed", offpolicy_data="target_samples", ml_warmup=3,
                                      iterations=6))
     tr = Trainer(ds.targets.get("gmm25"), cfg, progress=False)
-    calls, original = [], tr.warm_start
-    tr.warm_start = lambda: (calls.append(tr.iteration), original())
+    calls, original = [], tr.learner.warm_start
+    tr.learner.warm_start = lambda buffer: (calls.append(tr.iteration), original(buffer))
     log_Z0 = tr.sampler.log_Z.item()
     for _ in range(3):
         tr.step()
         tr.iteration += 1
-    assert calls == [] and tr.warm_start_log_Z and tr.sampler.log_Z.item() == log_Z0
+    assert calls == [] and tr.learner.warm_start_log_Z and tr.sampler.log_Z.item() == log_Z0
     tr.step()
-    assert calls == [3] and not tr.warm_start_log_Z and tr.sampler.log_Z.item() != log_Z0
+    assert calls == [3] and not tr.learner.warm_start_log_Z and tr.sampler.log_Z.item() != log_Z0
 
 
 def test_optimal_drift_runs_as_an_untrained_sampler():
@@ -368,13 +368,16 @@ def test_objective_fwd_serves_on_policy_batches_only():
 
     class Spy:
         def __init__(self, obj):
-            self.obj, self.pathwise, self.needs_flow, self.name = obj, obj.pathwise, obj.needs_flow, obj.name
+            self.obj = obj
+
+        def __getattr__(self, name):           # the objective's declarations
+            return getattr(self.obj, name)
 
         def __call__(self, traj, sampler):
             seen.append((self.name, traj.x.requires_grad))
             return self.obj(traj, sampler)
 
-    tr.objective, tr.objective_fwd = Spy(tr.objective), Spy(tr.objective_fwd)
+    tr.learner.objective, tr.learner.objective_fwd = Spy(tr.learner.objective), Spy(tr.learner.objective_fwd)
     for _ in range(6):
         tr.step()
         tr.iteration += 1
@@ -394,23 +397,23 @@ def test_offpolicy_every_and_weight_shape_the_mixed_schedule():
                                      offpolicy_every=3, offpolicy_weight=0.25, drift="mlp"))
     tr = Trainer(ds.targets.get("gmm25"), cfg, progress=False)
     kinds, raw = [], []
-    draw, obj = tr.trajectories, tr.objective
+    draw, obj = tr.behaviour.trajectories, tr.learner.objective
 
-    def trajectories():
-        traj, on_policy = draw()
+    def trajectories(sampler, learner, fresh, on_policy, explore):
         kinds.append("fwd" if on_policy else "bwd")
-        return traj, on_policy
+        return draw(sampler, learner, fresh, on_policy, explore)
 
     class Spy:
-        pathwise, needs_flow, name = obj.pathwise, obj.needs_flow, obj.name
+        def __getattr__(self, name):           # the objective's declarations
+            return getattr(obj, name)
 
         def __call__(self, traj, sampler):
             v = obj(traj, sampler)
             raw.append(v.item())
             return v
 
-    tr.trajectories, tr.objective = trajectories, Spy()
-    tr.objective_fwd = tr.objective
+    tr.behaviour.trajectories, tr.learner.objective = trajectories, Spy()
+    tr.learner.objective_fwd = tr.learner.objective
     losses = []
     for _ in range(6):
         losses.append(tr.step())
@@ -462,7 +465,7 @@ def test_reinit_keep_blends_old_and_fresh_weights():
         with torch.no_grad():
             tr.sampler.log_Z.fill_(1.25)
         old = {k: p.detach().clone() for k, p in tr.sampler.named_parameters()}
-        tr.iteration, tr.searched_rounds = 2, 1   # the first iteration of round 2
+        tr.iteration, tr.schedule.searched_rounds = 2, 1   # the first iteration of round 2
         tr.start_round()
         return old, dict(tr.sampler.named_parameters())
 
@@ -486,7 +489,7 @@ def test_lr_final_decays_each_round_on_a_cosine():
     f, seen = 0.1, []
 
     def record(trainer, it):
-        seen.append([g["lr"] for g in trainer.optimizer.param_groups])
+        seen.append([g["lr"] for g in trainer.learner.optimizer.param_groups])
 
     cfg = dict(SMALL, recipe="custom", rounds=2, iterations=10, lr=2e-3, lr_log_Z=0.05, lr_final=f)
     ds.train("gmm25", progress=False, callbacks=[record], **cfg)
@@ -547,7 +550,7 @@ def test_init_from_starts_from_another_runs_averaged_weights_and_buffer(tmp_path
         dict(base, iterations=4, seed=3, init_from=str(src))), progress=False)
     assert torch.equal(_params(tr.sampler), ref)
     assert torch.equal(tr.buffer.x, state["buffer"]["x"]) and torch.equal(tr.buffer.log_r, state["buffer"]["log_r"])
-    assert tr.iteration == 0 and tr.target.counter.total == 0 and not tr.warm_start_log_Z
+    assert tr.iteration == 0 and tr.target.counter.total == 0 and not tr.learner.warm_start_log_Z
     assert torch.equal(tr.sampler.log_Z.detach(), first.sampler.log_Z.detach())
     # through train(): the run continues from those weights (checkpoint file given directly)
     run = ds.train("gmm25", out=str(tmp_path / "ft"), progress=False,
@@ -666,12 +669,11 @@ def test_adjoint_matching_replays_stored_terminal_states_without_energy_calls():
     tr = Trainer(u, cfg)
     tr.fit()
     assert u.counter.counts["train"] == (-(-9 // (R + 1)) + 1) * B
-    stored = tr.store[-1]
+    stored = tr.behaviour.store[-1]
     assert stored.terminal_score is not None and stored.log_pf.shape == stored.log_pb.shape
-    tr.iteration = 1                                     # a replay iteration: the stored batch itself
-    tr.store = [stored]
-    replayed, on_policy = tr.trajectories()
-    assert replayed is stored and not on_policy
+    tr.behaviour.store = [stored]                        # a replay (not fresh): the stored batch itself
+    replayed = tr.behaviour.trajectories(tr.sampler, tr.learner, fresh=False, on_policy=False, explore=0.0)
+    assert replayed is stored and not tr.schedule.is_fresh(1, have_store=True)
     assert u.counter.counts["train"] == (-(-9 // (R + 1)) + 1) * B
     assert torch.allclose(stored.terminal_score, u.score(stored.terminal))
 
@@ -703,7 +705,8 @@ def test_grad_chunk_steps_gives_the_same_gradient_as_one_backward(target, keys):
             tr.iteration += 1
         if chunk:   # as step() draws them, the batches keep no graph (the point: memory of k steps, not N)
             with torch.no_grad():
-                assert not any(tr.trajectories()[0].log_pf.requires_grad for _ in range(2))
+                assert not any(tr.behaviour.trajectories(tr.sampler, tr.learner, True, on, 0.0).log_pf.requires_grad
+                               for on in (True, False) if on or len(tr.buffer))
     for g0, g3 in zip(grads[0], grads[3]):
         assert len(g0) == len(g3) > 0
         for a, b in zip(g0, g3):
@@ -758,9 +761,9 @@ def test_round_iterations_and_the_ml_warmups_own_learning_rate_follow_sgds():
     seen = []
 
     def record(trainer, it):   # after an iteration: the rounds searched, the drift's rate, the Adam step count
-        g = trainer.optimizer.param_groups[0]
-        steps = [s["step"] for s in (trainer.optimizer.state.get(p, {}) for p in g["params"]) if "step" in s]
-        seen.append((trainer.searched_rounds, g["lr"], int(max(steps))))
+        g = trainer.learner.optimizer.param_groups[0]
+        steps = [s["step"] for s in (trainer.learner.optimizer.state.get(p, {}) for p in g["params"]) if "step" in s]
+        seen.append((trainer.schedule.searched_rounds, g["lr"], int(max(steps))))
 
     cfg = dict(SMALL, recipe="custom", behaviour="mixed", offpolicy_data="target_samples", rounds=2, iterations=10,
                round_iterations="3,7", ml_warmup=2, lr=2e-3, lr_ml=5e-4)
@@ -824,12 +827,12 @@ def test_init_from_carries_the_rnd_novelty_networks_when_their_shapes_match(tmp_
     saved = torch.load(tmp_path / "src" / "checkpoint.pt", weights_only=False)["rnd"]["net"]
     tr = Trainer(ds.targets.get("gmm25"), TrainConfig.from_dict(dict(base, iterations=2, seed=5,
                                                                       init_from=str(tmp_path / "src"))), progress=False)
-    for k, v in tr.rnd.state_dict().items():
+    for k, v in tr.rounds.rnd.state_dict().items():
         assert torch.equal(v, saved[k]), k
     fresh = Trainer(ds.targets.get("gmm25"), TrainConfig.from_dict(dict(base, iterations=2, seed=5, rnd_width=8,
                                                                          init_from=str(tmp_path / "src"))), progress=False)
     assert not any(k in saved and v.shape == saved[k].shape and torch.equal(v, saved[k])
-                   for k, v in fresh.rnd.state_dict().items() if v.numel() > 1)
+                   for k, v in fresh.rounds.rnd.state_dict().items() if v.numel() > 1)
 
 
 def test_compile_without_a_cpu_compiler_is_an_error_naming_the_key_and_loads_uncompiled(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import torch
 from ..errors import CheckpointError
 
 FORMAT = 1
+CHECKPOINT = "checkpoint.pt"   # a run directory's checkpoint file
 
 
 def atomic_write_bytes(path: str, write) -> None:

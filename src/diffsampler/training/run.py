@@ -14,12 +14,15 @@ from ..objectives import make_objective
 from ..reporting import write_html_report
 from ..targets import Target, get
 from ..targets.spec import record_spec, run_target
-from .checkpoint import load_checkpoint, write_json
+from .build import build_sampler, cpu_compiler
+from .checkpoint import CHECKPOINT, load_checkpoint, write_json
 from .config import TrainConfig
 from .defaults import default_keys
 from .ema import ParameterEMA
+from .finetune import cumulative
 from .pilot_phase import training_target, wants_pilot
-from .trainer import CHECKPOINT, Trainer, build_sampler, cleanup_failed_run, cpu_compiler, prepare_run_dir
+from .run_dir import cleanup_failed_run, prepare_run_dir
+from .trainer import Trainer
 
 REPORT_KEYS = ("target", "dim", "log_Z_true", "elbo", "eubo", "log_Z_is", "delta_log_Z_is", "delta_elbo",
                "ess", "w2", "mode_coverage", "energy_calls", "train_seconds", "iterations", "train_steps",
@@ -69,7 +72,7 @@ def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None,
         "energy_calls": run.target.counter.as_dict(), "nonfinite_energy": dict(run.target.counter.nonfinite),
         "skipped_steps": prev.get("skipped_steps", 0),
         "train_seconds": prev.get("train_seconds"), "iterations": prev.get("iterations"),
-        "stop_reason": prev.get("stop_reason"), "pilot": prev.get("pilot"),
+        "stop_reason": prev.get("stop_reason"), "pilot": prev.get("pilot"), "lineage": prev.get("lineage"),
         "train_steps": run.config.train_steps, "train_grid": run.config.train_grid,
         "eval_steps": steps, "eval_grid": grid, "time_warp": run.sampler.time_warp, "corrector_steps": corrector_steps,
         "integrator": m["integrator"], "nfe": m["nfe"], "n_eval_samples": n, "config": run.config.to_dict(),
@@ -158,14 +161,15 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
         raise
     run = Run(target, cfg, trainer.sampler, dir=out)
     run.report = {"train_seconds": round(trainer.train_seconds, 2), "iterations": trainer.iteration,
-                  "stop_reason": trainer.stop_reason, "skipped_steps": trainer.skipped_steps,
-                  "pilot": trainer.pilot}
+                  "stop_reason": trainer.stop_reason, "skipped_steps": trainer.learner.skipped_steps,
+                  "pilot": trainer.pilot,
+                  "lineage": cumulative(trainer.lineage, target.counter.counts, trainer.train_seconds)}
     raw = None
-    if trainer.ema is not None:
+    if trainer.learner.ema is not None:
         # the run reports (and eval/sample use) the averaged weights; the raw ones are measured too
         m = evaluate(trainer.sampler, n=cfg.eval_samples, steps=cfg.eval_steps, grid=cfg.eval_grid).metrics
         raw = {k: m[k] for k in ("elbo", "eubo", "eubo_minus_elbo", "log_Z_is", "ess", "mode_coverage")}
-        trainer.ema.copy_to(trainer.sampler)
+        trainer.learner.ema.copy_to(trainer.sampler)
     run.report = make_report(run, cfg.eval_steps, cfg.eval_grid, cfg.eval_samples, subdir="" if out else None)
     if raw is not None:
         run.report["raw_weights"] = raw

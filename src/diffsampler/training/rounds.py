@@ -1,0 +1,64 @@
+"""SGDS rounds (Kim et al. 2025): at the start of each round a search fills the replay buffer (with
+TRUE rewards), on the target in round 1 and on the auxiliary energy E - alpha * novelty(x) later;
+then, from round 2 on, the learner (and the novelty predictor) is re-initialised, log Z kept.
+
+The novelty is random-network distillation (`search.novelty`): its predictor is fitted on the
+learner's fresh terminal states every iteration (`observe`), so the next round's search is pushed
+toward what the learner has not produced."""
+from __future__ import annotations
+
+import torch
+
+from ..search import make_rnd
+from .search_phase import run_search
+
+
+class SearchRounds:
+    """The searches and re-initialisations of a run's rounds, and the novelty model (see module)."""
+
+    def __init__(self, target, cfg, sampler) -> None:
+        self.target, self.cfg = target, cfg
+        self.rnd = None
+        if cfg.rnd_alpha > 0:
+            p = sampler.log_Z
+            self.rnd = make_rnd(target, width=cfg.rnd_width, lr=cfg.rnd_lr,
+                                input_scale=sampler.reference.sigma).to(device=p.device, dtype=p.dtype)
+        self.log: list[dict] = []
+
+    def observe(self, terminal: torch.Tensor) -> None:
+        """The learner's fresh terminal states: one fitting step of the novelty predictor."""
+        if self.rnd is not None:
+            self.rnd.fit(terminal.detach(), steps=1)
+
+    def start(self, r: int, learner, buffer) -> dict | None:
+        """Round r's search (its summary row, or None without a searcher) and re-initialisation."""
+        cfg, row = self.cfg, None
+        if cfg.searcher != "none":
+            p = learner.sampler.log_Z
+            res = run_search(cfg, self.target, self.rnd if r > 0 else None, dtype=p.dtype, device=p.device)
+            stored = buffer.add(res.x, -res.energy)
+            row = {"round": r + 1, **res.info, "stored": stored, "log_Z_hat": res.log_Z_hat}
+            self.log.append(row)
+            if r == 0 and cfg.log_Z_from_searcher and res.log_Z_hat is not None:
+                with torch.no_grad():
+                    learner.sampler.log_Z.fill_(res.log_Z_hat)
+                learner.warm_start_log_Z = False
+        if r > 0 and cfg.reinit:
+            learner.reinitialise()
+            if self.rnd is not None:
+                self.rnd.reset()
+        return row
+
+    def state_dict(self) -> dict:
+        return {"search_log": self.log,
+                "rnd": None if self.rnd is None else {"net": self.rnd.state_dict(),
+                                                      "optimizer": self.rnd.optimizer.state_dict()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.log = list(state.get("search_log", []))
+        if self.rnd is not None and state.get("rnd") is not None:
+            self.rnd.load_state_dict(state["rnd"]["net"])
+            self.rnd.optimizer.load_state_dict(state["rnd"]["optimizer"])
+
+
+__all__ = ["SearchRounds"]
