@@ -58,8 +58,9 @@ TARGETS = {"gmm40": "gmm40", "manywell32": "manywell32", "funnel": "funnel"}
 
 # -- trained samplers ------------------------------------------------------------------------------
 def trained_run(target: str, iterations: int):
-    """The longest-trained finished run of `target` under experiments/out/*/runs, else a fresh one
-    (TrainConfig defaults and the keys below: what the 2026-11-25 figures used)."""
+    """The longest-trained finished run of `target` under experiments/out/*/runs, else a fresh one:
+    SGDS with an AIS searcher, the width sized by dimension (the library's default of 2026-11-25,
+    when these figures were made)."""
     best = None
     for rep_path in glob.glob(os.path.join(harness.OUT_ROOT, "*", "runs", "*", "report.json")):
         rep = json.load(open(rep_path))
@@ -71,7 +72,9 @@ def trained_run(target: str, iterations: int):
         except Exception as e:  # a run written by an older config schema
             print(f"  cannot reuse {best[0]}: {e}")
     out = os.path.join(harness.out_dir(NAME, "runs"), f"integrators_{target}")
-    harness.run_case(target, dict(iterations=iterations, exploration=0.2, exploration_until=0.25, eval_samples=1000,
+    d = ds.targets.get(target).dim
+    harness.run_case(target, dict(recipe="sgds", searcher="ais", width=64 if d <= 4 else (128 if d <= 32 else 256),
+                                  iterations=iterations, exploration=0.2, exploration_until=0.25, eval_samples=1000,
                                   threads=1), out)
     return load_run(out), out
 

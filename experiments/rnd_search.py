@@ -32,7 +32,8 @@ def keys(args) -> dict:
     return dict(recipe="sgds", drift="egnn", width=16, depth=2, time_features=16, train_steps=10, batch_size=16,
                 searcher="mala", search_chains=16, search_burnin=500, search_steps=1500, search_thin=10,
                 search_step_size=0.01, rounds=2, iterations=400, round_iterations="200,200", rnd_alpha=args.alpha,
-                rnd_width=64, log_Z_warm_start="buffer", threads=1, eval_steps=50, eval_samples=500, seed=args.seed)
+                rnd_width=64, log_Z_warm_start="buffer", time_warp=2.0, ema_decay=0.999, threads=1, eval_steps=50,
+                eval_samples=500, seed=args.seed)
 
 
 def run(kind: str, args) -> dict:

@@ -7,7 +7,8 @@ sized to it (`max_energy_calls=B iterations=None`: the library's training/budget
 --set overrides, and unless set, eight in-run evaluations for the gap-versus-calls curve. A
 recipe without measured settings of its own for the target (the baselines, the ablations) gets the
 learner of the target's default recipe (network, grids, batch, time warp, weight average), and its
-searcher too where the recipe runs one, so that the recipes in a suite are one flag apart. Energy
+searcher settings too where the recipe searches (a searcher, or TB+LS's local search), so that the
+recipes in a suite are one flag apart. Energy
 calls are counted strictly: every evaluation of E or grad E, in search, training and evaluation.
 
     python experiments/sgds.py --suite gmm40       # GMM-40 @ 12M: sgds, sgds_jeffreys, tb, tb_ls
@@ -63,11 +64,11 @@ def case_keys(target: str, recipe: str, budget: float, overrides: dict | None = 
     own_default = getattr(t, "default_recipe", None)
     if not t.settings(recipe) and own_default:          # no settings of its own: the default recipe's learner
         shared = t.settings(own_default)
-        runs_search = recipe_keys(recipe).get("searcher", "none") != "none"
+        bundle = recipe_keys(recipe)   # a searcher, or local search (MALA at search_step_size)
+        runs_search = bundle.get("searcher", "none") != "none" or bundle.get("local_search_every", 0) > 0
         keys.update({k: v for k, v in shared.items()
                      if k in LEARNER_KEYS or (runs_search and k.startswith("search") and k != "searcher")})
-        if runs_search and recipe_keys(recipe).get("searcher") == recipe_keys("sgds")["searcher"] \
-                and "searcher" in shared:
+        if bundle.get("searcher") == recipe_keys("sgds")["searcher"] and "searcher" in shared:
             keys["searcher"] = shared["searcher"]      # the SGDS family's searcher is the target's
     keys.update(max_energy_calls=int(budget), iterations=None)
     keys.update(overrides or {})                       # --set iterations=N pins what the budget would size
