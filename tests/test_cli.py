@@ -105,13 +105,13 @@ def test_yaml_config_file_reads_the_same_keys_as_json(tmp_path):
             read_config_file(str(tmp_path / name), "dw4")
 
 
-@pytest.mark.parametrize("preset", sorted(p.name for p in (Path(__file__).parents[1] / "benchmarks" / "configs").glob("*.json")))
+@pytest.mark.parametrize("preset", sorted(p.name for p in (Path(__file__).parents[1] / "experiments" / "configs").glob("*.json")))
 def test_presets_are_valid_configs_for_their_target(preset):
     from diffsampler.targets import get
     from diffsampler.training import default_config, read_config_file
 
     target = preset.split("_")[0]
-    keys = read_config_file(str(Path(__file__).parents[1] / "benchmarks" / "configs" / preset), target)
+    keys = read_config_file(str(Path(__file__).parents[1] / "experiments" / "configs" / preset), target)
     cfg = default_config(get(target), keys.get("recipe")).replace(**keys)
     # every key of the preset survives the recipe bundle and the target's defaults, with its type
     assert {k: getattr(cfg, k) for k in keys} == keys and cfg.max_energy_calls is not None

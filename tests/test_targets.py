@@ -202,13 +202,13 @@ def test_manywell_optimal_drift_matches_brute_force_quadrature(sigma):
 
 
 def test_drift_error_mcmc_estimate_of_the_follmer_drift_matches_the_closed_form(monkeypatch):
-    """benchmarks/drift_error.py --estimator mcmc: MALA on the posterior Y | X_t = x from resampled
+    """experiments/drift_error.py --estimator mcmc: MALA on the posterior Y | X_t = x from resampled
     proposals estimates mu*(x, t) by two forms, E[sigma^2 grad log p(Y) + Y | x] and
     (E[Y | x] - x) / (1 - t); on manywell4 (closed-form mu* by quadrature) both are within 2 % (squared,
     relative) at t = 0.7, where the plain self-normalised IS estimate from the same 4,096 proposals
     per state is several times further off (its ESS is ~4 % of the draws)."""
-    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
-    import drift_error
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), os.pardir))
+    from experiments import drift_error
     torch.manual_seed(0)
     tg = ds.targets.get("manywell4")
     ref = tg.make_reference(1.0)

@@ -21,7 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-OUT = Path(__file__).resolve().parents[2] / "experiments" / "out" / "heldout"
+from .. import harness
+from ..harness import write_json, write_text
+
+OUT = Path(harness.OUT_ROOT) / "heldout"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,12 +53,6 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
     if n == 1:
         os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    tmp.replace(path)
 
 
 def train_and_draw(target, seconds: float, run_dir: Path, n: int, steps: int,
@@ -170,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / "suite.json"
     suite = json.loads(path.read_text()) if path.exists() else {"rows": {}}
     if args.table_only:
-        (args.out / "suite.md").write_text(markdown_table(suite["rows"], suite.get("meta", {}).get("seconds")))
+        write_text(args.out / "suite.md", markdown_table(suite["rows"], suite.get("meta", {}).get("seconds")))
         return 0
     targets, skipped = load_targets(args.only, args.posteriordb)
     if skipped:
@@ -186,10 +183,10 @@ def main(argv: list[str] | None = None) -> int:
         suite["meta"] = {"seconds": args.seconds, "draws": args.draws, "steps": args.steps, "threads": args.threads,
                          "overrides": args.set}
         write_json(path, suite)
-        (args.out / "suite.md").write_text(markdown_table(suite["rows"], args.seconds))
+        write_text(args.out / "suite.md", markdown_table(suite["rows"], args.seconds))
         s = suite["rows"][t.name]["sampler"]
         print(f"   sampler {s['status']}" + (f": {s['error']}" if s["status"] != "ok" else ""), flush=True)
-    (args.out / "suite.md").write_text(markdown_table(suite["rows"], suite.get("meta", {}).get("seconds")))
+    write_text(args.out / "suite.md", markdown_table(suite["rows"], suite.get("meta", {}).get("seconds")))
     print(f"wrote {path} and {args.out / 'suite.md'}")
     return 0
 
