@@ -30,7 +30,7 @@ targets; the bridge form's grows like 1 / (1 - t). Weighting them by inverse var
 kappa = (variance of the score form) / ((1 - t) x variance of the bridge form); kappa = 0 is the plain
 score form (Adjoint Sampling's target), and lambda -> 1 as t -> 1 keeps the bridge term's variance
 finite there. On DW-4 (sigma = 1) the posterior variances measured by MALA give kappa ~ 40 and a
-7-12x lower target variance for 0.3 <= t <= 0.9; on LJ-13 kappa ~ 7.5 (docs/RESULTS.md, session 27).
+7-12x lower target variance for 0.3 <= t <= 0.9; on LJ-13 kappa ~ 7.5 (docs/RESULTS.md, DW-4; docs/notebook/2026-12-04-reliable-optimal-drift-and-adjoint-kappa.md).
 Meant for `importance=True`: with uniform weights the bridge form's conditional mean under the
 sampler's own process is its own drift, so only the lambda-weighted score part pulls towards the
 target (same fixed point, smaller steps).

@@ -198,20 +198,21 @@ MANYWELL_SETTINGS: dict[int, dict[str, dict]] = {
     32: {
         # one AIS round of 1,500 chains x 100 levels x 20 MALA steps (3.0M calls), then ~1M calls of learner
         "sgds_jeffreys": dict(_MLP_LEARNER, width=256, rounds=1, searcher="ais", search_chains=1500,
-                              search_steps=100, search_inner=20, max_energy_calls=4_000_000, eval_samples=10000),
+                              search_steps=100, search_inner=20, max_energy_calls=4_000_000, eval_samples=10000,
+                              eval_every=832),
         # the paper's SGDS (TB) at 20M calls: gap 3.87 +- 0.10 over four seeds (paper 3.85)
         "sgds": dict(_MLP_LEARNER, width=64, searcher="ais", search_chains=3000, search_steps=100, search_inner=20,
-                     reinit_keep=0.5, trajectory_reuse=1, max_energy_calls=20_000_000),
+                     reinit_keep=0.5, trajectory_reuse=1, max_energy_calls=20_000_000, eval_every=6666),
     },
     64: {
         "sgds_jeffreys": dict(drift="langevin", width=256, train_grid="random", train_steps=10, batch_size=300,
                               searcher="ais", search_chains=4000, search_steps=50, search_inner=10, time_warp=2.0,
-                              ema_decay=0.999, max_energy_calls=10_000_000, iterations=None),
+                              ema_decay=0.999, max_energy_calls=10_000_000, iterations=None, eval_every=500),
     },
     128: {
         # gap 68.7 over three seeds at 10M strictly counted calls (paper 70.35 at 20M)
         "sgds_jeffreys": dict(drift="langevin", width=512, train_grid="random", train_steps=10, batch_size=300,
                               searcher="ais", search_chains=4000, search_steps=50, search_inner=10, time_warp=2.0,
-                              ema_decay=0.999, max_energy_calls=10_000_000, iterations=None),
+                              ema_decay=0.999, max_energy_calls=10_000_000, iterations=None, eval_every=500),
     },
 }

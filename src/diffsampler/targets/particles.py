@@ -221,7 +221,7 @@ class DoubleWell4(ParticleTarget):
     default_recipe = "sgds_jeffreys"
     recommended = {"sgds_jeffreys": dict(searcher="mala", drift="egnn_langevin", width=64, depth=2, sigma=1.0,
                                          train_steps=20, iterations=6000, lr_final=0.1, ema_decay=0.999,
-                                         eval_every=1000, max_energy_calls=37_000_000)}
+                                         time_warp=2.0, eval_every=1000, max_energy_calls=37_000_000)}
 
     def __init__(self, a: float = 0.9, b: float = -4.0, d0: float = 4.0) -> None:
         self.a, self.b, self.d0 = float(a), float(b), float(d0)

@@ -38,12 +38,13 @@ def kind_keys(target, recipe: str) -> dict:
 
 
 def default_keys(target, recipe: str | None = None) -> dict:
-    """Config keys for `target` (see module): its own settings for `recipe` (default: its
-    default recipe) over its kind's."""
+    """Config keys for `target` (see module): its own settings for `recipe` (default: its default
+    recipe) when it has them, which are complete (the measured runs' keys); else its kind's."""
     own = getattr(target, "default_recipe", None)
     kind_default = PARTICLE_RECIPE if target_kind(target) == "particle" else EUCLIDEAN_RECIPE
     recipe = recipe or own or kind_default
-    return {"recipe": recipe, **kind_keys(target, recipe), **target.settings(recipe)}
+    settings = target.settings(recipe)
+    return {"recipe": recipe, **(settings if settings else kind_keys(target, recipe))}
 
 
 def default_config(target, recipe: str | None = None) -> TrainConfig:
