@@ -1,21 +1,32 @@
 """A short pilot run that finds a user energy's location and scale.
 
 The sampler's reference process starts at 0 with one isotropic scale; a user's energy may sit far
-from 0 or have coordinates whose scales differ by orders of magnitude (a posterior with a large
-intercept, an ill-conditioned Gaussian). The pilot runs MALA chains (step sizes adapted per chain
-towards acceptance 0.574) from a broad start, in stages: after each stage the chains' draws of its
-second half give a mean m and covariance S, and the next stage runs in the standardised
-coordinates z = L^-1 (x - m), L L^T = S (`targets.StandardizedTarget`), where MALA mixes as on a
-standard Gaussian whatever the original conditioning (the windowed adaptation of Stan's NUTS warm-up
-does the same for its mass matrix: Carpenter et al., "Stan: a probabilistic programming language",
-2017). The covariance is regularised towards a small multiple of the identity with the weight of
-5 draws, as Stan does, and is dense when there are at least 20 d draws, else diagonal.
+from 0, have coordinates whose scales differ by orders of magnitude and correlate strongly (a
+regression posterior), or be multimodal. The pilot has two parts.
 
-The result (m, L) sets the coordinates the sampler trains in: its reference N(0, I) at t = 1 and
-the searcher's start N(0, I) then cover the target's bulk. Energy calls count in the 'search' phase.
+1. Normal approximations along optimisation paths (after Pathfinder: Zhang, Carpenter, Gelman &
+   Vehtari, "Pathfinder: parallel quasi-Newton variational inference", JMLR 23, 2022). From a few
+   starts x ~ N(0, init_std^2 I), damped Newton steps descend E with Hessians from finite differences
+   of the gradient (dense for d <= DENSE_HESSIAN_DIM, else diagonal; eigenvalues taken in absolute
+   value and damped, so a step never climbs: "saddle-free" Newton, with the damping raised when E
+   does not decrease). Every iterate x_k with a positive-definite Hessian H_k proposes
+   q_k = N(x_k, H_k^-1), scored by a Monte Carlo ELBO, E_q[-E] + H(q); each path keeps its best.
+   Selecting by ELBO rather than taking the mode matters for funnels, whose mode (deep in the neck)
+   is far from their mass. The paths' best approximations are combined by moment matching (the
+   mean and covariance of their equal-weight mixture), so modes found by different paths are all
+   covered.
+2. MALA in standardised coordinates, in stages (as Stan's windowed adaptation, Carpenter et al.
+   2017): chains start from draws of the paths' approximations; after each stage the draws of its
+   second half give a mean m and covariance S (regularised towards a small multiple of the identity
+   with the weight of 5 draws; dense with at least 20 d draws, else diagonal), and the next stage
+   runs in z = L^-1 (x - m), L L^T = S, where MALA mixes as on a standard Gaussian.
+
+The result (m, L) sets the coordinates the sampler trains in. Energy calls count in the 'search'
+phase. Computation is in float64 (finite-difference Hessians need it).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -29,12 +40,13 @@ from .mala import run_mala
 REGULARISATION_DRAWS = 5.0
 REGULARISATION_VARIANCE = 1e-3
 DENSE_DRAWS_PER_DIM = 20
+DENSE_HESSIAN_DIM = 100
 
 
 @dataclass
 class PilotResult:
     """loc (d,), chol (d, d) (float64), the pilot's energy calls, the last stage's mean acceptance,
-    and per stage the scale range (sqrt of the covariance's eigenvalues)."""
+    and figures per part (the paths' best ELBO, the stages' scale ranges)."""
 
     loc: torch.Tensor
     chol: torch.Tensor
@@ -63,33 +75,126 @@ def regularised_cholesky(x: torch.Tensor, dense: bool) -> torch.Tensor:
     return torch.linalg.cholesky(cov)
 
 
-def run_pilot(target: Target, *, chains: int = 64, steps: int = 400, stages: int = 4, init_std: float = 1.0,
-              dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> PilotResult:
-    """Run the pilot (module docstring): `chains` MALA chains from N(0, init_std^2 I), `steps` steps
-    in all, split evenly in `stages`, each adapting its step sizes in its first half."""
-    d = target.dim
-    loc, chol = torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)
-    x = init_std * torch.randn(chains, d, dtype=dtype, device=device)
+# -- part 1: normal approximations along damped Newton paths -------------------------------------------
+def energy_and_grad(target: Target, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """E (P,), grad E (P, d) through the counted path; non-finite rows come back as E = +inf."""
+    log_r, score = target.log_reward_and_score(x, check_finite=False)
+    bad = ~torch.isfinite(log_r) | ~torch.isfinite(score).all(-1)
+    e = torch.where(bad, torch.full_like(log_r, math.inf), -log_r)
+    return e, torch.where(bad[:, None], torch.zeros_like(score), -score)
+
+
+def hessian(target: Target, x: torch.Tensor, g: torch.Tensor, dense: bool) -> torch.Tensor:
+    """Finite-difference Hessians (P, d, d) of E at rows x (P, d) with gradients g: column i from
+    (grad E(x + eps_i e_i) - grad E(x)) / eps_i, symmetrised; diagonal only when not dense (the same
+    d gradient calls per row)."""
+    P, d = x.shape
+    eps = 1e-5 * (1 + x.abs())                                    # (P, d)
+    shifted = x[:, None, :] + torch.diag_embed(eps)               # (P, d, d): row i is x + eps_i e_i
+    _, gs = energy_and_grad(target, shifted.reshape(P * d, d))
+    H = (gs.view(P, d, d) - g[:, None, :]) / eps[..., None]       # H[p, i, :] = d grad / d x_i
+    H = 0.5 * (H + H.transpose(1, 2))
+    return H if dense else torch.diag_embed(torch.diagonal(H, dim1=1, dim2=2))
+
+
+def gaussian_elbo(target: Target, mean: torch.Tensor, chol: torch.Tensor, draws: int) -> torch.Tensor:
+    """Monte Carlo ELBO (P,) of q = N(mean, chol chol^T) per row: E_q[-E] + entropy."""
+    P, d = mean.shape
+    eps = torch.randn(P, draws, d, dtype=mean.dtype)
+    z = mean[:, None] + eps @ chol.transpose(1, 2)
+    e, _ = energy_and_grad(target, z.reshape(P * draws, d))
+    entropy = 0.5 * d * math.log(2 * math.pi * math.e) + torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(-1)
+    return -e.view(P, draws).mean(1) + entropy
+
+
+def newton_paths(target: Target, x: torch.Tensor, steps: int, draws: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                        torch.Tensor]:
+    """Each path's best normal approximation: (means (P, d), chols (P, d, d), ELBOs (P,)); -inf where a
+    path never met a positive-definite Hessian."""
+    P, d = x.shape
+    dense = d <= DENSE_HESSIAN_DIM
+    best_m, best_L = x.clone(), torch.eye(d, dtype=x.dtype).repeat(P, 1, 1)
+    best = torch.full((P,), -math.inf, dtype=x.dtype)
+    damping = torch.ones(P, dtype=x.dtype)
+    e, g = energy_and_grad(target, x)
+    for _ in range(steps):
+        H = hessian(target, x, g, dense)
+        lam, Q = torch.linalg.eigh(H)
+        ok = torch.isfinite(lam).all(1) & (lam > 0).all(1) & torch.isfinite(e)
+        if ok.any():
+            L = torch.linalg.cholesky(Q[ok] @ torch.diag_embed(1 / lam[ok]) @ Q[ok].transpose(1, 2))
+            elbo = gaussian_elbo(target, x[ok], L, draws)
+            better = torch.zeros_like(ok)
+            better[ok] = torch.isfinite(elbo) & (elbo > best[ok])
+            idx = better.nonzero().flatten()
+            sel = better[ok]
+            best_m[idx], best_L[idx], best[idx] = x[idx], L[sel], elbo[sel]
+        step = -(Q @ ((Q.transpose(1, 2) @ g[..., None]).squeeze(-1) / (lam.abs() + damping[:, None]))[..., None])
+        trial = x + step.squeeze(-1)
+        e_new, g_new = energy_and_grad(target, trial)
+        accept = torch.isfinite(e_new) & (e_new < e)
+        x, e, g = torch.where(accept[:, None], trial, x), torch.where(accept, e_new, e), torch.where(accept[:, None], g_new, g)
+        damping = torch.where(accept, damping / 3, damping * 10).clamp(1e-8, 1e12)
+    return best_m, best_L, best
+
+
+def mixture_moments(means: torch.Tensor, chols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (d,) and covariance (d, d) of the equal-weight mixture of N(means_p, chols_p chols_p^T)."""
+    m = means.mean(0)
+    within = (chols @ chols.transpose(1, 2)).mean(0)
+    dm = means - m
+    return m, within + dm.T @ dm / means.shape[0]
+
+
+# -- part 2: MALA in standardised coordinates ----------------------------------------------------------
+def mala_stages(target: Target, x: torch.Tensor, loc: torch.Tensor, chol: torch.Tensor, steps: int,
+                stages: int) -> tuple[torch.Tensor, torch.Tensor, int, float, bool, list[dict]]:
+    """`stages` MALA stages from chains x (C, d); returns (loc, chol, calls, acceptance, dense, history)."""
+    d = x.shape[1]
     per_stage = max(2, steps // stages)
     calls, acceptance, dense, history = 0, float("nan"), False, []
     for s in range(stages):
         view = StandardizedTarget(target, loc, chol)
-        r = run_mala(target_potential(view), view.from_user(x), per_stage - per_stage // 2, step_size=0.1,
+        r = run_mala(target_potential(view), view.from_user(x), per_stage - per_stage // 2, step_size=0.5 * d ** (-1 / 3),
                      n_adapt=per_stage // 2, thin=1, adapt_rate=0.3)
         calls += r.energy_calls
         acceptance = r.acceptance_rate
         draws = view.to_user(r.x.reshape(-1, d)).double().cpu()
         draws = draws[torch.isfinite(draws).all(1)]
         if draws.shape[0] < 2:
-            raise NonFiniteError(f"pilot on {target.name!r}: no chain found a finite energy (start at "
-                                 f"N(0, {init_std}^2 I)); give the target a scale or start (sigma=...)")
+            raise NonFiniteError(f"pilot on {target.name!r}: no chain found a finite energy; give the target a scale "
+                                 "or start (sigma=...)")
         dense = draws.shape[0] >= DENSE_DRAWS_PER_DIM * d
         loc, chol = draws.mean(0), regularised_cholesky(draws, dense)
         x = view.to_user(r.state.point.x)
         scales = torch.linalg.eigvalsh(chol @ chol.T).clamp_min(0).sqrt()
         history.append({"stage": s + 1, "acceptance": round(acceptance, 3), "scale_min": float(scales.min()),
                         "scale_max": float(scales.max())})
-    return PilotResult(loc, chol, calls, acceptance, dense, history)
+    return loc, chol, calls, acceptance, dense, history
 
 
-__all__ = ["PilotResult", "run_pilot", "regularised_cholesky"]
+def run_pilot(target: Target, *, chains: int = 64, steps: int = 400, stages: int = 4, init_std: float = 1.0,
+              paths: int = 16, newton_steps: int = 12, elbo_draws: int = 32) -> PilotResult:
+    """Run the pilot (module docstring): `paths` damped-Newton paths of `newton_steps` steps from
+    N(0, init_std^2 I), then `chains` MALA chains for `steps` steps in `stages` stages."""
+    d = target.dim
+    before = target.counter.counts[target.counter.phase]
+    x0 = init_std * torch.randn(paths, d, dtype=torch.float64)
+    means, chols, elbos = newton_paths(target, x0, newton_steps, elbo_draws)
+    found = torch.isfinite(elbos)
+    if found.any():
+        loc, cov = mixture_moments(means[found], chols[found])
+        chol = torch.linalg.cholesky(cov + 1e-12 * torch.eye(d, dtype=cov.dtype) * cov.diagonal().max())
+        pick = found.nonzero().flatten()[torch.arange(chains) % int(found.sum())]
+        x = means[pick] + (torch.randn(chains, d, dtype=torch.float64)[:, None] @ chols[pick].transpose(1, 2)).squeeze(1)
+    else:   # no positive-definite Hessian on any path: MALA from the broad start alone
+        loc, chol = torch.zeros(d, dtype=torch.float64), init_std * torch.eye(d, dtype=torch.float64)
+        x = init_std * torch.randn(chains, d, dtype=torch.float64)
+    newton = {"stage": "paths", "paths": paths, "found": int(found.sum()),
+              "best_elbo": float(elbos[found].max()) if found.any() else None}
+    loc, chol, _, acceptance, dense, history = mala_stages(target, x, loc, chol, steps, stages)
+    calls = target.counter.counts[target.counter.phase] - before
+    return PilotResult(loc, chol, calls, acceptance, dense, [newton, *history])
+
+
+__all__ = ["PilotResult", "run_pilot", "regularised_cholesky", "newton_paths", "mixture_moments"]

@@ -33,7 +33,9 @@ def kind_keys(target, recipe: str) -> dict:
         keys = {"width": 64 if d <= 4 else (128 if d <= 32 else 256), "iterations": 10000 if d <= 32 else 20000}
     keys.update(time_warp=2.0 if target_kind(target) == "euclidean" else 1.0, ema_decay=0.999)
     if recipe.startswith("sgds") and target_kind(target) == "euclidean":
-        keys["searcher"] = "ais"
+        # MALA chains from N(0, sigma^2) (for a user energy: the pilot's standardised coordinates), sized
+        # for a time budget of minutes: ~1,000 x 300 = 300K calls per round, 20,000 buffer states
+        keys.update(searcher="mala", search_chains=1000, search_burnin=100, search_steps=200, search_thin=10)
     return keys
 
 

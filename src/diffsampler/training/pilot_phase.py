@@ -36,7 +36,7 @@ def training_target(target: Target, cfg, saved: dict | None) -> tuple[Target, di
         return target, None
     torch.manual_seed(cfg.seed)
     with target.counter.use("search"):
-        res = run_pilot(target, chains=cfg.pilot_chains, steps=cfg.pilot_steps, dtype=getattr(torch, cfg.dtype))
+        res = run_pilot(target, chains=cfg.pilot_chains, steps=cfg.pilot_steps)
     return StandardizedTarget(target, res.loc, res.chol), res.summary()
 
 
