@@ -178,9 +178,10 @@ def run_pilot(target: Target, *, chains: int = 64, steps: int = 400, stages: int
     """Run the pilot (module docstring): `paths` damped-Newton paths of `newton_steps` steps from
     N(0, init_std^2 I), then `chains` MALA chains for `steps` steps in `stages` stages."""
     d = target.dim
-    before = target.counter.counts[target.counter.phase]
+    before = target.counter.total
     x0 = init_std * torch.randn(paths, d, dtype=torch.float64)
-    means, chols, elbos = newton_paths(target, x0, newton_steps, elbo_draws)
+    with target.counter.use("search"):
+        means, chols, elbos = newton_paths(target, x0, newton_steps, elbo_draws)
     found = torch.isfinite(elbos)
     if found.any():
         loc, cov = mixture_moments(means[found], chols[found])
@@ -193,7 +194,7 @@ def run_pilot(target: Target, *, chains: int = 64, steps: int = 400, stages: int
     newton = {"stage": "paths", "paths": paths, "found": int(found.sum()),
               "best_elbo": float(elbos[found].max()) if found.any() else None}
     loc, chol, _, acceptance, dense, history = mala_stages(target, x, loc, chol, steps, stages)
-    calls = target.counter.counts[target.counter.phase] - before
+    calls = target.counter.total - before
     return PilotResult(loc, chol, calls, acceptance, dense, [newton, *history])
 
 
