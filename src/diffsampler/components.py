@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import math
+import pkgutil
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -166,5 +168,12 @@ class Registry:
         return out
 
 
-__all__ = ["Registry", "Entry", "NoOptions", "option", "options_from", "option_fields", "alias_of", "check_value",
+def discover(package: str, path) -> None:
+    """Import every module of a package (its __name__ and __path__), so that each component module
+    registers itself: adding a component is adding its file."""
+    for info in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{info.name}")
+
+
+__all__ = ["discover", "Registry", "Entry", "NoOptions", "option", "options_from", "option_fields", "alias_of", "check_value",
            "field_type"]

@@ -1,5 +1,6 @@
 """Training objectives: TB, VarGrad, SubTB, DB, KL (PIS), maximum likelihood, adjoint matching, orbit
 maximum likelihood. Each registers itself in OBJECTIVES with its options (objectives/base.py)."""
+from ..components import discover
 from ..errors import ConfigError
 from .adjoint import (AdjointMatching, AdjointOptions, adjoint_target, batch_averaged_target, bridge_states,
                       mixed_target)
@@ -8,6 +9,9 @@ from .base import OBJECTIVES, Objective
 from .divergence import KLDivergence, MaximumLikelihood
 from .orbit import (OrbitMaximumLikelihood, OrbitOptions, OrbitTarget, apply_group, augment, orbit_ml_loss,
                     orbit_target, sample_permutations, sample_rotations)
+
+
+discover(__name__, __path__)   # every objective module registers itself (objectives/base.py)
 
 
 def make_objective(name: str, flat: dict | None = None, **keys) -> Objective:

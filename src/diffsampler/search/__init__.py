@@ -4,6 +4,7 @@ Kernels follow one small interface: `kernel.init(potential, x0) -> state`,
 `kernel.step(potential, state, adapt=False) -> (state, StepInfo)`, `kernel.rebase/permute`;
 AIS and parallel tempering take the inner kernel as an argument.
 """
+from ..components import discover
 from .searcher import SEARCHERS, ChainOptions, SearchResult
 from .ais import AISResult, linear_schedule, logmeanexp, run_ais
 from .buffer import ReplayBuffer
@@ -21,3 +22,5 @@ __all__ = ["SEARCHERS", "ChainOptions", "SearchResult", "ReplayBuffer", "Potenti
            "logmeanexp", "TemperingResult", "run_tempering", "swap_log_ratio", "geometric_temperatures",
            "UnderdampedLangevin", "UnderdampedState", "run_underdamped", "RND", "BoundedInvariantFeatures", "make_rnd", "mlp",
            "RandomizedMidpointLangevin", "run_rmp_langevin"]
+
+discover(__name__, __path__)   # every searcher module registers itself (search/searcher.py)

@@ -47,7 +47,7 @@ def check_cross_section_rules(cfg) -> None:
     check_objective_rules(cfg)
     check_round_rules(cfg)
     need(cfg, not (cfg.offpolicy_data == "search" and cfg.searcher == "none"), "offpolicy_data",
-         "'search' needs a searcher (set searcher=mala|ais|pt|underdamped|rmp_langevin|smc)")
+         "'search' needs a searcher (set searcher=NAME, a registered searcher: docs/CONFIG.md)")
     need(cfg, cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"), "device",
          "must be cpu, cuda, cuda:N or auto")
     need(cfg, cfg.init_from is None or cfg.init_from.strip() != "", "init_from",

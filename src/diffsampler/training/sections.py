@@ -61,8 +61,8 @@ class BehaviourSection:
 
 @dataclass
 class SearchSection:
-    searcher: str = option("none", "none | mala | ais | pt | underdamped | rmp_langevin | smc: run one search "
-                           "per round (SGDS, Kim et al. 2025)")
+    searcher: str = option("none", "none, or a registered searcher (search/; listed below) run once per round "
+                           "(SGDS, Kim et al. 2025)")
     rnd_alpha: float = option(0.0, "novelty weight in E - alpha * RND(x) for rounds > 1; 0: no RND", low=0.0)
     rnd_width: int = option(256, "width of the novelty networks (MLP; particle targets: invariant EGNN)", low=1)
     rnd_lr: float = option(1e-3, "learning rate of the RND predictor", low=0.0, low_open=True)

@@ -2,6 +2,7 @@
 module per integrator, each registered in INTEGRATORS (`base.py` states the weights they share)."""
 from __future__ import annotations
 
+from ...components import discover
 from ...errors import ConfigError
 from .base import INTEGRATORS, DriftField, Simulation, check_grid, finish
 from .euler import EulerMaruyama
@@ -9,6 +10,9 @@ from .exponential import BridgeClock, ExponentialEuler, fisher_scale
 from .flow import ProbabilityFlowHeun, RandomizedMidpointODE
 from .midpoint import RandomizedMidpoint
 from .picard import PicardMidpoint
+
+
+discover(__name__, __path__)   # every integrator module registers itself (base.py)
 
 
 def nfe_for(integrator, steps: int) -> int:
