@@ -326,7 +326,7 @@ def write_trajectory(target, x: torch.Tensor | np.ndarray, path: str, format: st
     """Write rows x (B, 3 n) in nm as a multi-model PDB or a DCD (mdtraj) that VMD, PyMOL and
     mdtraj open; format 'pdb' | 'dcd' (default: from the suffix). A DCD carries no topology: load it
     with the target's structure (e.g. mdtraj.load(path, top=<structure pdb>)). Returns the path."""
-    from ..targets.openmm import require
+    from ..optional import require
 
     md = require("mdtraj")
     fmt = (format or os.path.splitext(path)[1].lstrip(".")).lower()

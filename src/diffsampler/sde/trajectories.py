@@ -67,6 +67,44 @@ def _reward_and_score_at_origin(target, batch: int, dtype, device, need_score: b
     return target.log_prob(z).detach().expand(batch), None
 
 
+def _state_inputs(target, x: torch.Tensor, n: int, B: int, need_score: bool, need_step_rewards: bool,
+                  pathwise: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(log R, score) at step n's states x (either may be None): what the drift and the step
+    rewards need; x_0 = 0 on every row is evaluated once."""
+    if n == 0 and (need_score or need_step_rewards):
+        return _reward_and_score_at_origin(target, B, x.dtype, x.device, need_score)
+    if need_score:
+        return target.log_reward_and_score(x, create_graph=pathwise)
+    if need_step_rewards:
+        return target.log_prob(x.detach()).detach(), None
+    return None, None
+
+
+def _euler_step(sampler, x, t, dt, score, context, pathwise: bool, explore: float):
+    """(x_next, mu): one Euler-Maruyama step of the learned SDE (the behaviour's extra noise `explore`
+    only off the pathwise graph)."""
+    ref, sigma = sampler.reference, sampler.reference.sigma
+    x_in = x if pathwise else x.detach()
+    if context is None:
+        mu = ref.project(sampler.drift(x_in, t, score))
+    else:
+        mu = ref.project(sampler.drift(x_in, t, score, context=context))
+    eps = ref.noise_like(x)
+    if pathwise:
+        return x + mu * dt[:, None] + (sigma ** 2 * dt).sqrt()[:, None] * eps, mu
+    std = (sigma ** 2 * dt + explore ** 2).sqrt()
+    return (x_in + mu.detach() * dt[:, None] + std[:, None] * eps).detach(), mu
+
+
+def _terminal_reward(target, x: torch.Tensor, pathwise: bool, need_terminal_score: bool):
+    """(log R(x_N), grad log R(x_N) or None): with the graph for a pathwise rollout."""
+    if pathwise:
+        return target.log_prob(x), None
+    if need_terminal_score:
+        return target.log_reward_and_score(x.detach())
+    return target.log_prob(x).detach(), None
+
+
 def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwise: bool = False,
                     need_step_rewards: bool = False, need_terminal_score: bool = False) -> Trajectories:
     """Simulate B = grid.shape[0] forward trajectories (Euler-Maruyama) on the given grid.
@@ -78,11 +116,8 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
     need_terminal_score: also return grad log R(x_N) (from the same energy call as log R(x_N)).
     """
     target, drift, ref = sampler.target, sampler.drift, sampler.reference
-    sigma = ref.sigma
     B, N = grid.shape[0], grid.shape[1] - 1
-    dtype, device = grid.dtype, grid.device
-    need_score = drift.needs_score
-    x = torch.zeros(B, target.dim, dtype=dtype, device=device)
+    x = torch.zeros(B, target.dim, dtype=grid.dtype, device=grid.device)
     xs, mus, step_r, scores = [x], [], [], []
     context = None
     if hasattr(drift, "time_context"):   # the x-independent part of the drift, for all steps at once
@@ -90,50 +125,24 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
         # copy of the whole (N, B, width) tensor; unbind's backward stacks the N gradients once
         context = _per_step(drift.time_context(grid[:, :N].T.reshape(-1)), N, B)
     for n in range(N):
-        t, t_next = grid[:, n], grid[:, n + 1]
-        dt = t_next - t
-        score, lr = None, None
-        if n == 0 and (need_score or need_step_rewards):
-            lr, score = _reward_and_score_at_origin(target, B, dtype, device, need_score)
-        elif need_score:
-            lr, score = target.log_reward_and_score(x, create_graph=pathwise)
-        elif need_step_rewards:
-            lr = target.log_prob(x.detach()).detach()
-        if lr is not None:
+        t = grid[:, n]
+        lr, score = _state_inputs(target, x, n, B, drift.needs_score, need_step_rewards, pathwise)
+        if lr is not None and need_step_rewards:
             step_r.append(lr)
         if score is not None:
             scores.append(score.detach())
-        x_in = x if pathwise else x.detach()
-        if context is None:
-            mu = ref.project(drift(x_in, t, score))
-        else:
-            mu = ref.project(drift(x_in, t, score, context=context[n]))
-        eps = ref.noise_like(x)
-        if pathwise:
-            x_next = x + mu * dt[:, None] + (sigma ** 2 * dt).sqrt()[:, None] * eps
-        else:
-            std = (sigma ** 2 * dt + explore ** 2).sqrt()
-            x_next = (x_in + mu.detach() * dt[:, None] + std[:, None] * eps).detach()
+        x, mu = _euler_step(sampler, x, t, grid[:, n + 1] - t, score, None if context is None else context[n],
+                            pathwise, explore)
         mus.append(mu)
-        x = x_next
         xs.append(x)
-    mu_all = torch.stack(mus, 1)
     # the per-step log-densities of all steps in one batched pass (the states are all known now)
     X = torch.stack(xs, 1)                                   # (B, N+1, d)
     dts = grid[:, 1:] - grid[:, :-1]                         # (B, N)
     X_prev = X[:, :-1] if pathwise else X[:, :-1].detach()
-    log_pf = ref.step_log_prob(X[:, 1:], X_prev + mu_all * dts[..., None], sigma ** 2 * dts)
+    log_pf = ref.step_log_prob(X[:, 1:], X_prev + torch.stack(mus, 1) * dts[..., None], ref.sigma ** 2 * dts)
     log_pb = ref.backward_log_prob(X_prev, X[:, 1:], grid[:, :-1], grid[:, 1:])
-    terminal_score = None
-    if pathwise:
-        log_r = target.log_prob(x)
-    elif need_terminal_score:
-        log_r, terminal_score = target.log_reward_and_score(x.detach())
-    else:
-        log_r = target.log_prob(x).detach()
-    step = None
-    if need_step_rewards:
-        step = torch.stack(step_r + [log_r.detach()], 1)
+    log_r, terminal_score = _terminal_reward(target, x, pathwise, need_terminal_score)
+    step = torch.stack(step_r + [log_r.detach()], 1) if need_step_rewards else None
     return Trajectories(X, grid, log_pf, log_pb, log_r, step, torch.stack(scores, 1) if scores else None,
                         terminal_score)
 

@@ -28,26 +28,17 @@ produces both enantiomers with equal probability).
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import MissingDependencyError, ShapeError
+from ..errors import ShapeError
+from ..optional import PEPTIDES_HINT, require
 from .particles import ParticleSymmetry, ParticleTarget, data_file
 
 MOLAR_GAS_CONSTANT = 8.31446261815324e-3     # kJ / (mol K), = N_A k_B (CODATA 2018, exact)
-INSTALL_HINT = "pip install diffsampler[peptides]"
-
-
-def require(module: str):
-    """Import an optional dependency of the `peptides` extra, or raise a clear error."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise MissingDependencyError(f"this target needs the optional dependency {module!r} ({e}); "
-                                     f"install it with: {INSTALL_HINT}") from None
+INSTALL_HINT = PEPTIDES_HINT
 
 
 def kT_kJ_per_mol(temperature: float) -> float:
