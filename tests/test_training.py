@@ -184,13 +184,13 @@ def test_default_recipe_is_sgds_and_runs_its_rounds(tmp_path):
                    **dict(SMALL, recipe=None, iterations=20, search_chains=64, search_steps=5, search_inner=2,
                           buffer_size=500))
     cfg = run.config
-    assert cfg.recipe == "sgds" and cfg.searcher == "ais" and cfg.rounds == 2 and cfg.behaviour == "mixed"
+    assert cfg.recipe == "sgds" and cfg.searcher == "mala" and cfg.rounds == 2 and cfg.behaviour == "mixed"
     rows = [json.loads(line) for line in open(tmp_path / "sgds" / "metrics.jsonl")]
     searches = [r["search"] for r in rows if "search" in r]
     assert [s["round"] for s in searches] == [1, 2]
-    # AIS: 64 chains evaluated at initialisation + 5 levels x 2 MALA steps x 64 chains, per round
-    assert all(s["energy_calls"] == 64 + 5 * 2 * 64 for s in searches)
-    assert run.report["energy_calls"]["search"] == 2 * (64 + 5 * 2 * 64)
+    # MALA: 64 chains evaluated at initialisation + (100 burn-in + 5) steps x 64 chains, per round
+    assert all(s["energy_calls"] == 64 * (1 + cfg.search_burnin + 5) for s in searches)
+    assert run.report["energy_calls"]["search"] == 2 * 64 * (1 + cfg.search_burnin + 5)
 
 
 def test_user_energy_trains_through_the_api(tmp_path):

@@ -246,9 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from .training.interrupts import Interrupted
     try:
         return args.fn(args)
-    except (DiffSamplerError, FileNotFoundError, NotImplementedError) as e:
+    except Interrupted as e:      # SIGTERM / SIGINT during training: a checkpoint was written
+        print(f"diffsampler: {e}", file=sys.stderr)
+        return e.exit_code
+    except (DiffSamplerError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+            NotImplementedError) as e:
         print(f"diffsampler: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

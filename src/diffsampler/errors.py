@@ -40,3 +40,8 @@ class TargetSpecError(DiffSamplerError, ValueError):
 
 class EnergyChangedError(TargetSpecError):
     """A run's recorded user energy (or its reference samples) moved or changed since training."""
+
+
+class UserEnergyError(DiffSamplerError, RuntimeError):
+    """A user's energy function raised: the message says where in the run (phase, iteration, batch
+    size); the user's own exception is chained as the cause."""

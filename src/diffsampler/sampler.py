@@ -62,6 +62,8 @@ class DiffusionSampler(nn.Module):
         target simulates in its own coordinates z and returns x = m + L z; log w is the same in both)."""
         if corrector_steps < 0:
             raise ValueError(f"corrector_steps must be >= 0, got {corrector_steps}")
+        if int(n) < 1 or (steps is not None and int(steps) < 1):
+            raise ValueError(f"sample: need n >= 1 samples and steps >= 1, got n = {n}, steps = {steps}")
         steps = steps or self.default_steps
         integ = make_integrator(integrator)
         self.integrator = integ
@@ -112,9 +114,7 @@ class DiffusionSampler(nn.Module):
         n_adapt = steps // 2
         res = run_kernel(kernel, potential, x, steps - n_adapt, n_adapt=n_adapt, thin=max(1, steps - n_adapt),
                          state=state)
-        out = res.state.point.x
-        if hasattr(self.target, "project"):   # particles: E is translation invariant; drop the CoM walk
-            out = self.target.project(out)
+        out = self.target.project(res.state.point.x)   # particles: E is translation invariant; no CoM walk
         return out.to(x.dtype)
 
     @torch.no_grad()

@@ -116,7 +116,7 @@ class AISOptions(ChainOptions):
     inner: int = option(20, "AIS: MALA steps per annealing level", alias="search_inner", low=1)
 
 
-@SEARCHERS.register("ais", AISOptions)
+@SEARCHERS.register("ais", AISOptions, splittable=True)
 class AISSearcher:
     """AIS from N(0, init_std^2 I) to the target over `steps` levels of `inner` MALA steps (SGDS's
     Manywell searcher). Step sizes adapt per chain along the path, so log Z-hat is consistent rather

@@ -188,7 +188,7 @@ def chain_potential(target, novelty=None, alpha: float = 0.0) -> Potential:
     return target_potential(target)
 
 
-@SEARCHERS.register("mala", ChainOptions)
+@SEARCHERS.register("mala", ChainOptions, splittable=True)
 class MALASearcher:
     """MALA chains (SGDS's searcher for GMM-40 and LJ): burn-in with per-chain step-size adaptation,
     then every `thin`-th state of `steps` steps."""

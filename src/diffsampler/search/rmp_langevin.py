@@ -26,7 +26,7 @@ from dataclasses import replace
 import torch
 
 from ..errors import ConfigError
-from .energy import ChainState, Potential, StepInfo, make_anchor, repair
+from .energy import Potential, StepInfo, make_anchor, repair
 
 from .underdamped import UnderdampedState
 from .searcher import SEARCHERS, chain_result
@@ -114,7 +114,7 @@ def run_rmp_langevin(potential: Potential, x0: Tensor, n_steps: int, *, step_siz
                       n_adapt=n_burn, thin=thin)
 
 
-@SEARCHERS.register("rmp_langevin", UnderdampedOptions)
+@SEARCHERS.register("rmp_langevin", UnderdampedOptions, splittable=True)
 class RMPLangevinSearcher:
     """Shen-Lee randomized-midpoint underdamped Langevin chains (unadjusted): 2 energy calls a step."""
 

@@ -124,7 +124,7 @@ class TemperingOptions(ChainOptions):
     t_max: float = option(10.0, "parallel tempering: highest temperature", alias="search_t_max", low=1.0)
 
 
-@SEARCHERS.register("pt", TemperingOptions)
+@SEARCHERS.register("pt", TemperingOptions, splittable=True)
 class TemperingSearcher:
     """Parallel tempering with MALA moves at geometric temperatures 1..t_max; samples at T = 1."""
 

@@ -145,7 +145,7 @@ class UnderdampedOptions(ChainOptions):
                              low=0.0, low_open=True)
 
 
-@SEARCHERS.register("underdamped", UnderdampedOptions)
+@SEARCHERS.register("underdamped", UnderdampedOptions, splittable=True)
 class UnderdampedSearcher:
     """Underdamped Langevin chains (BAOAB, unadjusted): the MD searcher of SGDS's peptide runs."""
 

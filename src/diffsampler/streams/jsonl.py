@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 
+from ..faults import fault_point
 from .base import MetricStream
 
 METRICS_FILE = "metrics.jsonl"
@@ -18,5 +19,9 @@ class JsonlStream(MetricStream):
         self.path = os.path.join(run_dir, filename)
 
     def log(self, row: dict) -> None:
+        line = json.dumps(row) + "\n"
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(line[: len(line) // 2])
+            f.flush()
+            fault_point("metrics_append")       # a kill here leaves a torn line, which a resume drops
+            f.write(line[len(line) // 2:])

@@ -28,6 +28,11 @@ class EnergyCounter:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
     phase: str = "train"
     nonfinite: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
+    iteration: int | None = None   # the training iteration under way, for error messages (set by the trainer)
+
+    def where(self) -> str:
+        """'phase P, iteration I' of the call under way (for error messages)."""
+        return f"phase {self.phase!r}" + ("" if self.iteration is None else f", iteration {self.iteration}")
 
     def add(self, n: int) -> None:
         self.counts[self.phase] += int(n)
@@ -254,6 +259,11 @@ class Target:
     def settings(self, recipe: str) -> dict:
         """Config keys measured best for this target under `recipe` ({} if none were measured)."""
         return dict(self.recommended.get(recipe, {}))
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Projection onto the state space: the identity here; particle systems remove the centre of
+        mass (their energy is translation invariant)."""
+        return x
 
     def to_user(self, z: torch.Tensor) -> torch.Tensor:
         """The user's coordinates of rows z of this target's own (identity; a `StandardizedTarget`

@@ -6,7 +6,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..errors import NonFiniteError, ShapeError
+from ..errors import NonFiniteError, ShapeError, UserEnergyError
 from .base import Target
 
 
@@ -49,7 +49,12 @@ class EnergyFunctionTarget(Target):
         return self._samples is not None
 
     def _energy(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
+        try:
+            return self.fn(x)
+        except Exception as e:   # the user's error, with where in the run it happened
+            raise UserEnergyError(f"the energy {self.name!r} raised {type(e).__name__}: {e} (during "
+                                  f"{self.counter.where()}, on a batch of {x.shape[0]} points of shape "
+                                  f"{tuple(x.shape)} and dtype {x.dtype})") from e
 
     def _sample(self, n: int) -> torch.Tensor:
         N = self._samples.shape[0]

@@ -3,24 +3,37 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 
 import torch
 
 from ..errors import CheckpointError
+from ..faults import fault_point
 
 FORMAT = 1
 CHECKPOINT = "checkpoint.pt"   # a run directory's checkpoint file
 
 
+def user_file_mode() -> int:
+    """0o666 less the process umask: the mode `open` gives a new file (mkstemp would give 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str, write) -> None:
+    """Write `path` whole or not at all: a temporary file beside it, fsync, rename (a kill leaves at
+    most the temporary, which a resume removes)."""
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        os.fchmod(fd, user_file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        fault_point("checkpoint_write")        # a kill here leaves only the temporary, which a resume removes
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -48,8 +61,13 @@ def load_checkpoint(path: str, *, target_name: str | None = None, dim: int | Non
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "global" in str(e).lower():
+            raise CheckpointError(f"checkpoint {path} needs pickled code to load, which could run anything: refused "
+                                  "(a diffsampler checkpoint holds only tensors, numbers, strings, lists and dicts)") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable (UnpicklingError: {e})") from None
+    except Exception as e:  # noqa: BLE001 - any other failure means a corrupt file
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a diffsampler checkpoint of format {FORMAT}")

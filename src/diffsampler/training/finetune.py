@@ -19,6 +19,7 @@ from ..nets import EGNNDrift
 from .checkpoint import CHECKPOINT, load_checkpoint
 
 ARCHITECTURE_KEYS = ("drift", "width", "depth", "time_features", "sigma", "scale_by_sigma", "time_warp")
+RESUME_KEYS = ("drift", "width", "depth", "time_features", "objective", "dtype", "time_warp")   # a resume must match
 
 
 def first_mismatch(cfg, state: dict, keys: tuple[str, ...]) -> tuple[str | None, object]:

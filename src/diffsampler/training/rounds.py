@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..search import make_rnd
-from .search_phase import run_search
+from .search_phase import SearchProgress, run_search
 
 
 class SearchRounds:
@@ -24,18 +24,28 @@ class SearchRounds:
             self.rnd = make_rnd(target, width=cfg.rnd_width, lr=cfg.rnd_lr,
                                 input_scale=sampler.reference.sigma).to(device=p.device, dtype=p.dtype)
         self.log: list[dict] = []
+        self.progress: SearchProgress | None = None   # a search stopped between blocks (checkpoints keep it)
 
     def observe(self, terminal: torch.Tensor) -> None:
         """The learner's fresh terminal states: one fitting step of the novelty predictor."""
         if self.rnd is not None:
             self.rnd.fit(terminal.detach(), steps=1)
 
-    def start(self, r: int, learner, buffer) -> dict | None:
-        """Round r's search (its summary row, or None without a searcher) and re-initialisation."""
+    def start(self, r: int, learner, buffer, after_block=None, show: bool = False) -> dict | None:
+        """Round r's search (its summary row, or None without a searcher) and re-initialisation.
+        `after_block(progress)` runs between the search's blocks (a checkpoint, a signal check)."""
         cfg, row = self.cfg, None
         if cfg.searcher != "none":
             p = learner.sampler.log_Z
-            res = run_search(cfg, self.target, self.rnd if r > 0 else None, dtype=p.dtype, device=p.device)
+            progress = self.progress if self.progress is not None and self.progress.round == r else None
+
+            def keep(prog: SearchProgress) -> None:
+                self.progress = prog
+                if after_block is not None:
+                    after_block(prog)
+            res = run_search(cfg, self.target, self.rnd if r > 0 else None, dtype=p.dtype, device=p.device,
+                             progress=progress, round=r, after_block=keep, show=show)
+            self.progress = None
             stored = buffer.add(res.x, -res.energy)
             row = {"round": r + 1, **res.info, "stored": stored, "log_Z_hat": res.log_Z_hat}
             self.log.append(row)
@@ -51,11 +61,14 @@ class SearchRounds:
 
     def state_dict(self) -> dict:
         return {"search_log": self.log,
+                "search_progress": None if self.progress is None else self.progress.state_dict(),
                 "rnd": None if self.rnd is None else {"net": self.rnd.state_dict(),
                                                       "optimizer": self.rnd.optimizer.state_dict()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.log = list(state.get("search_log", []))
+        prog = state.get("search_progress")
+        self.progress = None if prog is None else SearchProgress.from_state(prog)
         if self.rnd is not None and state.get("rnd") is not None:
             self.rnd.load_state_dict(state["rnd"]["net"])
             self.rnd.optimizer.load_state_dict(state["rnd"]["optimizer"])

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass, field
 
 import torch
 
 from ..evaluation import evaluate
+from ..faults import fault_point
 from ..evaluation.plots import plot_marginals, plot_samples, plot_training_curves
 from ..objectives import make_objective
 from ..reporting import write_html_report
@@ -20,6 +20,7 @@ from .config import TrainConfig
 from .defaults import default_keys
 from .ema import ParameterEMA
 from .finetune import cumulative
+from .interrupts import Interrupted, stop_on_signals
 from .pilot_phase import training_target, wants_pilot
 from .run_dir import cleanup_failed_run, prepare_run_dir
 from .trainer import Trainer
@@ -145,6 +146,8 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
             saved_cfg.pop("target", None)
             cfg = TrainConfig.from_dict({**saved_cfg, **overrides})
     created = prepare_run_dir(out, resume) if out else False
+    if resume and out and not os.path.exists(os.path.join(out, CHECKPOINT)):
+        resume = False   # killed before its first checkpoint: the run starts again in its own directory
     trainer = None
     try:
         train_target, pilot = training_target(target, cfg, _saved_standardization(target, cfg, out, resume))
@@ -159,11 +162,18 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
     except BaseException:
         cleanup_failed_run(out, created, trainer)
         raise
+    with stop_on_signals(raise_now=Interrupted("SIGTERM", trainer.iteration, out)):   # training is saved: a
+        return _finish(trainer, target, cfg, out)                                     # signal stops at once
+
+
+def _finish(trainer: Trainer, target: Target, cfg: TrainConfig, out: str | None) -> Run:
+    """After training: the report (the averaged weights', and the raw ones'), plots, HTML, streams."""
     run = Run(target, cfg, trainer.sampler, dir=out)
     run.report = {"train_seconds": round(trainer.train_seconds, 2), "iterations": trainer.iteration,
                   "stop_reason": trainer.stop_reason, "skipped_steps": trainer.learner.skipped_steps,
                   "pilot": trainer.pilot,
                   "lineage": cumulative(trainer.lineage, target.counter.counts, trainer.train_seconds)}
+    fault_point("evaluation")
     raw = None
     if trainer.learner.ema is not None:
         # the run reports (and eval/sample use) the averaged weights; the raw ones are measured too

@@ -1,8 +1,18 @@
-"""The Searcher phase of a training round (SGDS, Kim et al. 2025): run an MCMC searcher on the
+"""The Searcher phase of a training round (SGDS, Kim et al. 2025): run the configured searcher on the
 target energy E (round 1) or on the auxiliary energy E - alpha * novelty(x) (later rounds), and
 return its samples with their TRUE energies (the buffer must never hold a novelty-shifted reward).
-All energy calls are counted in the 'search' phase."""
+All energy calls are counted in the 'search' phase.
+
+A long search runs in blocks of chains (searchers whose chains are independent declare
+`splittable`), each of about `search_checkpoint_calls` energy calls: after each block the trainer can
+write a checkpoint (the finished blocks' samples and the random state travel in it) and honour a
+signal or a time budget, so a kill loses at most one block and a resumed search gives the same
+samples as an uninterrupted one."""
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -10,23 +20,102 @@ from ..search import SEARCHERS, SearchResult, run_mala, target_potential
 from ..search.searcher import start_std
 
 
-def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu") -> SearchResult:
-    """One search phase as configured by `cfg` (the searcher named by `searcher`, with its options
-    from the flat search_* keys). `novelty`: an RND model whose novelty enters the auxiliary energy
-    when cfg.rnd_alpha > 0 (None in round 1). Energy calls count as 'search'."""
-    flat = cfg.to_dict()
-    searcher = SEARCHERS.build(cfg.searcher, flat)
+@dataclass
+class SearchProgress:
+    """A round's search, block by block: what a checkpoint keeps in the middle of it."""
+
+    round: int
+    chains: list[int]                      # chains of each block
+    done: int = 0
+    x: list[torch.Tensor] = field(default_factory=list)
+    energy: list[torch.Tensor] = field(default_factory=list)
+    log_Z: list[float | None] = field(default_factory=list)
+    infos: list[dict] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)
+
+    def add(self, res: SearchResult, calls: int) -> None:
+        self.calls.append(int(calls))
+        self.x.append(res.x.detach().cpu())
+        self.energy.append(res.energy.detach().cpu())
+        self.log_Z.append(res.log_Z_hat)
+        self.infos.append(res.info)
+        self.done += 1
+
+    def result(self) -> SearchResult:
+        """The blocks together: samples concatenated; log Z-hat = log of the chain-weighted mean of the
+        blocks' Z-hats (the estimate of all chains at once); the blocks' statistics merged."""
+        if len(self.infos) == 1:
+            return SearchResult(self.x[0], self.energy[0], self.log_Z[0], dict(self.infos[0]))
+        n = torch.tensor(self.chains[:self.done], dtype=torch.float64)
+        log_Z = None
+        if all(v is not None for v in self.log_Z):
+            log_Z = float(torch.logsumexp(torch.log(n) + torch.tensor(self.log_Z, dtype=torch.float64), 0)
+                          - torch.log(n.sum()))
+        info = {"blocks": len(self.infos)}
+        if all("acceptance" in i for i in self.infos):
+            info["acceptance"] = float(sum(w * i["acceptance"] for w, i in zip(n.tolist(), self.infos)) / n.sum())
+        if all("n_reset" in i for i in self.infos):
+            info["n_reset"] = int(sum(i["n_reset"] for i in self.infos))
+        return SearchResult(torch.cat(self.x), torch.cat(self.energy), log_Z, info)
+
+    def state_dict(self) -> dict:
+        return {"round": self.round, "chains": self.chains, "done": self.done, "x": self.x, "energy": self.energy,
+                "log_Z": self.log_Z, "infos": self.infos, "calls": self.calls}
+
+    @classmethod
+    def from_state(cls, state: dict) -> SearchProgress:
+        return cls(**state)
+
+
+def plan(cfg) -> list[int]:
+    """Chains of each block: one block unless the searcher is splittable and costs more than
+    search_checkpoint_calls, else as many near-equal blocks as that bound needs."""
+    searcher = SEARCHERS.build(cfg.searcher, cfg.to_dict())
+    C, calls = searcher.o.chains, searcher.calls()
+    if not SEARCHERS.trait(cfg.searcher, "splittable", False) or not cfg.search_checkpoint_calls:
+        return [C]
+    blocks = min(C, max(1, math.ceil(calls / cfg.search_checkpoint_calls)))
+    return [C // blocks + (1 if b < C % blocks else 0) for b in range(blocks)]
+
+
+def run_block(cfg, target, novelty, chains: int, dtype, device) -> SearchResult:
+    """One block: `chains` chains of the configured searcher from N(0, init_std^2) (CoM-free for
+    particle systems)."""
+    searcher = SEARCHERS.build(cfg.searcher, {**cfg.to_dict(), "search_chains": chains})
     sigma = cfg.sigma if cfg.sigma is not None else target.sigma
-    x0 = start_std(searcher.o, sigma) * torch.randn(searcher.o.chains, target.dim, dtype=dtype, device=device)
-    if target.symmetry is not None:   # particle systems: start on the zero-centre-of-mass subspace
-        x0 = target.project(x0)
-    before = target.counter.counts["search"]
+    x0 = target.project(start_std(searcher.o, sigma) * torch.randn(chains, target.dim, dtype=dtype, device=device))
     with target.counter.use("search"):
-        res = searcher.run(target, x0, sigma, novelty, cfg.rnd_alpha)
-    res = drop_far_samples(res)
-    if target.symmetry is not None:   # E is translation invariant: store the centred configurations
-        res.x = target.project(res.x)
-    res.info["energy_calls"] = target.counter.counts["search"] - before
+        return searcher.run(target, x0, sigma, novelty, cfg.rnd_alpha)
+
+
+def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu", progress: SearchProgress | None = None,
+               round: int = 0, after_block: Callable[[SearchProgress], None] | None = None,
+               show: bool = False) -> SearchResult:
+    """One search phase as configured by `cfg` (the searcher named by `searcher`, its options from the
+    flat search_* keys), block by block (module docstring), continuing `progress` if given; `novelty`:
+    an RND model whose novelty enters the auxiliary energy when cfg.rnd_alpha > 0 (None in round 1).
+    `after_block(progress)` is called after each block but the last; `show`: a progress bar (chains,
+    energy calls)."""
+    from tqdm.auto import tqdm
+
+    progress = progress or SearchProgress(round, plan(cfg))
+    bar = tqdm(total=sum(progress.chains), initial=sum(progress.chains[:progress.done]), disable=not show,
+               desc=f"search round {round + 1} ({cfg.searcher})", unit="chain", dynamic_ncols=True)
+    try:
+        while progress.done < len(progress.chains):
+            before = target.counter.counts["search"]
+            res = run_block(cfg, target, novelty, progress.chains[progress.done], dtype, device)
+            progress.add(res, target.counter.counts["search"] - before)
+            bar.update(progress.chains[progress.done - 1])
+            bar.set_postfix(calls=f"{sum(progress.calls):,}")
+            if after_block is not None and progress.done < len(progress.chains):
+                after_block(progress)
+    finally:
+        bar.close()
+    res = drop_far_samples(progress.result())
+    res.x = target.project(res.x.to(device))   # E is translation invariant: store centred configurations
+    res.energy = res.energy.to(device)
+    res.info["energy_calls"] = sum(progress.calls)
     res.info["samples"] = int(res.x.shape[0])
     if res.energy.numel():   # the true E of what enters the buffer: shows a search run off to high energy
         e = res.energy.double()

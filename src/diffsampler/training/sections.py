@@ -63,6 +63,9 @@ class BehaviourSection:
 class SearchSection:
     searcher: str = option("none", "none, or a registered searcher (search/; listed below) run once per round "
                            "(SGDS, Kim et al. 2025)")
+    search_checkpoint_calls: int = option(1_000_000, "a search whose chains are independent runs in blocks of about "
+                                          "this many energy calls, with a checkpoint after each (a kill loses at "
+                                          "most one block); 0: one block", low=0)
     rnd_alpha: float = option(0.0, "novelty weight in E - alpha * RND(x) for rounds > 1; 0: no RND", low=0.0)
     rnd_width: int = option(256, "width of the novelty networks (MLP; particle targets: invariant EGNN)", low=1)
     rnd_lr: float = option(1e-3, "learning rate of the RND predictor", low=0.0, low_open=True)

@@ -3,7 +3,6 @@ policy draws the batch, the learner takes the step, the rounds run the searches;
 budgets, metrics, checkpoints and exact resume (every component has its own state_dict)."""
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -12,19 +11,22 @@ from contextlib import nullcontext
 import torch
 
 from ..errors import CheckpointError, NonFiniteError, TrainingError
+from ..faults import fault_point, report_calls
 from ..streams import make_streams
 from ..targets import Target
 from .behaviour import BehaviourPolicy
 from .budget import check_budget
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from .finetune import first_mismatch, start_from
+from .finetune import RESUME_KEYS, first_mismatch, start_from
+from .in_run import in_run_metrics
+from .interrupts import Interrupted, SearchTimeUp, stop_on_signals
 from .learner import Learner
 from .pilot_phase import standardization
+from .run_dir import remove_stale_temporaries, truncate_metrics
 from .rounds import SearchRounds
 from .schedule import Schedule
 
 STEP_CALLS_WINDOW = 10   # iterations whose train-call cost bounds the next one's (budget check)
-RESUME_KEYS = ("drift", "width", "depth", "time_features", "objective", "dtype", "time_warp")
 
 
 class Trainer:
@@ -50,6 +52,7 @@ class Trainer:
         self.iteration, self.train_seconds, self.checkpoints_written = 0, 0.0, 0
         self.step_calls: list[int] = []   # train energy calls of the last STEP_CALLS_WINDOW iterations
         self.stop_reason, self.last_loss = "iterations", float("nan")
+        self.stop, self._mark = None, time.perf_counter()
         self.pilot: dict | None = None    # the pilot's summary, when this run's coordinates came from one
         self.lineage: dict | None = None  # the ancestors' totals, for a run started from another
         if cfg.init_from and init_weights:   # a resumed run takes everything from its own checkpoint instead
@@ -102,15 +105,40 @@ class Trainer:
             raise TrainingError(f"iteration {it}: non-finite orbit ML loss ({loss.item()})")
         return self.learner.apply(loss, it, self.schedule.lr_factor(it), warm)
 
-    def start_round(self) -> None:
-        """Round r's search and re-initialisation (`SearchRounds.start`), logged and checkpointed."""
+    def start_round(self) -> bool:
+        """Round r's search and re-initialisation (`SearchRounds.start`), logged and checkpointed;
+        False when the time budget ran out between the search's blocks (the checkpoint keeps them)."""
         r = self.schedule.round(self.iteration)
-        row = self.rounds.start(r, self.learner, self.buffer)
+        try:
+            row = self.rounds.start(r, self.learner, self.buffer, after_block=self._after_search_block,
+                                    show=self.progress)
+        except SearchTimeUp:
+            return False
         if row is not None:
             self._log({"iteration": self.iteration, "search": row, "energy_calls": self.target.counter.as_dict()})
         self.schedule.searched_rounds = r + 1
         if self.cfg.searcher != "none" or r > 0:
             self.save()  # keep the search's work (and a re-initialisation) across a kill
+        return True
+
+    def _after_search_block(self, progress) -> None:
+        """Between a search's blocks: a checkpoint, then a signal or the time budget may stop the run."""
+        self._clock()
+        fault_point("search_block")
+        self.save()
+        self._check_signal()
+        if self.cfg.max_seconds is not None and self.train_seconds >= self.cfg.max_seconds:
+            raise SearchTimeUp
+
+    def _check_signal(self) -> None:
+        if self.stop.reason is not None:
+            self.save()
+            raise Interrupted(self.stop.reason, self.iteration, self.out)
+
+    def _clock(self) -> None:
+        now = time.perf_counter()
+        self.train_seconds, self._mark = self.train_seconds + now - self._mark, now
+        report_calls(self.target.counter.total, self.train_seconds)
 
     # -- the loop ----------------------------------------------------------------------------------
     def budget_exhausted(self) -> str | None:
@@ -128,27 +156,34 @@ class Trainer:
         return None
 
     def fit(self) -> None:
+        """Train until a budget is spent; SIGTERM/SIGINT stop it after a checkpoint (`Interrupted`)."""
         from tqdm.auto import tqdm
 
         bar = tqdm(total=self.cfg.iterations, initial=self.iteration, disable=not self.progress,
                    desc=f"train {self.target.name}", dynamic_ncols=True, mininterval=1.0)
-        try:
-            while (reason := self.budget_exhausted()) is None:
-                t0 = time.perf_counter()
-                if self.schedule.needs_search(self.iteration):
-                    self.start_round()
-                    if (reason := self.budget_exhausted()) is not None:
-                        break
-                before = self.target.counter.counts["train"]
-                self.last_loss = self.step()
-                self.step_calls = [*self.step_calls, self.target.counter.counts["train"] - before][-STEP_CALLS_WINDOW:]
-                self.iteration += 1
-                self.train_seconds += time.perf_counter() - t0
-                bar.update(1)
-                self._after_step(bar)
-            self.stop_reason = reason
-        finally:
-            bar.close()
+        with stop_on_signals() as self.stop:
+            try:
+                while (reason := self.budget_exhausted()) is None:
+                    self._mark = time.perf_counter()
+                    if self.schedule.needs_search(self.iteration):
+                        if not self.start_round():
+                            reason = "max_seconds"
+                            break
+                        if (reason := self.budget_exhausted()) is not None:
+                            break
+                    self.target.counter.iteration = self.iteration
+                    before = self.target.counter.counts["train"]
+                    self.last_loss = self.step()
+                    self.step_calls = [*self.step_calls, self.target.counter.counts["train"] - before][-STEP_CALLS_WINDOW:]
+                    self.iteration += 1
+                    self._clock()
+                    bar.update(1)
+                    self._after_step(bar)
+                    self._check_signal()
+                self.stop_reason = reason
+            finally:
+                bar.close()
+                self.target.counter.iteration = None
         self.save()
 
     def _after_step(self, bar) -> None:
@@ -159,29 +194,12 @@ class Trainer:
             self._log({"iteration": it, "loss": self.last_loss, "log_Z": self.sampler.log_Z.item(),
                        "energy_calls": self.target.counter.as_dict(), "train_seconds": round(self.train_seconds, 3)})
         if cfg.eval_every and it % cfg.eval_every == 0:
-            self._log({"iteration": it, **self.in_run_metrics(), "energy_calls": self.target.counter.as_dict()})
+            self._log({"iteration": it, **in_run_metrics(self.sampler, cfg, self.learner.ema),
+                       "energy_calls": self.target.counter.as_dict()})
         if it % cfg.checkpoint_every == 0:
             self.save()
         for cb in self.callbacks:
             cb(self, it)
-
-    def in_run_metrics(self) -> dict:
-        """A quick evaluation (at most 1000 samples) of the weights the run would report: the
-        moving average when `ema_decay` is set (then also the raw weights, keys prefixed 'raw_')."""
-        from ..evaluation import evaluate
-
-        cfg, ema = self.cfg, self.learner.ema
-        keep = ("elbo", "eubo", "log_Z_is", "ess", "w2", "mode_coverage")
-        particle = ("energy_w1", "energy_w2", "equivariant_w2")   # particle targets with reference samples
-
-        def metrics() -> dict:
-            m = evaluate(self.sampler, n=min(cfg.eval_samples, 1000), steps=cfg.eval_steps, grid=cfg.eval_grid).metrics
-            return {**{k: m.get(k) for k in keep}, **{k: m[k] for k in particle if k in m}}
-        if ema is None:
-            return metrics()
-        raw = metrics()
-        with ema.applied(self.sampler):
-            return {**metrics(), **{f"raw_{k}": v for k, v in raw.items()}}
 
     def _log(self, row: dict) -> None:
         self.stream.log(row)
@@ -226,15 +244,7 @@ class Trainer:
             raise CheckpointError(f"cannot resume: checkpoint has {k}={have!r}, config has {getattr(self.cfg, k)!r}")
         self.load_state_dict(state)
         truncate_metrics(os.path.join(self.out, "metrics.jsonl"), self.iteration)
+        remove_stale_temporaries(self.out)
 
 
-def truncate_metrics(path: str, iteration: int) -> None:
-    """Drop metric rows written after the checkpoint's iteration (they will be recomputed)."""
-    if not os.path.exists(path):
-        return
-    rows = [line for line in open(path) if line.strip() and json.loads(line).get("iteration", 0) <= iteration]
-    with open(path, "w") as f:
-        f.writelines(rows)
-
-
-__all__ = ["Trainer", "truncate_metrics"]
+__all__ = ["Trainer"]
