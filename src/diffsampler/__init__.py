@@ -1,15 +1,14 @@
 """diffsampler: diffusion samplers for unnormalised densities (Target -> Searcher -> Buffer ->
-Learner -> Evaluator -> Report)."""
+Learner -> Evaluator -> Report).
+
+    import diffsampler as ds
+    run = ds.train("manywell32")                          # or ds.train(ds.targets.from_energy(fn, dim=10))
+    x, log_w = run.sampler.sample(10_000, steps=100)      # samples (n, d) and log-weights (n,)
+"""
 from . import errors, targets
 from .sampler import DiffusionSampler
+from .training import Run, TrainConfig, load_run, train
 
 __version__ = "0.1.0"
 
-
-def train(*args, **kwargs):
-    """Train a sampler; see `diffsampler.training.train`."""
-    from .training import train as _train
-    return _train(*args, **kwargs)
-
-
-__all__ = ["targets", "DiffusionSampler", "train", "__version__"]
+__all__ = ["targets", "errors", "DiffusionSampler", "train", "load_run", "Run", "TrainConfig", "__version__"]

@@ -47,6 +47,7 @@ def option(default, help: str, *, alias: str | None = None, low: float | None = 
 
 
 def alias_of(f: dataclasses.Field) -> str:
+    """The flat config key a field answers to: its alias, else its name."""
     return f.metadata.get("alias") or f.name
 
 
@@ -80,10 +81,12 @@ def options_from(cls: type, flat: dict):
 
 
 def option_fields(cls: type) -> list[dataclasses.Field]:
+    """The dataclass fields of an options class, in order."""
     return list(fields(cls))
 
 
 def field_type(cls: type, f: dataclasses.Field):
+    """The evaluated type annotation of field `f` of dataclass `cls`."""
     return typing.get_type_hints(cls)[f.name]
 
 

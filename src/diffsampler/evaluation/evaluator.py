@@ -14,6 +14,8 @@ from .trust import trust_warnings
 
 @dataclass
 class Evaluation:
+    """An evaluation: metrics (dict), the model samples x (n, d) with log-weights log_w (n,), and the
+    target's samples x_true (n, d) or None."""
     metrics: dict
     x: torch.Tensor            # model samples (n, d)
     log_w: torch.Tensor        # their log-weights (n,)

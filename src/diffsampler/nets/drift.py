@@ -23,6 +23,7 @@ from .time_embedding import HarmonicEmbedding, mlp
 
 
 class MLPDrift(nn.Module):
+    """The PIS MLP drift mu(x, t): x (B, d), t (B,) -> (B, d), in units of `scale` (see module)."""
     needs_score = False
 
     def __init__(self, dim: int, width: int = 128, depth: int = 2, time_features: int = 64,
@@ -51,6 +52,8 @@ class MLPDrift(nn.Module):
 
 
 class LangevinDrift(nn.Module):
+    """The Langevin-parametrised drift mu = NN_1(x, t) + NN_2(t) clip(grad log R(x)): x, score (B, d),
+    t (B,) -> (B, d) (see module)."""
     needs_score = True
 
     def __init__(self, dim: int, width: int = 128, depth: int = 2, time_features: int = 64,

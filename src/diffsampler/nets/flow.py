@@ -13,6 +13,7 @@ from .time_embedding import HarmonicEmbedding, mlp
 
 
 class LogFlow(nn.Module):
+    """The learned log-flow NN(x, t) of DB/SubTB: x (B, d), t (B,) -> (B,), zero-initialised."""
     def __init__(self, dim: int, width: int = 128, depth: int = 2, time_features: int = 64) -> None:
         super().__init__()
         self.time_emb = HarmonicEmbedding(time_features)

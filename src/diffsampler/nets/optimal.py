@@ -16,6 +16,7 @@ from .registry import DRIFTS
 
 
 class OptimalDrift(nn.Module):
+    """The target's exact Föllmer drift as a module: x (B, d), t (B,) -> mu*(x, t) (B, d); no parameters."""
     needs_score = False
 
     def __init__(self, target, sigma: float) -> None:

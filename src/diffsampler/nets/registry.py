@@ -15,6 +15,7 @@ DRIFTS = Registry("drift")
 
 @dataclass
 class DriftOptions:
+    """Options every drift network shares (flat keys width, depth, time_features, scale_by_sigma)."""
     width: int = option(128, "hidden width of the drift (and log-flow) networks", alias="width", low=1)
     depth: int = option(2, "hidden layers (EGNN: message-passing layers)", alias="depth", low=1)
     time_features: int = option(64, "harmonic time features", alias="time_features", low=1)
@@ -24,6 +25,7 @@ class DriftOptions:
 
 @dataclass
 class ScoreDriftOptions(DriftOptions):
+    """Options of drifts that take the target's score (adds score_clip)."""
     score_clip: float = option(100.0, "clip of each score component fed to the drift", alias="score_clip",
                                low=0.0, low_open=True)
 

@@ -16,6 +16,8 @@ from torch.nn import functional as F
 
 
 class HarmonicEmbedding(nn.Module):
+    """Harmonic features of time t (M,) -> (M, 2k): sin and cos at k frequencies from 0.1 to 100 with
+    learned phases (the PIS time embedding)."""
     def __init__(self, n_features: int = 64, f_min: float = 0.1, f_max: float = 100.0) -> None:
         super().__init__()
         self.register_buffer("freqs", torch.linspace(f_min, f_max, n_features))

@@ -113,6 +113,7 @@ def batch_averaged_target(reference, x_t: torch.Tensor, t: torch.Tensor, y: torc
 
 @dataclass
 class AdjointOptions:
+    """Adjoint matching's options (flat keys adjoint_*, score_clip)."""
     times: int = option(4, "bridge times t ~ U(t_min, t_max) per terminal sample", alias="adjoint_times", low=1)
     t_min: float = option(0.0, "lower end of the bridge times (the minimiser is the same mu*)", alias="adjoint_t_min",
                           low=0.0, high=1.0)

@@ -24,6 +24,7 @@ from .bounded import bounded_log_reward
 
 @OBJECTIVES.register("tb")
 class TrajectoryBalance(Objective):
+    """TB: mean of (log Z + sum log pi_fwd - sum log pi_bwd - log R(x_N))^2 over the batch (log R bounded)."""
     name = "tb"
 
     def __call__(self, traj, sampler):
@@ -64,6 +65,8 @@ def log_flows(traj: Trajectories, sampler) -> torch.Tensor:
 
 @OBJECTIVES.register("db")
 class DetailedBalance(Objective):
+    """DB: per-step residuals log F_n + log pi_fwd - log pi_bwd - log F_{n+1} with the learned log-flow,
+    squared, summed over steps, averaged over the batch."""
     name = "db"
     needs_flow = True
 
@@ -75,6 +78,7 @@ class DetailedBalance(Objective):
 
 @dataclass
 class SubTBOptions:
+    """SubTB's option: the weight base lambda (flat key subtb_lambda)."""
     lam: float = option(2.0, "SubTB: weight lambda^(j - i) of the sub-trajectory (i, j)", alias="subtb_lambda",
                         low=0.0, low_open=True)
 

@@ -14,6 +14,8 @@ from .bounded import bounded_log_reward
 
 @OBJECTIVES.register("kl")
 class KLDivergence(Objective):
+    """Reverse KL (PIS): mean of sum log pi_fwd - sum log pi_bwd - log R(x_N) on pathwise forward rollouts
+    (= log Z - ELBO); its gradient flows through the states."""
     name = "kl"
     pathwise = True
     on_policy_only = True
@@ -25,6 +27,8 @@ class KLDivergence(Objective):
 
 @OBJECTIVES.register("ml")
 class MaximumLikelihood(Objective):
+    """Maximum likelihood: -mean of sum log pi_fwd on backward trajectories from samples (forward KL on
+    path space, up to a constant)."""
     name = "ml"
     off_policy_only = True
     fits_log_Z = False

@@ -226,6 +226,7 @@ def orbit_ml_loss(sampler, y: torch.Tensor, grid: torch.Tensor, *, K: int = 32, 
 
 @dataclass
 class OrbitOptions:
+    """Orbit maximum likelihood's options (flat keys orbit_K, orbit_t_threshold, orbit_kappa)."""
     K: int = option(0, "group elements per data point of the orbit Rao-Blackwell target (Tong et al. 2025); "
                     ">= 1 for objective=orbit_ml; with objective=ml, K >= 1 swaps in this estimator on buffer "
                     "batches and in the ML warm-up (0: plain ML on backward paths)", alias="orbit_K", low=0)

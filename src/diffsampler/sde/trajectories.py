@@ -244,4 +244,5 @@ def backward_rollout(sampler, x_final: torch.Tensor, grid: torch.Tensor, *,
 
 
 def log_mean_exp(a: torch.Tensor) -> torch.Tensor:
+    """log mean exp of a (n,) tensor: logsumexp(a) - log n."""
     return torch.logsumexp(a, 0) - math.log(a.shape[0])

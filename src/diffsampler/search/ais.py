@@ -35,6 +35,7 @@ Tensor = torch.Tensor
 
 
 def logmeanexp(a: Tensor, dim: int = -1) -> Tensor:
+    """log mean exp of `a` along `dim`."""
     return torch.logsumexp(a, dim) - math.log(a.shape[dim])
 
 
@@ -45,6 +46,8 @@ def linear_schedule(n_levels: int) -> Tensor:
 
 @dataclass
 class AISResult:
+    """AIS output: final samples x (B, d), log-weights log_w (B,) (log Z_0 included), their true energies
+    (B,), energy calls, mean acceptance, chains reset."""
     x: Tensor               # (B, d) final samples x_K
     log_w: Tensor           # (B,) log importance weights, log Z_0 included
     energy: Tensor          # (B,) true energies E(x_K)

@@ -20,6 +20,8 @@ from ..errors import NonFiniteError, ShapeError
 
 
 class ReplayBuffer:
+    """Terminal states x (N, d) with their true log R (N,) (and scores, NaN until known); uniform or
+    rank-prioritised sampling (see module)."""
     def __init__(self, dim: int, capacity: int = 20000, priority: str = "rank", rank_k: float = 0.01,
                  dedup: float | None = None) -> None:
         if priority not in ("rank", "uniform"):

@@ -58,6 +58,7 @@ Start = Callable[[int, float], torch.Tensor]   # (n chains, std) -> (n, d) initi
 
 
 def start_std(options: ChainOptions, scale: float) -> float:
+    """The std of the chains' start N(0, s^2 I): the options' init_std, else the reference's sigma."""
     return options.init_std if options.init_std is not None else scale
 
 

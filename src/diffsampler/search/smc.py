@@ -35,6 +35,8 @@ Tensor = torch.Tensor
 
 @dataclass
 class SMCOptions(ChainOptions):
+    """The SMC searcher's options: ChainOptions, inner MALA steps per level, the resampling ESS fraction
+    (smc_resample_ess), step-size adaptation (smc_adapt)."""
     inner: int = option(20, "AIS: MALA steps per annealing level", alias="search_inner", low=1)
     resample_ess: float = option(0.5, "SMC: resample when the ESS falls below this fraction of the particles",
                                  alias="smc_resample_ess", low=0.0, high=1.0)

@@ -35,6 +35,8 @@ def swap_log_ratio(beta_lo: Tensor, beta_hi: Tensor, E_lo: Tensor, E_hi: Tensor)
 
 @dataclass
 class TemperingResult:
+    """Parallel tempering output: the T = 1 states x (T, B, d) with true energies (T, B), swap and MALA
+    acceptance, energy calls, resets, final state."""
     x: Tensor                 # (T, B, d) recorded T = 1 states
     energy: Tensor            # (T, B) their true energies
     swap_acceptance: Tensor   # (M-1,) mean swap acceptance probability of each adjacent pair

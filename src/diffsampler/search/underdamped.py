@@ -35,6 +35,8 @@ Tensor = torch.Tensor
 
 @dataclass
 class UnderdampedState:
+    """Chains of underdamped Langevin: positions with their energies (ChainState), velocities v (B, d),
+    reset points."""
     point: ChainState
     v: Tensor          # (B, d) velocities
     anchor: ChainState

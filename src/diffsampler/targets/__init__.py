@@ -47,6 +47,7 @@ def register(name: str, factory: Callable[[], Target]) -> None:
 
 
 def names() -> list[str]:
+    """The registry's target names (manywell<d> also works for any even d)."""
     return list(_REGISTRY)
 
 

@@ -14,6 +14,7 @@ from .base import Target
 
 
 class Funnel(Target):
+    """Neal's funnel in d dimensions: v ~ N(0, 3^2), x_i | v ~ N(0, e^v); exact samples and log Z."""
     sigma = 1.0
 
     def __init__(self, dim: int = 10, scale: float = 3.0) -> None:

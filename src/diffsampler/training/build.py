@@ -13,6 +13,7 @@ from ..targets import Target
 
 
 def resolve_device(name: str) -> torch.device:
+    """A torch.device from 'cpu', 'cuda', 'cuda:N' or 'auto' (ConfigError when CUDA is missing)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -27,6 +28,8 @@ def cpu_compiler() -> str | None:
 
 
 def build_sampler(target: Target, cfg) -> DiffusionSampler:
+    """The DiffusionSampler of `cfg` on `target`: its drift, log Z (and flow), on cfg.device in
+    cfg.dtype, compiled when cfg.compile says so."""
     s = DiffusionSampler(target, drift=cfg.drift, width=cfg.width, depth=cfg.depth,
                          time_features=cfg.time_features, score_clip=cfg.score_clip, sigma=cfg.sigma,
                          flow=objective_class(cfg.objective).needs_flow, log_Z_init=cfg.log_Z_init or 0.0,

@@ -29,6 +29,7 @@ def check_objective_rules(cfg) -> None:
 
 
 def check_round_rules(cfg) -> None:
+    """Rounds against iterations, and round_iterations as one integer per round summing to iterations."""
     need(cfg, cfg.iterations >= cfg.rounds or cfg.iterations == 0, "rounds", "more rounds than iterations")
     if cfg.round_iterations is None:
         return

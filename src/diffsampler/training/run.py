@@ -96,6 +96,7 @@ def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None,
 
 
 def summary_table(rep: dict) -> str:
+    """The report as a plain-text table (ELBO, EUBO, log Z, ESS, k-hat, calls, ...), warnings below it."""
     def f(v, fmt="{:.3f}"):
         return "n/a" if v is None else (fmt.format(v) if isinstance(v, float) else str(v))
     ec = rep["energy_calls"]
@@ -125,11 +126,26 @@ def summary_table(rep: dict) -> str:
 def train(target: str | Target, config: TrainConfig | dict | None = None, *, max_seconds: float | None = None,
           out: str | None = None, resume: bool = False, progress: bool = True, callbacks=None,
           **overrides) -> Run:
-    """Train a diffusion sampler on `target` (a registry name or a Target).
+    """Train a diffusion sampler on `target` and return the `Run` (sampler, config, report, directory).
 
-    config: a TrainConfig, a dict of keys, or None for the target's own measured settings, else its
-    kind's (`training.defaults.default_keys`); overrides: config keys (e.g. objective="vargrad"). out: run directory (config.json,
-    metrics.jsonl, checkpoint.pt, report.json, plots); None keeps everything in memory.
+    Args:
+        target: a registry name ("manywell32", "gmm40", "dw4", ...; `diffsampler.targets.names()`) or a
+            Target (e.g. `targets.from_energy(fn, dim=d)` for a user's energy E: (B, d) -> (B,)).
+        config: a TrainConfig, a dict of config keys (flat or sectioned), or None for the target's own
+            measured settings, else its kind's (`training.defaults.default_keys`). docs/CONFIG.md
+            lists every key.
+        max_seconds: wall-time budget of training (search included, evaluation not), in seconds.
+        out: run directory (config.json, metrics.jsonl, checkpoint.pt, report.json, report.html,
+            plots); None keeps everything in memory.
+        resume: continue the run in `out` from its checkpoint (bit for bit, as if never stopped).
+        progress: progress bars on stderr.
+        callbacks: functions f(trainer, iteration) called after each iteration.
+        **overrides: config keys on top of `config` (e.g. recipe="sgds_jeffreys", iterations=5000).
+
+    Returns:
+        Run: `.sampler` (a DiffusionSampler: `sample(n, steps)` -> x (n, d), log_w (n,)), `.report`
+        (the keys of report.json: ELBO, EUBO, log Z (IS), ESS, PSIS k-hat, W2, energy calls, ...),
+        `.config`, `.dir`. SIGTERM/SIGINT stop after a checkpoint (`training.interrupts.Interrupted`).
     """
     target = get(target)
     if max_seconds is not None:

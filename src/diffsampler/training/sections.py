@@ -15,6 +15,7 @@ from ..components import option
 
 @dataclass
 class NetworkSection:
+    """Generic keys of the network section (the drifts' own options come from nets/)."""
     drift: str = option("langevin", "drift network (nets/): langevin (NN1 + NN2(t) clip(score)) | langevin_per_dim "
                         "| mlp | egnn | egnn_langevin | optimal (the target's exact drift)")
     sigma: float | None = option(None, "reference-process std at t = 1; None: the target's own", low=0.0,
@@ -27,6 +28,7 @@ class NetworkSection:
 
 @dataclass
 class ObjectiveSection:
+    """Generic keys of the objective section (the objectives' own options come from objectives/)."""
     objective: str = option("tb", "objective of buffer and replayed batches (and of on-policy ones unless "
                             "objective_fwd is set): tb | vargrad | subtb | db | kl | ml | adjoint | orbit_ml")
     objective_fwd: str | None = option(None, "objective of on-policy (forward) batches (SGDS's mode_fwd); None: "
@@ -36,6 +38,7 @@ class ObjectiveSection:
 
 @dataclass
 class BehaviourSection:
+    """Keys of the behaviour policy: exploration, buffer batches, replay buffer, trajectory reuse, local search."""
     behaviour: str = option("forward", "forward (on-policy + exploration) | mixed | backward (replay)",
                             choices=("forward", "mixed", "backward"))
     exploration: float = option(0.0, "extra behaviour-noise std, decayed linearly to 0 ...", low=0.0)
@@ -61,6 +64,7 @@ class BehaviourSection:
 
 @dataclass
 class SearchSection:
+    """Generic keys of the search section (the searchers' own options come from search/), RND, pilot."""
     searcher: str = option("none", "none, or a registered searcher (search/; listed below) run once per round "
                            "(SGDS, Kim et al. 2025)")
     search_checkpoint_calls: int = option(1_000_000, "a search whose chains are independent runs in blocks of about "
@@ -78,6 +82,7 @@ class SearchSection:
 
 @dataclass
 class RoundsSection:
+    """Keys of SGDS's rounds: their number and lengths, re-initialisation, the ML warm-up."""
     rounds: int = option(1, "rounds of search -> train; iterations split evenly (or by round_iterations)", low=1)
     round_iterations: str | None = option(None, "iterations of each round, comma-separated, summing to iterations "
                                           "(SGDS's --epochs); None: even split")
@@ -94,6 +99,7 @@ class RoundsSection:
 
 @dataclass
 class OptimiserSection:
+    """Keys of the optimiser: iterations, batch, training grid, learning rates, clipping, averaging, log Z start."""
     iterations: int | None = option(10000, "learner iterations; None: as many as fit in max_energy_calls after "
                                     "the searches (training/budget.py)", low=0)
     batch_size: int = option(300, "trajectories per batch", low=1)
@@ -118,6 +124,7 @@ class OptimiserSection:
 
 @dataclass
 class EvaluationSection:
+    """Keys of the evaluation: grid, steps, samples, in-run evaluations."""
     eval_grid: str = option("uniform", "evaluation time grid")
     eval_steps: int = option(100, "steps of the evaluation grid", low=1)
     eval_samples: int = option(2000, "samples of the final evaluation", low=1)
@@ -126,6 +133,7 @@ class EvaluationSection:
 
 @dataclass
 class RunSection:
+    """Keys of the run: seed, device, dtype, threads, budgets, checkpoints, logging, the non-finite policy."""
     seed: int = option(0, "random seed")
     device: str = option("cpu", "cpu | cuda | cuda:N | auto")
     dtype: str = option("float32", "float32 | float64", choices=("float32", "float64"))

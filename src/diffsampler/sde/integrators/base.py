@@ -58,6 +58,7 @@ class DriftField:
 
 
 def check_grid(sampler, grid: Tensor) -> None:
+    """Check that a grid (B, N+1) starts at 0 and increases strictly (ShapeError / ValueError)."""
     if grid.dim() != 2 or grid.shape[1] < 2:
         raise ShapeError(f"integrator: grid must have shape (B, N+1) with N >= 1, got {tuple(grid.shape)}")
     if not bool((grid[:, 1:] > grid[:, :-1]).all()) or not bool((grid[:, 0] == 0).all()):
@@ -65,5 +66,7 @@ def check_grid(sampler, grid: Tensor) -> None:
 
 
 def finish(sampler, x: Tensor, incs: list[Tensor], nfe: int, rounds: int) -> Simulation:
+    """A Simulation from terminal states x (B, d) and the per-step log-weight increments (B,) each:
+    log w = log R(x) + their sum."""
     log_r = sampler.target.log_prob(x).detach()
     return Simulation(x, log_r + torch.stack(incs, 1).sum(1), nfe, rounds)
