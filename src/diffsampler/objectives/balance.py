@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ..components import option
 from ..sde import Trajectories
 from .base import OBJECTIVES, Objective
-from .bounded import bounded_log_reward
+from .bounded import bounded_log_reward, robust_square
 
 
 @OBJECTIVES.register("tb")
@@ -29,7 +29,7 @@ class TrajectoryBalance(Objective):
 
     def __call__(self, traj, sampler):
         res = sampler.log_Z + traj.log_pf.sum(1) - traj.log_pb.sum(1) - bounded_log_reward(traj.log_r)
-        return (res ** 2).mean()
+        return robust_square(res).mean()
 
 
 @OBJECTIVES.register("vargrad")
@@ -42,7 +42,7 @@ class VarGrad(Objective):
         neg = traj.log_pf.sum(1) - traj.log_pb.sum(1) - bounded_log_reward(traj.log_r)
         with torch.no_grad():
             sampler.log_Z.copy_(-neg.mean())
-        return ((neg - neg.mean()) ** 2).mean()
+        return robust_square(neg - neg.mean()).mean()
 
 
 def log_flows(traj: Trajectories, sampler) -> torch.Tensor:
@@ -73,7 +73,7 @@ class DetailedBalance(Objective):
     def __call__(self, traj, sampler):
         f = log_flows(traj, sampler)
         res = f[:, :-1] + traj.log_pf - traj.log_pb - f[:, 1:]
-        return (res ** 2).sum(1).mean()
+        return robust_square(res).sum(1).mean()
 
 
 @dataclass
@@ -106,4 +106,4 @@ class SubTrajectoryBalance(Objective):
         mask = span > 0
         w = torch.where(mask, self.lam ** span.clamp(min=0), torch.zeros_like(span))
         w = w / w.sum()
-        return ((res ** 2) * w).sum((1, 2)).mean()
+        return (robust_square(res) * w).sum((1, 2)).mean()

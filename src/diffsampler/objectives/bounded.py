@@ -14,7 +14,9 @@ with f = max_batch log R - REWARD_SPAN: the reward keeps its order (the learner 
 towards lower energy, with a gradient scaled by 1 / (1 + f - log R), bounded for exponential
 tails), and changes only where the density is below e^-REWARD_SPAN times the batch's best, mass
 that no sampler or estimate could resolve. Rewards within the span are returned bit for bit, with
-their gradients. Evaluation (ELBO, EUBO, log Z) always uses the true rewards.
+their gradients. Evaluation (ELBO, EUBO, log Z) always uses the true rewards. The balance losses
+square their residuals through `robust_square`, linear beyond RESIDUAL_SCALE nats, so a trajectory
+gone astronomically far cannot overflow the loss either.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import torch
 
 REWARD_SPAN = 1e6          # nats below the batch's best reward where compression starts
 NONFINITE_PENALTY = 1e3    # nats below the floor for a non-finite reward (zero density)
+RESIDUAL_SCALE = 1e6       # nats: balance residuals beyond it are penalised linearly (Huber), not squared
 
 
 def bounded_log_reward(log_r: torch.Tensor, span: float = REWARD_SPAN) -> torch.Tensor:
@@ -35,4 +38,13 @@ def bounded_log_reward(log_r: torch.Tensor, span: float = REWARD_SPAN) -> torch.
     return torch.where(finite, out, floor - NONFINITE_PENALTY)
 
 
-__all__ = ["bounded_log_reward", "REWARD_SPAN", "NONFINITE_PENALTY"]
+def robust_square(res: torch.Tensor, delta: float = RESIDUAL_SCALE) -> torch.Tensor:
+    """res^2 for |res| <= delta, 2 delta |res| - delta^2 beyond (Huber, 1964): the same value and
+    gradient for every residual a sampler meets in training, but a trajectory that wandered
+    astronomically far (log pi_bwd of -1e19: its square overflows float32) gives a finite loss and a
+    gradient of norm 2 delta instead of an infinity."""
+    a = res.abs()
+    return torch.where(a <= delta, res ** 2, 2 * delta * a - delta ** 2)
+
+
+__all__ = ["bounded_log_reward", "robust_square", "REWARD_SPAN", "NONFINITE_PENALTY", "RESIDUAL_SCALE"]
