@@ -132,7 +132,7 @@ class AISSearcher:
     def calls(self) -> int:
         return self.o.chains * (1 + self.o.steps * self.o.inner)
 
-    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0) -> SearchResult:
+    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0, round: int = 0) -> SearchResult:
         o, aux = self.o, novelty is not None and alpha > 0
         r = run_ais(target, o.chains, o.steps, s0=start_std(o, scale), kernel=MALA(o.step_size), n_inner=o.inner,
                     adapt=True, dtype=x0.dtype, device=x0.device, novelty=novelty if aux else None,

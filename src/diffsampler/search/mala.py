@@ -199,7 +199,7 @@ class MALASearcher:
     def calls(self) -> int:
         return self.o.chains * (1 + self.o.burnin + self.o.steps)
 
-    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0):
+    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0, round: int = 0):
         o = self.o
         r = run_mala(chain_potential(target, novelty, alpha), x0, o.steps, step_size=o.step_size, n_adapt=o.burnin,
                      thin=o.thin, adapt_rate=o.adapt_rate)

@@ -124,7 +124,7 @@ class RMPLangevinSearcher:
     def calls(self) -> int:
         return self.o.chains * (1 + 2 * (self.o.burnin + self.o.steps))
 
-    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0):
+    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0, round: int = 0):
         from .mala import chain_potential
         o = self.o
         r = run_rmp_langevin(chain_potential(target, novelty, alpha), x0, o.steps, step_size=o.step_size,

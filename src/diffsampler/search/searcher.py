@@ -4,12 +4,13 @@ A searcher fills the replay buffer of a training round (SGDS, Kim et al. 2025). 
 class registered in SEARCHERS with its options dataclass, built from the options, with
 
     calls() -> int                             the energy calls one run costs (budgets are sized from it)
-    run(potential, start, scale) -> SearchResult
+    run(target, x0, scale, novelty=None, alpha=0.0, round=0) -> SearchResult
 
-`potential` is what the chains target (`search.energy`: the target's energy, or the SGDS auxiliary
-energy E - alpha * novelty in later rounds; tempering and annealing searchers re-temper it), `start`
-draws the chains' initial points (n chains -> (n, d) on the target's state space), `scale` is the
-reference process's sigma (the default spread of the start). Inside, a searcher composes the small
+The chains target the target's energy, or in later rounds the SGDS auxiliary energy E - alpha *
+novelty(x) (`search.energy`; tempering and annealing searchers re-temper it); x0 (n, d) are the
+chains' initial points on the target's state space, drawn by the caller from N(0, s^2 I); `scale` is
+the reference process's sigma (the default spread of the start); `round` the SGDS round (0-based:
+a searcher may change with it, as the MD searcher's temperature does). Inside, a searcher composes the small
 kernels of `search/` (init and step over an explicit state: MALA, underdamped Langevin, ...); AIS,
 tempering and SMC take the inner kernel as an argument. The result always carries the TRUE energies
 of its samples (never a novelty-shifted one) and, where the searcher has one, an estimate of log Z.

@@ -102,7 +102,7 @@ class SMCSearcher:
     def calls(self) -> int:
         return self.o.chains * (1 + self.o.steps * self.o.inner)
 
-    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0) -> SearchResult:
+    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0, round: int = 0) -> SearchResult:
         o, aux = self.o, novelty is not None and alpha > 0
         r = run_smc(target, o.chains, o.steps, s0=start_std(o, scale), inner=o.inner, step_size=o.step_size,
                     resample_ess=o.resample_ess, adapt=o.adapt, novelty=novelty if aux else None,

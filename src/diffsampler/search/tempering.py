@@ -136,7 +136,7 @@ class TemperingSearcher:
     def calls(self) -> int:
         return self.o.temperatures * self.o.chains * (self.o.burnin + self.o.steps + 1)
 
-    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0):
+    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0, round: int = 0):
         o, aux = self.o, novelty is not None and alpha > 0
         temps = geometric_temperatures(o.temperatures, o.t_max)
         r = run_tempering(target, x0, temps, o.steps, kernel=MALA(o.step_size, adapt_rate=o.adapt_rate),

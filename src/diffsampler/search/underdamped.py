@@ -157,7 +157,7 @@ class UnderdampedSearcher:
     def calls(self) -> int:
         return self.o.chains * (1 + self.o.burnin + self.o.steps)
 
-    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0):
+    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0, round: int = 0):
         from .mala import chain_potential
         o = self.o
         r = run_underdamped(chain_potential(target, novelty, alpha), x0, o.steps, step_size=o.step_size,

@@ -78,14 +78,14 @@ def plan(cfg) -> list[int]:
     return [C // blocks + (1 if b < C % blocks else 0) for b in range(blocks)]
 
 
-def run_block(cfg, target, novelty, chains: int, dtype, device) -> SearchResult:
+def run_block(cfg, target, novelty, chains: int, dtype, device, round: int = 0) -> SearchResult:
     """One block: `chains` chains of the configured searcher from N(0, init_std^2) (CoM-free for
     particle systems)."""
     searcher = SEARCHERS.build(cfg.searcher, {**cfg.to_dict(), "search_chains": chains})
     sigma = cfg.sigma if cfg.sigma is not None else target.sigma
     x0 = target.project(start_std(searcher.o, sigma) * torch.randn(chains, target.dim, dtype=dtype, device=device))
     with target.counter.use("search"):
-        return searcher.run(target, x0, sigma, novelty, cfg.rnd_alpha)
+        return searcher.run(target, x0, sigma, novelty, cfg.rnd_alpha, round=round)
 
 
 def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu", progress: SearchProgress | None = None,
@@ -104,7 +104,7 @@ def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu", 
     try:
         while progress.done < len(progress.chains):
             before = target.counter.counts["search"]
-            res = run_block(cfg, target, novelty, progress.chains[progress.done], dtype, device)
+            res = run_block(cfg, target, novelty, progress.chains[progress.done], dtype, device, progress.round)
             progress.add(res, target.counter.counts["search"] - before)
             bar.update(progress.chains[progress.done - 1])
             bar.set_postfix(calls=f"{sum(progress.calls):,}")

@@ -1,0 +1,84 @@
+"""Molecular-dynamics searcher: underdamped Langevin dynamics on a molecule's forces, heated in the
+first round, at the target's temperature after (SGDS's peptide searcher, Kim et al. 2025: 600 K in
+round 1, 300 K in round 2, gamma = 1/ps, 0.5 fs).
+
+The target's energy is E = U / (k_B T0) (T0 its temperature, `OpenMMTarget`). Langevin dynamics at
+temperature T in physical units (positions nm, time ps, masses amu, U kJ/mol),
+    m dv = -grad U dt - gamma m v dt + sqrt(2 gamma m k_B T) dW,
+divided by k_B T0 is the dimensionless dynamics of `search.underdamped` with potential E, masses
+m / (k_B T0) (per coordinate) and kT = T / T0: the chains sample exp(-U / k_B T) at their
+temperature, and their samples go to the buffer with their TRUE energies at T0 (a hot round's
+samples spread the buffer; the learner's rewards stay those of the target). In rounds after the first
+the chains move on E - alpha * novelty(x) (the RND bonus as an extra force). The BAOAB splitting
+(Leimkuhler & Matthews 2013) costs one energy-and-force call per step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..components import option
+from ..errors import ConfigError
+from .mala import chain_potential
+from .searcher import SEARCHERS, chain_result
+from .underdamped import UnderdampedOptions, run_underdamped
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class MDOptions(UnderdampedOptions):
+    temperatures: str = option("600,300", "MD: the chains' temperature in K per round, comma-separated (the last "
+                               "repeats); SGDS: 600 K, then 300 K", alias="md_temperatures")
+
+    def __post_init__(self) -> None:
+        try:
+            ok = all(float(t) > 0 for t in self.temperatures.split(","))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"config key 'md_temperatures' = {self.temperatures!r}: must be temperatures in K > 0, "
+                              "comma-separated (one per round)")
+
+    def temperature(self, round: int) -> float:
+        ts = [float(t) for t in self.temperatures.split(",")]
+        return ts[min(round, len(ts) - 1)]
+
+
+def masses_per_coordinate(target) -> Tensor:
+    """Atomic masses in amu, repeated for x, y, z: (3 n,), from the target's OpenMM System."""
+    system = getattr(target, "system", None)
+    if system is None or not hasattr(target, "kT"):
+        raise ConfigError(f"searcher 'md' needs a molecular target (an OpenMM system with a temperature); "
+                          f"{target.name!r} is not one: use searcher=underdamped")
+    m = torch.tensor([system.getParticleMass(i)._value for i in range(system.getNumParticles())], dtype=torch.float64)
+    return m.repeat_interleave(3)
+
+
+@SEARCHERS.register("md", MDOptions, splittable=True)
+class MDSearcher:
+    """Langevin MD chains on a molecule (module docstring); search_step_size is the time step in ps
+    (SGDS: 0.0005 = 0.5 fs) and search_friction gamma in 1/ps. The chains start at the molecule's own
+    structure (its minimised PDB), with 0.002 nm of noise per coordinate."""
+
+    def __init__(self, options: MDOptions) -> None:
+        self.o = options
+
+    def calls(self) -> int:
+        return self.o.chains * (1 + self.o.burnin + self.o.steps)
+
+    def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0, round: int = 0):
+        o = self.o
+        base = getattr(target, "base", target)           # a standardised view keeps the molecule's units
+        mass = (masses_per_coordinate(base) / base.kT).to(x0)
+        kT = o.temperature(round) / base.temperature
+        if getattr(base, "positions", None) is not None:   # MD starts from the molecule's structure, not noise
+            start = base.project(torch.as_tensor(base.positions, dtype=x0.dtype, device=x0.device).reshape(1, -1))
+            x0 = target.from_user(start.expand_as(x0) + 0.002 * base.project(torch.randn_like(x0)))
+        r = run_underdamped(chain_potential(target, novelty, alpha), x0, o.steps, step_size=o.step_size,
+                            friction=o.friction, kT=kT, mass=mass, n_burn=o.burnin, thin=o.thin)
+        return chain_result(r, {"n_reset": r.n_reset, "temperature": o.temperature(round)})
+
+
+__all__ = ["MDOptions", "MDSearcher", "masses_per_coordinate"]
