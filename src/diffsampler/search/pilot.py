@@ -16,7 +16,9 @@ regression posterior), or be multimodal. The pilot has two parts.
    mean and covariance of their equal-weight mixture), so modes found by different paths are all
    covered.
 2. MALA in standardised coordinates, in stages (as Stan's windowed adaptation, Carpenter et al.
-   2017): chains start from draws of the paths' approximations; after each stage the draws of its
+   2017), on the target tempered to `temperature` = 2 (exp(-E/2): the variance of a Gaussian doubles,
+   heavy tails and a funnel's mouth far more; a reference broader than the target is the safe side
+   for a mass-covering learner, one too narrow is not): chains start from draws of the paths' approximations; after each stage the draws of its
    second half give a mean m and covariance S (regularised towards a small multiple of the identity
    with the weight of 5 draws; dense with at least 20 d draws, else diagonal), and the next stage
    runs in z = L^-1 (x - m), L L^T = S, where MALA mixes as on a standard Gaussian.
@@ -148,14 +150,15 @@ def mixture_moments(means: torch.Tensor, chols: torch.Tensor) -> tuple[torch.Ten
 
 # -- part 2: MALA in standardised coordinates ----------------------------------------------------------
 def mala_stages(target: Target, x: torch.Tensor, loc: torch.Tensor, chol: torch.Tensor, steps: int,
-                stages: int) -> tuple[torch.Tensor, torch.Tensor, int, float, bool, list[dict]]:
-    """`stages` MALA stages from chains x (C, d); returns (loc, chol, calls, acceptance, dense, history)."""
+                stages: int, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, int, float, bool, list[dict]]:
+    """`stages` MALA stages from chains x (C, d) on the target at `temperature`; returns (loc, chol,
+    calls, acceptance, dense, history)."""
     d = x.shape[1]
     per_stage = max(2, steps // stages)
     calls, acceptance, dense, history = 0, float("nan"), False, []
     for s in range(stages):
         view = StandardizedTarget(target, loc, chol)
-        r = run_mala(target_potential(view), view.from_user(x), per_stage - per_stage // 2, step_size=0.5 * d ** (-1 / 3),
+        r = run_mala(target_potential(view, 1.0 / temperature), view.from_user(x), per_stage - per_stage // 2, step_size=0.5 * d ** (-1 / 3),
                      n_adapt=per_stage // 2, thin=1, adapt_rate=0.3)
         calls += r.energy_calls
         acceptance = r.acceptance_rate
@@ -174,7 +177,7 @@ def mala_stages(target: Target, x: torch.Tensor, loc: torch.Tensor, chol: torch.
 
 
 def run_pilot(target: Target, *, chains: int = 64, steps: int = 400, stages: int = 4, init_std: float = 1.0,
-              paths: int = 16, newton_steps: int = 12, elbo_draws: int = 32) -> PilotResult:
+              paths: int = 16, newton_steps: int = 12, elbo_draws: int = 32, temperature: float = 2.0) -> PilotResult:
     """Run the pilot (module docstring): `paths` damped-Newton paths of `newton_steps` steps from
     N(0, init_std^2 I), then `chains` MALA chains for `steps` steps in `stages` stages."""
     d = target.dim
@@ -193,7 +196,7 @@ def run_pilot(target: Target, *, chains: int = 64, steps: int = 400, stages: int
         x = init_std * torch.randn(chains, d, dtype=torch.float64)
     newton = {"stage": "paths", "paths": paths, "found": int(found.sum()),
               "best_elbo": float(elbos[found].max()) if found.any() else None}
-    loc, chol, _, acceptance, dense, history = mala_stages(target, x, loc, chol, steps, stages)
+    loc, chol, _, acceptance, dense, history = mala_stages(target, x, loc, chol, steps, stages, temperature)
     calls = target.counter.total - before
     return PilotResult(loc, chol, calls, acceptance, dense, [newton, *history])
 
