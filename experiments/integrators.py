@@ -37,10 +37,11 @@ from experiments import harness
 
 import diffsampler as ds  # noqa: E402
 from diffsampler.evaluation import ess_fraction, log_z_is, wasserstein2  # noqa: E402
-from diffsampler.sde import PinnedBrownian, make_grid  # noqa: E402
+from diffsampler.sde import make_grid  # noqa: E402
 from diffsampler.sde.integrators import (EulerMaruyama, ExponentialEuler, PicardMidpoint,  # noqa: E402
                                          ProbabilityFlowHeun, RandomizedMidpoint, RandomizedMidpointODE,
                                          fisher_scale)
+from diffsampler.sde.integrators.probe import ProbeNoise  # noqa: E402
 from diffsampler.training import load_run  # noqa: E402
 
 NAME = "integrators"
@@ -150,22 +151,6 @@ class FollmerDrift(nn.Module):
 
     def forward(self, x, t, score=None):
         return ((self.s2 * self.m - self.a * x) / (self.s2 - self.a * t)[:, None])
-
-
-class ProbeNoise(PinnedBrownian):
-    """k-th Gaussian draw = unit vector in coordinate k + 1 (coordinate 0 is noise-free)."""
-
-    def __init__(self, sigma: float) -> None:
-        super().__init__(sigma)
-        self.calls = 0
-
-    def noise_like(self, x):
-        out = torch.zeros_like(x)
-        v = out.view(x.shape[0], -1, x.shape[-1])
-        for i in range(v.shape[1]):
-            v[:, i, self.calls + 1 + i] = 1.0
-        self.calls += v.shape[1]
-        return out
 
 
 class StandIn:

@@ -11,6 +11,7 @@ from torch import nn
 
 import diffsampler as ds
 from diffsampler.errors import ConfigError
+from diffsampler.sde.integrators.probe import ProbeNoise
 from diffsampler.sde import PinnedBrownian, forward_rollout, make_grid
 from diffsampler.sde.integrators import (BridgeClock, DriftField, EulerMaruyama, ExponentialEuler, PicardMidpoint,
                                          ProbabilityFlowHeun, RandomizedMidpoint, RandomizedMidpointODE,
@@ -49,25 +50,6 @@ def gaussian(m: float, s: float, d: int, sigma: float):
     """N(m 1, s^2 I) with its log Z = d/2 log(2 pi s^2) (E = |x - m|^2 / (2 s^2))."""
     return ds.targets.from_energy(lambda x: 0.5 * ((x - m) ** 2).sum(-1) / s ** 2, dim=d,
                                   log_Z=0.5 * d * math.log(2 * math.pi * s ** 2), sigma=sigma)
-
-
-class ProbeNoise(PinnedBrownian):
-    """The k-th Gaussian draw puts a unit in coordinate k (coordinate 0 never gets noise). With a
-    drift that is linear and identical in every coordinate, coordinate 0 is the mean of x_N given
-    the integrator's uniform draws and sum_k (x_k - x_0)^2 its variance: exact moments of the scheme,
-    with Monte Carlo only over the uniform draws."""
-
-    def __init__(self, sigma: float) -> None:
-        super().__init__(sigma)
-        self.calls = 0
-
-    def noise_like(self, x):
-        out = torch.zeros_like(x)
-        v = out.view(x.shape[0], -1, x.shape[-1])
-        for i in range(v.shape[1]):
-            v[:, i, self.calls + 1 + i] = 1.0
-        self.calls += v.shape[1]
-        return out
 
 
 def exact_moments(integ, drift, steps: int, sigma: float, B: int = 6000):

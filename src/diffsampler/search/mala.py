@@ -28,7 +28,7 @@ import torch
 
 from ..errors import ConfigError
 from .energy import ChainState, Potential, StepInfo, make_anchor, repair
-from .searcher import SEARCHERS, ChainOptions, chain_result
+from .searcher import SEARCHERS, ChainSearcher, ChainOptions, chain_result
 
 Tensor = torch.Tensor
 OPTIMAL_ACCEPTANCE = 0.574
@@ -189,15 +189,10 @@ def chain_potential(target, novelty=None, alpha: float = 0.0) -> Potential:
 
 
 @SEARCHERS.register("mala", ChainOptions, splittable=True)
-class MALASearcher:
+class MALASearcher(ChainSearcher):
     """MALA chains (SGDS's searcher for GMM-40 and LJ): burn-in with per-chain step-size adaptation,
     then every `thin`-th state of `steps` steps."""
 
-    def __init__(self, options: ChainOptions) -> None:
-        self.o = options
-
-    def calls(self) -> int:
-        return self.o.chains * (1 + self.o.burnin + self.o.steps)
 
     def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0, round: int = 0):
         o = self.o

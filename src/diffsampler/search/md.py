@@ -21,7 +21,7 @@ import torch
 from ..components import option
 from ..errors import ConfigError
 from .mala import chain_potential
-from .searcher import SEARCHERS, chain_result
+from .searcher import SEARCHERS, ChainSearcher, chain_result
 from .underdamped import UnderdampedOptions, run_underdamped
 
 Tensor = torch.Tensor
@@ -57,16 +57,11 @@ def masses_per_coordinate(target) -> Tensor:
 
 
 @SEARCHERS.register("md", MDOptions, splittable=True)
-class MDSearcher:
+class MDSearcher(ChainSearcher):
     """Langevin MD chains on a molecule (module docstring); search_step_size is the time step in ps
     (SGDS: 0.0005 = 0.5 fs) and search_friction gamma in 1/ps. The chains start at the molecule's own
     structure (its minimised PDB), with 0.002 nm of noise per coordinate."""
 
-    def __init__(self, options: MDOptions) -> None:
-        self.o = options
-
-    def calls(self) -> int:
-        return self.o.chains * (1 + self.o.burnin + self.o.steps)
 
     def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0, round: int = 0):
         o = self.o

@@ -29,7 +29,7 @@ from ..errors import ConfigError
 from .energy import Potential, StepInfo, make_anchor, repair
 
 from .underdamped import UnderdampedState
-from .searcher import SEARCHERS, chain_result
+from .searcher import SEARCHERS, ChainSearcher, chain_result
 from .underdamped import UnderdampedOptions
 
 Tensor = torch.Tensor
@@ -115,14 +115,10 @@ def run_rmp_langevin(potential: Potential, x0: Tensor, n_steps: int, *, step_siz
 
 
 @SEARCHERS.register("rmp_langevin", UnderdampedOptions, splittable=True)
-class RMPLangevinSearcher:
+class RMPLangevinSearcher(ChainSearcher):
     """Shen-Lee randomized-midpoint underdamped Langevin chains (unadjusted): 2 energy calls a step."""
 
-    def __init__(self, options: UnderdampedOptions) -> None:
-        self.o = options
-
-    def calls(self) -> int:
-        return self.o.chains * (1 + 2 * (self.o.burnin + self.o.steps))
+    calls_per_step = 2
 
     def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0, round: int = 0):
         from .mala import chain_potential

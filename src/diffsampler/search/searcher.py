@@ -58,6 +58,19 @@ class ChainOptions:
 Start = Callable[[int, float], torch.Tensor]   # (n chains, std) -> (n, d) initial points
 
 
+class ChainSearcher:
+    """Base of the searchers whose chains each cost one call at the start and `calls_per_step` per
+    step (burn-in included); `self.o` holds the options."""
+
+    calls_per_step = 1
+
+    def __init__(self, options: ChainOptions) -> None:
+        self.o = options
+
+    def calls(self) -> int:
+        return self.o.chains * (1 + self.calls_per_step * (self.o.burnin + self.o.steps))
+
+
 def start_std(options: ChainOptions, scale: float) -> float:
     """The std of the chains' start N(0, s^2 I): the options' init_std, else the reference's sigma."""
     return options.init_std if options.init_std is not None else scale
@@ -69,4 +82,4 @@ def chain_result(samples, info: dict) -> SearchResult:
     return SearchResult(x, e, None, info)
 
 
-__all__ = ["SEARCHERS", "SearchResult", "ChainOptions", "Start", "start_std", "chain_result"]
+__all__ = ["SEARCHERS", "SearchResult", "ChainOptions", "ChainSearcher", "Start", "start_std", "chain_result"]

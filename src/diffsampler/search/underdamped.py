@@ -28,7 +28,7 @@ from ..components import option
 from ..errors import ConfigError
 from .energy import ChainState, Potential, StepInfo, make_anchor, repair
 from .mala import ChainSamples, run_kernel
-from .searcher import SEARCHERS, ChainOptions, chain_result
+from .searcher import SEARCHERS, ChainSearcher, ChainOptions, chain_result
 
 Tensor = torch.Tensor
 
@@ -148,14 +148,9 @@ class UnderdampedOptions(ChainOptions):
 
 
 @SEARCHERS.register("underdamped", UnderdampedOptions, splittable=True)
-class UnderdampedSearcher:
+class UnderdampedSearcher(ChainSearcher):
     """Underdamped Langevin chains (BAOAB, unadjusted): the MD searcher of SGDS's peptide runs."""
 
-    def __init__(self, options: UnderdampedOptions) -> None:
-        self.o = options
-
-    def calls(self) -> int:
-        return self.o.chains * (1 + self.o.burnin + self.o.steps)
 
     def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0, round: int = 0):
         from .mala import chain_potential

@@ -65,6 +65,15 @@ def check_grid(sampler, grid: Tensor) -> None:
         raise ValueError("integrator: grid rows must start at 0 and increase strictly")
 
 
+def start(sampler, grid: Tensor) -> tuple[DriftField, object, float, int, int, Tensor]:
+    """What a simulation starts from: (drift field, reference, sigma, B, N, x_0 = 0 (B, d)) after
+    checking the grid (B, N+1)."""
+    check_grid(sampler, grid)
+    B, N = grid.shape[0], grid.shape[1] - 1
+    return (DriftField(sampler), sampler.reference, sampler.reference.sigma, B, N,
+            grid.new_zeros(B, sampler.target.dim))
+
+
 def finish(sampler, x: Tensor, incs: list[Tensor], nfe: int, rounds: int) -> Simulation:
     """A Simulation from terminal states x (B, d) and the per-step log-weight increments (B,) each:
     log w = log R(x) + their sum."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import INTEGRATORS, Simulation, Tensor, check_grid, DriftField
+from .base import INTEGRATORS, Simulation, Tensor, start
 
 
 @INTEGRATORS.register("euler_maruyama")
@@ -16,10 +16,7 @@ class EulerMaruyama:
 
     @torch.no_grad()
     def simulate(self, sampler, grid: Tensor) -> Simulation:
-        check_grid(sampler, grid)
-        field, ref, sigma = DriftField(sampler), sampler.reference, sampler.reference.sigma
-        B, N = grid.shape[0], grid.shape[1] - 1
-        x = grid.new_zeros(B, sampler.target.dim)
+        field, ref, sigma, B, N, x = start(sampler, grid)
         lpf, lpb = [], []
         for n in range(N):
             t, t_next = grid[:, n], grid[:, n + 1]

@@ -19,7 +19,7 @@ import torch
 from ...components import option
 from ...errors import ConfigError
 from ..grids import make_grid
-from .base import INTEGRATORS, DriftField, Simulation, Tensor, check_grid, finish
+from .base import INTEGRATORS, Simulation, Tensor, finish, start
 from .euler import EulerMaruyama
 
 
@@ -82,11 +82,8 @@ class ExponentialEuler(_Calibrated):
 
     @torch.no_grad()
     def simulate(self, sampler, grid: Tensor) -> Simulation:
-        check_grid(sampler, grid)
+        field, ref, sigma, B, N, x = start(sampler, grid)
         clock = self._clock(sampler, grid)
-        field, ref, sigma = DriftField(sampler), sampler.reference, sampler.reference.sigma
-        B, N = grid.shape[0], grid.shape[1] - 1
-        x = grid.new_zeros(B, sampler.target.dim)
         incs = []
         for n in range(N):
             t, t_next = grid[:, n], grid[:, n + 1]

@@ -35,7 +35,7 @@ import torch
 
 from ...components import option
 from ...errors import ConfigError
-from .base import INTEGRATORS, DriftField, Simulation, Tensor, check_grid, finish
+from .base import INTEGRATORS, Simulation, Tensor, finish, start
 from .exponential import _Calibrated
 
 
@@ -61,11 +61,9 @@ class RandomizedMidpoint(_Calibrated):
 
     @torch.no_grad()
     def simulate(self, sampler, grid: Tensor) -> Simulation:
-        check_grid(sampler, grid)
+        field, ref, sigma, B, N, x = start(sampler, grid)
         clock = self._clock(sampler, grid)
-        field, ref, sigma, th = DriftField(sampler), sampler.reference, sampler.reference.sigma, self.theta
-        B, N = grid.shape[0], grid.shape[1] - 1
-        x = grid.new_zeros(B, sampler.target.dim)
+        th = self.theta
         incs = []
         for n in range(N):
             t, t_next = grid[:, n], grid[:, n + 1]
