@@ -1,0 +1,112 @@
+"""Alanine dipeptide (or another peptide target): SGDS against two baselines at one energy budget.
+
+    python experiments/peptides/compare.py                       # aldp, 1M calls, all three
+    python experiments/peptides/compare.py --budget 2e5 --only sgds ml_md
+
+Cases, each the target's own SGDS settings (`PeptideTarget.recommended["sgds"]`: MLP drift, random
+20-step grid, batch 64) with only what makes the method differ changed:
+- `sgds`: the settings as they are (MD searcher 600 K then 300 K, RND bonus, backward ML warm-up,
+  then mixed on/off-policy TB; Kim et al. 2025);
+- `ml_md`: maximum likelihood on the samples of the MD searcher alone (backward trajectories from
+  300 K MD samples, no on-policy term): the whole budget goes to one 300 K search, and the learner
+  runs as many iterations as `sgds` (they cost no energy call);
+- `tb_ls`: TB with exploration and local search on its own replay buffer (Sendera et al. 2024): no
+  searcher; every 100 iterations 100 MALA steps (step 1e-6 nm^2, bond-stable) move 64 buffer samples.
+Metrics (each run's report): validity, KL of the phi/psi/joint torsion histograms to the target's
+reference ensemble, basin populations against the reference's, energy W1, ELBO/EUBO where defined;
+energy calls counted strictly (search, train, eval). Writes experiments/out/peptides/compare_<target>
+_<budget>M.{json,md} and each run under experiments/out/peptides/runs/ (resumed when interrupted).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from experiments import harness
+
+CASES = ("sgds", "ml_md", "tb_ls")
+LS_EVERY, LS_STEPS, LS_BATCH = 100, 100, 64
+
+
+def learner_iterations(keys: dict) -> int:
+    """Iterations `sgds` runs within its budget (training/budget.py), matched by `ml_md`."""
+    from diffsampler.training import TrainConfig
+    from diffsampler.training.budget import size_iterations
+    return size_iterations(TrainConfig.from_dict(keys))
+
+
+def case_keys(target, case: str, budget: float) -> dict:
+    """Config keys of one case (module docstring), all at `budget` energy calls."""
+    base = {**target.recommended["sgds"], "max_energy_calls": int(budget), "iterations": None}
+    if case == "sgds":
+        return base
+    if case == "ml_md":
+        chains, burnin = base["search_chains"], base["search_burnin"]
+        steps = int(0.9 * budget) // chains - burnin - 1      # 10% left for the evaluation
+        return {**base, "objective": "ml", "behaviour": "backward", "rounds": 1, "rnd_alpha": 0.0,
+                "md_temperatures": "300", "search_steps": steps, "ml_warmup": 0,
+                "iterations": learner_iterations(base)}
+    drop = ("searcher", "search_chains", "search_burnin", "search_steps", "search_thin", "search_friction",
+            "rnd_alpha", "rnd_width", "ml_warmup", "log_Z_warm_start")
+    keys = {k: v for k, v in base.items() if k not in drop}
+    per_iteration = keys["batch_size"] + LS_BATCH * LS_STEPS / LS_EVERY
+    return {**keys, "objective": "tb", "behaviour": "mixed", "offpolicy_data": "replay", "rounds": 1,
+            "exploration": 0.1, "exploration_until": 0.25, "local_search_every": LS_EVERY,
+            "local_search_steps": LS_STEPS, "local_search_batch": LS_BATCH, "search_step_size": 1e-6,
+            "iterations": int(0.9 * budget / per_iteration)}
+
+
+METRICS = [("valid", "frac_valid", "{:.3f}"), ("KL phi", "kl_phi", "{:.3f}"), ("KL psi", "kl_psi", "{:.3f}"),
+           ("KL joint", "kl_joint", "{:.3f}"), ("C7eq", "pop_C7eq", "{:.3f}"), ("alpha_R", "pop_alphaR", "{:.3f}"),
+           ("alpha_L", "pop_alphaL", "{:.3f}"), ("energy W1", "energy_w1", "{:.2f}"), ("ELBO", "elbo", "{:.1f}")]
+
+
+def row(case: str, report: dict) -> dict:
+    r = {"case": case, "energy_calls": report["energy_calls"]["total"], "wall_seconds": report.get("wall_seconds"),
+         "run_dir": report["run_dir"]}
+    r.update({key: report.get(key) for _, key, _ in METRICS})
+    return r
+
+
+def markdown(rows: list[dict], ref: dict) -> str:
+    header = ["case", "energy calls"] + [h for h, _, _ in METRICS] + ["wall s"]
+    body = [[r["case"], f"{r['energy_calls']:,}"] + [harness.fmt(r.get(k), s) for _, k, s in METRICS]
+            + [harness.fmt(r.get("wall_seconds"), "{:.0f}")] for r in rows]
+    body.append(["reference", ""] + [harness.fmt(ref.get(k), s) if k.startswith("pop") else "" for _, k, s in METRICS]
+                + [""])
+    return harness.md_table(header, body)
+
+
+def main(argv=None) -> int:
+    p = harness.parser(__doc__)
+    p.add_argument("--target", default="aldp")
+    p.add_argument("--budget", type=float, default=1e6, help="energy calls per case (default 1e6)")
+    harness.add_only(p, CASES)
+    harness.add_threads(p)
+    a = p.parse_args(argv)
+    cases = harness.check_only(p, a.only, CASES)
+    harness.set_threads(a.threads)
+    import diffsampler as ds
+    target = ds.targets.get(a.target)
+    out = harness.out_dir("peptides")
+    base = os.path.join(out, f"compare_{a.target}_{a.budget / 1e6:g}M")
+    rows = {r["case"]: r for r in harness.read_json(base + ".json", {"rows": []})["rows"]}
+    ref: dict = {}
+    for case in cases:
+        keys = case_keys(target, case, a.budget)
+        report = harness.run_case(target, keys, os.path.join(out, "runs", f"{a.target}_{case}_{a.budget / 1e6:g}M"),
+                                  progress=True)
+        rows[case] = row(case, report)
+        ref = {k[:-4]: v for k, v in report.items() if k.startswith("pop") and k.endswith("_ref")} or ref
+        ordered = [rows[c] for c in CASES if c in rows]
+        harness.write_json(base + ".json", {"command": harness.command(), "machine": harness.machine(),
+                                            "rows": ordered, "reference": ref})
+        harness.write_text(base + ".md", markdown(ordered, ref))
+    print(markdown([rows[c] for c in CASES if c in rows], ref))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
