@@ -7,7 +7,7 @@ import torch
 from scipy import stats
 
 import diffsampler as ds
-from diffsampler.search import (MALA, RND, ULA, ReplayBuffer, UnderdampedLangevin, auxiliary_potential,
+from diffsampler.search import (MALA, RND, ULA, ReplayBuffer, auxiliary_potential,
                                 run_ais, run_kernel, run_mala, run_tempering, run_underdamped, swap_log_ratio,
                                 target_potential)
 from diffsampler.search.energy import ChainState
@@ -289,7 +289,7 @@ def test_rnd_novelty_drops_on_fitted_points_only():
     rnd.fit(seen, steps=500, batch_size=128, lr=3e-3)
     after_seen, after_far = rnd(seen).mean().item(), rnd(far).mean().item()
     assert after_seen < 0.1 * before_seen
-    assert after_far > 10 * after_seen
+    assert after_far > 10 * after_seen and after_far > 0.1 * before_far   # unseen points keep most novelty
     x = far[:5].clone().requires_grad_(True)
     (g,) = torch.autograd.grad(rnd(x).sum(), x)
     assert g.shape == (5, 2) and torch.isfinite(g).all() and g.abs().sum() > 0

@@ -693,7 +693,7 @@ def test_round_iterations_and_the_ml_warmups_own_learning_rate_follow_sgds():
 
     cfg = dict(SMALL, recipe="custom", behaviour="mixed", offpolicy_data="target_samples", rounds=2, iterations=10,
                round_iterations="3,7", ml_warmup=2, lr=2e-3, lr_ml=5e-4)
-    run = ds.train("gmm25", progress=False, callbacks=[record], **cfg)
+    ds.train("gmm25", progress=False, callbacks=[record], **cfg)
     assert [r for r, _, _ in seen] == [1] * 3 + [2] * 7   # the second round's work began at iteration 3
     assert [lr for _, lr, _ in seen] == [5e-4, 5e-4, 2e-3, 5e-4, 5e-4] + [2e-3] * 5
     # Adam's step count restarts at the end of each warm-up and at the round's re-initialisation

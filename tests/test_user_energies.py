@@ -2,7 +2,6 @@
 coordinates, the non-finite energy policy, bounded rewards."""
 import math
 
-import numpy as np
 import pytest
 import torch
 

@@ -29,6 +29,8 @@ Tensor = torch.Tensor
 
 @dataclass
 class MDOptions(UnderdampedOptions):
+    """Underdamped chains' options plus the temperature (K) of each round's chains."""
+
     temperatures: str = option("600,300", "MD: the chains' temperature in K per round, comma-separated (the last "
                                "repeats); SGDS: 600 K, then 300 K", alias="md_temperatures")
 
