@@ -41,18 +41,22 @@ class ShardedSteps:
             self._warm_start(trainer, it)
         objective = learner.objective_for(on_policy, warm)
         learner.optimizer.zero_grad(set_to_none=True)
-        behaviour.pending, loss, ends = [], None, []
+        behaviour.pending, loss, ends, log_Z = [], None, [], []
         try:
             for k in self.rng.owned:
                 with self.rng.fork(k):
                     part, traj = self._shard(trainer, objective, on_policy, warm, it)
                 loss = part if loss is None else loss + part
                 ends.append((traj.terminal.detach(), traj.log_r.detach()))
+                log_Z.append(learner.sampler.log_Z.detach().clone())
             replayed = bool(behaviour.pending)
         finally:
             behaviour.pending = None
         total = reduce_gradients(self.ctx, learner, loss)
         self._share_ends(trainer, ends, replayed)
+        if objective.sets_log_Z:   # VarGrad's estimate: the mean of the shards' (the whole batch's mean)
+            with torch.no_grad():
+                learner.sampler.log_Z.copy_(self.in_shard_order([v.reshape(1) for v in log_Z]).mean())
         return learner.step(total, it, s.lr_factor(it), warm)
 
     def _shard(self, trainer, objective, on_policy: bool, warm: bool, it: int):
