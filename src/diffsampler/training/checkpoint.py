@@ -66,8 +66,9 @@ def rng_state() -> dict:
 
 def load_rng_state(rng: dict) -> None:
     torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    if "cuda" in rng and torch.cuda.is_available():   # the GPUs this machine has (a resume may have fewer)
+        for i, state in enumerate(rng["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, i)
 
 
 def load_checkpoint(path: str, *, target_name: str | None = None, dim: int | None = None) -> dict:
