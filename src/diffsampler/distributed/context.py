@@ -32,6 +32,14 @@ class Context:
     world: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False   # `launch` joined the group (and leaves it), rather than a caller
+
+    def leave(self) -> None:
+        """Leave the process group `launch` joined (after the last collective); no-op otherwise."""
+        import torch.distributed as dist
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+        self.owns_group = False
 
     @property
     def is_main(self) -> bool:
@@ -137,10 +145,11 @@ def launch(device: str = "cpu") -> Iterator[Context]:
         yield ctx
         return
     dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world)
+    ctx.owns_group = True
     try:
         yield ctx
     finally:
-        dist.destroy_process_group()
+        ctx.leave()
 
 
 __all__ = ["Context", "RankZeroError", "launch", "env_world", "wants_cuda"]

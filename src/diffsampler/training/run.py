@@ -211,6 +211,7 @@ def _train(ctx, target: Target, cfg: TrainConfig, out: str | None, resume: bool,
         cleanup_failed_run(out, created, trainer)
         raise
     world = _world_keys(ctx, cfg, trainer)
+    ctx.leave()           # the last collective: rank 0 evaluates alone, the others are done
     if not ctx.is_main:   # rank 0 alone evaluates and writes the report
         return Run(target, cfg, trainer.sampler, report={"iterations": trainer.iteration,
                                                          "stop_reason": trainer.stop_reason, **world}, dir=out)
