@@ -65,6 +65,7 @@ def _energy(args) -> int:
 
 
 def _train(args) -> int:
+    from .distributed.context import env_world
     from .targets.spec import split_target_options, train_target
     from .training import parse_overrides, read_config_file, summary_table, train
 
@@ -79,6 +80,11 @@ def _train(args) -> int:
         raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
     out = args.out or os.path.join("runs", f"{target.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     run = train(target, out=out, resume=args.resume, progress=not args.quiet, **overrides)
+    world, rank, _ = env_world()
+    if rank:   # under torchrun rank 0 reports; the others say where they stopped
+        print(f"diffsampler: rank {rank} of {world} stopped at iteration {run.report['iterations']} "
+              f"({run.report['stop_reason']})", file=sys.stderr)
+        return 0
     print(summary_table(run.report))
     print(f"run directory: {out}")
     return 0
@@ -250,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except Interrupted as e:      # SIGTERM / SIGINT during training: a checkpoint was written
-        print(f"diffsampler: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") in ("", "0"):   # under torchrun, rank 0 says it (and wrote it)
+            print(f"diffsampler: {e}", file=sys.stderr)
         return e.exit_code
     except (DiffSamplerError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
             NotImplementedError) as e:

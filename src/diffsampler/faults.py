@@ -1,11 +1,14 @@
 """Fault injection points, for the fault-injection experiment (experiments/fault_injection.py) and its
-test: with DIFFSAMPLER_FAULT=POINT:K[:SIGNAL] in the environment, the process sends itself SIGNAL
-(KILL by default, or TERM) at the K-th time it reaches POINT, one of
+test: with DIFFSAMPLER_FAULT=POINT:K[:SIGNAL[:RANK]] in the environment, the process sends itself
+SIGNAL (KILL by default, or TERM) at the K-th time it reaches POINT, one of
 
     search_block      after a block of a search, before its checkpoint;
     checkpoint_write  inside an atomic write, after the temporary file is written, before the rename;
     metrics_append    in the middle of appending a row to metrics.jsonl (a torn line);
-    evaluation        at the start of the final evaluation, after training.
+    evaluation        at the start of the final evaluation, after training;
+    iteration         after a learner iteration, before its checkpoint (every process of a run reaches it).
+
+With RANK, only the process of that rank (the environment's RANK under torchrun; 0 alone) does it.
 
 Before the signal it prints one line to stderr, `FAULT point=... calls=N seconds=S`, the energy calls
 and training seconds so far (from `report_calls`), so the experiment can measure the work a kill loses. Without the variable
@@ -16,7 +19,7 @@ import os
 import signal
 import sys
 
-POINTS = ("search_block", "checkpoint_write", "metrics_append", "evaluation")
+POINTS = ("search_block", "checkpoint_write", "metrics_append", "evaluation", "iteration")
 _seen: dict[str, int] = {}
 _progress = {"calls": 0, "seconds": 0.0}
 
@@ -26,6 +29,8 @@ def _spec() -> tuple[str, int, int] | None:
     if not raw:
         return None
     parts = raw.split(":")
+    if len(parts) > 3 and parts[3] != (os.environ.get("RANK") or "0"):
+        return None   # meant for another process of the run
     sig = signal.SIGTERM if len(parts) > 2 and parts[2].upper() in ("TERM", "SIGTERM") else signal.SIGKILL
     return parts[0], int(parts[1]), sig
 

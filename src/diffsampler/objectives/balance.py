@@ -37,6 +37,7 @@ class VarGrad(Objective):
     """Log-variance loss; also keeps sampler.log_Z at the batch estimate (no gradient)."""
 
     name = "vargrad"
+    sets_log_Z = True
 
     def __call__(self, traj, sampler):
         neg = traj.log_pf.sum(1) - traj.log_pb.sum(1) - bounded_log_reward(traj.log_r)

@@ -11,7 +11,9 @@ loop never asks by name:
     needs_flow          needs the learned log-flow and log R at every state (DB, SubTB);
     needs_terminal_score  wants grad log R at the terminal states with the rollout's reward call;
     differentiates_rollout  False: the loss never differentiates log pi_fwd (no graph is kept);
-    fits_log_Z          training moves sampler.log_Z toward log Z (the balance losses).
+    fits_log_Z          training moves sampler.log_Z toward log Z (the balance losses);
+    sets_log_Z          the loss writes sampler.log_Z itself, with no gradient (VarGrad's batch
+                        estimate); a sharded step (`shards` > 1) then sets it to the mean over shards.
 Its options are its own dataclass, registered with it (`components.Registry`).
 """
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Objective:
     needs_terminal_score = False
     differentiates_rollout = True
     fits_log_Z = True
+    sets_log_Z = False
 
     def __call__(self, traj: Trajectories, sampler) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

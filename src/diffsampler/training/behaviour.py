@@ -11,11 +11,12 @@ the target's own samples (`offpolicy_data=target_samples`, not data-free).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NonFiniteError, TrainingError
 from ..sde import Trajectories, backward_rollout, forward_rollout, replay
 from ..search import ReplayBuffer
 from .search_phase import local_search
@@ -37,6 +38,8 @@ class BehaviourPolicy:
         self.target, self.cfg = target, cfg
         self.buffer = ReplayBuffer(target.dim, cfg.buffer_size, cfg.buffer_priority, cfg.buffer_rank_k)
         self.store: list[Trajectories] = []   # recent fresh trajectories, for trajectory_reuse
+        self.batch_size = cfg.batch_size // (cfg.shards or 1)   # one shard's batch (shards: training/sharded.py)
+        self.pending: list | None = None      # a sharded step's own terminal states, added after all shards
 
     # -- filling the buffer ------------------------------------------------------------------------
     def prepare(self, it: int, sampler) -> None:
@@ -52,13 +55,17 @@ class BehaviourPolicy:
 
     def fill_from_target(self, sampler) -> None:
         """The target's own samples and their true log R (counted as 'search' calls)."""
+        self.buffer.add(*self.target_rows(sampler))
+
+    def target_rows(self, sampler) -> tuple[torch.Tensor, torch.Tensor]:
+        """buffer_size of the target's own samples and their true log R (counted as 'search' calls)."""
         if not self.target.has_samples:
             raise ConfigError(f"config key 'offpolicy_data' = 'target_samples': target "
                               f"{self.target.name!r} has no samples")
         x = self.target.from_user(self.target.sample(self.cfg.buffer_size).to(sampler.log_Z))
         with torch.no_grad(), self.target.counter.use("search"):
             log_r = torch.cat([self.target.log_prob(c) for c in x.split(4096)])
-        self.buffer.add(x, log_r)
+        return x, log_r
 
     # -- batches -----------------------------------------------------------------------------------
     def buffer_states(self, sampler, need_scores: bool) -> BufferStates:
@@ -77,6 +84,20 @@ class BehaviourPolicy:
         grid = sampler.make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps)
         return BufferStates(self.buffer.x[idx].to(p), score, grid)
 
+    def draw(self, sampler, learner, fresh: bool, on_policy: bool, explore: float, it: int) -> Trajectories:
+        """`trajectories` with the train-phase counter, without a graph under grad_chunk_steps, and the
+        iteration's errors: a non-finite energy during the rollout, or a batch with no finite end point."""
+        with self.target.counter.use("train"), torch.no_grad() if self.cfg.grad_chunk_steps else nullcontext():
+            try:
+                traj = self.trajectories(sampler, learner, fresh, on_policy, explore)
+            except NonFiniteError as e:
+                raise TrainingError(f"iteration {it}: non-finite energy during rollout: {e}") from None
+        if not torch.isfinite(traj.log_r).any():
+            raise TrainingError(f"iteration {it}: the energy is non-finite at all {traj.log_r.shape[0]} end points "
+                                "of the batch (NaN/inf everywhere the sampler goes): nothing to learn from; check "
+                                "the energy, or give the target a scale (sigma) that reaches its domain")
+        return traj
+
     def trajectories(self, sampler, learner, fresh: bool, on_policy: bool, explore: float) -> Trajectories:
         """This iteration's trajectories: a replayed stored batch (not fresh), backward trajectories
         from the buffer, or forward rollouts of the learner (on-policy); fresh ones are stored when
@@ -85,9 +106,9 @@ class BehaviourPolicy:
         if not fresh:
             stored = self.store[int(torch.randint(len(self.store), ()))]
             return stored if learner.replays_as_drawn else replay(sampler, stored)
-        grid = sampler.make_grid(cfg.train_grid, cfg.batch_size, cfg.train_steps)
+        grid = sampler.make_grid(cfg.train_grid, self.batch_size, cfg.train_steps)
         if not on_policy:
-            x, log_r = self.buffer.sample(cfg.batch_size)
+            x, log_r = self.buffer.sample(self.batch_size)
             tr = backward_rollout(sampler, x.to(sampler.log_Z), grid, log_r=log_r.to(sampler.log_Z),
                                   need_step_rewards=learner.objective.needs_flow)
         else:
@@ -105,7 +126,10 @@ class BehaviourPolicy:
                                  need_step_rewards=fwd.needs_flow or main.needs_flow,
                                  need_terminal_score=fwd.needs_terminal_score)
         if self.cfg.behaviour != "forward" and self.cfg.offpolicy_data == "replay":
-            self.buffer.add(tr.terminal.detach(), tr.log_r.detach())
+            if self.pending is None:
+                self.buffer.add(tr.terminal.detach(), tr.log_r.detach())
+            else:
+                self.pending.append((tr.terminal.detach(), tr.log_r.detach()))
         return tr
 
     def _keep(self, tr: Trajectories, as_drawn: bool) -> None:

@@ -8,7 +8,7 @@ gradient together count once):
   parallel tempering T C (burn-in + steps + 1) for T temperatures; the pilot C_p x steps_p (once).
 - learner iteration (batch B, N steps): a forward (on-policy) batch needs log R at the B terminal
   states, and a drift that takes the score (Langevin drifts) the score at every state before the
-  last: B (N - 1) + 1 more (x_0 = 0 is shared by the batch). A buffer batch reuses the stored
+  last: B (N - 1) + 1 more (x_0 = 0 is shared by the batch; by each sub-batch of `shards`). A buffer batch reuses the stored
   terminal reward: B (N - 1) + 1 calls for a score-taking drift, 0 otherwise. Adjoint matching adds
   B M score calls at its bridge states for a score-taking drift. `behaviour=mixed` alternates
   (k - 1) forward batches with one buffer batch; with trajectory reuse R, R of every R + 1
@@ -40,7 +40,7 @@ def calls_per_iteration(cfg) -> float:
     B, N = cfg.batch_size, cfg.train_steps
     from ..nets import DRIFTS
     score = DRIFTS.trait(cfg.drift, "needs_score", False)
-    inner = B * (N - 1) + 1 if score else 0
+    inner = B * (N - 1) + (cfg.shards or 1) if score else 0   # x_0 = 0: one call per (sub-)batch
     forward, backward = B + inner, inner
     if cfg.objective == "adjoint" and score:
         forward += B * cfg.adjoint_times
@@ -70,6 +70,22 @@ def size_iterations(cfg, pilot: bool = False) -> int:
     return iterations
 
 
+def exhausted(cfg, iteration: int, seconds: float, counts: dict, step_calls: list[int]) -> str | None:
+    """Which budget is spent before the next iteration ('iterations', 'max_seconds',
+    'max_energy_calls') or None. The call budget stops before an iteration that could overrun it:
+    the next one is assumed to cost as much as the dearest of the last few (`step_calls`; on-policy
+    and buffer iterations alternate)."""
+    if iteration >= cfg.iterations:
+        return "iterations"
+    if cfg.max_seconds is not None and seconds >= cfg.max_seconds:
+        return "max_seconds"
+    used, next_cost = counts["search"] + counts["train"], max(step_calls, default=0)
+    if cfg.max_energy_calls is not None and (used >= cfg.max_energy_calls
+                                             or used + next_cost > cfg.max_energy_calls):
+        return "max_energy_calls"
+    return None
+
+
 def check_budget(cfg, pilot: bool = False) -> None:
     """Refuse up front a budget that the searches (and pilot) alone would use up."""
     if cfg.max_energy_calls is None:
@@ -85,4 +101,4 @@ def check_budget(cfg, pilot: bool = False) -> None:
             + "), leaving nothing to the learner; raise the budget or lower rounds / search_chains / search_steps")
 
 
-__all__ = ["search_calls_per_round", "calls_per_iteration", "fixed_calls", "size_iterations", "check_budget"]
+__all__ = ["search_calls_per_round", "calls_per_iteration", "fixed_calls", "size_iterations", "check_budget", "exhausted"]

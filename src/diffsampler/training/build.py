@@ -36,6 +36,8 @@ def build_sampler(target: Target, cfg) -> DiffusionSampler:
                          default_steps=cfg.eval_steps, scale_by_sigma=cfg.scale_by_sigma,
                          time_warp=cfg.time_warp)
     s = s.to(device=resolve_device(cfg.device), dtype=getattr(torch, cfg.dtype))
+    if getattr(cfg, "precision", "fp32") == "bf16":
+        autocast_bf16(s.drift)
     if cfg.compile != "none":
         if next(s.parameters()).device.type == "cpu" and cpu_compiler() is None:
             raise ConfigError(f"config key 'compile' = {cfg.compile!r}: torch.compile on the CPU needs a C++ "
@@ -48,4 +50,29 @@ def build_sampler(target: Target, cfg) -> DiffusionSampler:
     return s
 
 
-__all__ = ["build_sampler", "resolve_device", "cpu_compiler"]
+def _cast(out, dtype: torch.dtype):
+    if isinstance(out, tuple):
+        return tuple(_cast(o, dtype) for o in out)
+    return out.to(dtype)
+
+
+def autocast_bf16(drift: torch.nn.Module) -> None:
+    """precision=bf16: the drift's forward (and its time context, which a rollout computes for all
+    steps at once) run under bfloat16 autocast, their outputs cast back to the parameters' dtype,
+    so log-densities, energies, scores and losses stay in float32. In place: the state dict keeps
+    its keys and dtype (the weights themselves stay float32; autocast casts them per call)."""
+    device_type = next(drift.parameters()).device.type
+    for name in ("forward", "time_context"):
+        fn = getattr(drift, name, None)
+        if fn is None:
+            continue
+
+        def run(*args, _fn=fn, **kwargs):
+            dtype = next(drift.parameters()).dtype
+            with torch.autocast(device_type, dtype=torch.bfloat16):
+                out = _fn(*args, **kwargs)
+            return _cast(out, dtype)
+        setattr(drift, name, run)
+
+
+__all__ = ["build_sampler", "resolve_device", "cpu_compiler", "autocast_bf16"]

@@ -56,6 +56,21 @@ def save_checkpoint(path: str, state: dict) -> None:
     atomic_write_bytes(path, lambda f: torch.save(state, f))
 
 
+def rng_state() -> dict:
+    """The main random stream's state (the CPU's, and every GPU's where there are GPUs)."""
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def load_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():   # the GPUs this machine has (a resume may have fewer)
+        for i, state in enumerate(rng["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, i)
+
+
 def load_checkpoint(path: str, *, target_name: str | None = None, dim: int | None = None) -> dict:
     """Load and check a checkpoint; raise CheckpointError naming the problem."""
     if not os.path.exists(path):

@@ -19,7 +19,8 @@ from ..nets import EGNNDrift
 from .checkpoint import CHECKPOINT, load_checkpoint
 
 ARCHITECTURE_KEYS = ("drift", "width", "depth", "time_features", "sigma", "scale_by_sigma", "time_warp")
-RESUME_KEYS = ("drift", "width", "depth", "time_features", "objective", "dtype", "time_warp")   # a resume must match
+RESUME_KEYS = ("drift", "width", "depth", "time_features", "objective", "dtype", "time_warp", "shards")   # a resume
+# must match (shards: a checkpoint from before the key, or of an unresolved config, had one)
 
 
 def first_mismatch(cfg, state: dict, keys: tuple[str, ...]) -> tuple[str | None, object]:
@@ -27,7 +28,10 @@ def first_mismatch(cfg, state: dict, keys: tuple[str, ...]) -> tuple[str | None,
     from `cfg`, with the checkpoint's value; (None, None) if none does."""
     saved = {**type(cfg)().to_dict(), **state["config"]}
     for k in keys:
-        if saved.get(k) != getattr(cfg, k):
+        have, want = saved.get(k), getattr(cfg, k)
+        if k == "shards":
+            have, want = have or 1, want or 1
+        if have != want:
             return k, saved.get(k)
     return None, None
 

@@ -95,10 +95,31 @@ class Learner:
         """Back-propagate `loss` and take an optimiser step (skipped on a non-finite gradient norm under
         nonfinite_energy=reject, see `_skip`); returns the loss."""
         self.optimizer.zero_grad(set_to_none=True)
+        self.backward(loss, traj, leaf)
+        return self.step(loss.item(), it, lr_factor, warmup)
+
+    def orbit_step(self, batch, it: int, lr_factor: float, warmup: bool) -> float:
+        """One step of the objective over buffer states (the orbit estimator) on `batch`
+        (`BehaviourPolicy.buffer_states`: energy calls only for rows whose score is drawn first)."""
+        loss = self.orbit.loss(self.sampler, batch.y, batch.grid, batch.score)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"iteration {it}: non-finite orbit ML loss ({loss.item()})")
+        return self.apply(loss, it, lr_factor, warmup)
+
+    def backward(self, loss: torch.Tensor, traj=None, leaf=None) -> None:
+        """Accumulate the gradient of `loss` (with grad_chunk_steps, pushed through the drift from
+        the log_pf leaf slice by slice)."""
         loss.backward()
         if leaf is not None and leaf.grad is not None:
             backprop_log_pf(self.sampler, traj, leaf.grad, self.cfg.grad_chunk_steps)
-        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+
+    def parameters_with_grad(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+
+    def step(self, loss: float, it: int, lr_factor: float, warmup: bool) -> float:
+        """One optimiser step on the accumulated gradients: clipping (or the norm alone), the
+        non-finite check, the learning rate, the step and the weight average; returns `loss`."""
+        params = self.parameters_with_grad()
         if self.cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         else:
@@ -110,9 +131,9 @@ class Learner:
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.sampler)
-        return loss.item()
+        return loss
 
-    def _skip(self, norm: torch.Tensor, loss: torch.Tensor, it: int) -> float:
+    def _skip(self, norm: torch.Tensor, loss: float, it: int) -> float:
         """A non-finite gradient norm: with nonfinite_energy=reject (a user energy whose gradient
         overflows far in its tails) the step is skipped and counted, and the run stops only after
         MAX_SKIPPED_IN_A_ROW in a row; with nonfinite_energy=error it stops at once."""
@@ -123,7 +144,7 @@ class Learner:
             raise TrainingError(msg + extra)
         self.optimizer.zero_grad(set_to_none=True)
         self.skipped_steps += 1
-        return loss.item()
+        return loss
 
     # -- log Z --------------------------------------------------------------------------------------
     def warm_start(self, buffer) -> None:

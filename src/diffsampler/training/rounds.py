@@ -10,14 +10,14 @@ from __future__ import annotations
 import torch
 
 from ..search import make_rnd
-from .search_phase import SearchProgress, run_search
+from .search_phase import SearchProgress, run_search, run_sharded_search
 
 
 class SearchRounds:
     """The searches and re-initialisations of a run's rounds, and the novelty model (see module)."""
 
-    def __init__(self, target, cfg, sampler) -> None:
-        self.target, self.cfg = target, cfg
+    def __init__(self, target, cfg, sampler, ctx=None) -> None:
+        self.target, self.cfg, self.ctx = target, cfg, ctx
         self.rnd = None
         if cfg.rnd_alpha > 0:
             p = sampler.log_Z
@@ -43,8 +43,11 @@ class SearchRounds:
                 self.progress = prog
                 if after_block is not None:
                     after_block(prog)
-            res = run_search(cfg, self.target, self.rnd if r > 0 else None, dtype=p.dtype, device=p.device,
-                             progress=progress, round=r, after_block=keep, show=show)
+            kw = dict(dtype=p.dtype, device=p.device, progress=progress, round=r, after_block=keep, show=show)
+            if (cfg.shards or 1) > 1:   # blocks on their own streams, shared out among the processes
+                res = run_sharded_search(cfg, self.target, self.rnd if r > 0 else None, self.ctx, **kw)
+            else:
+                res = run_search(cfg, self.target, self.rnd if r > 0 else None, **kw)
             self.progress = None
             stored = buffer.add(res.x, -res.energy)
             row = {"round": r + 1, **res.info, "stored": stored, "log_Z_hat": res.log_Z_hat}

@@ -43,10 +43,26 @@ def check_round_rules(cfg) -> None:
          f"must sum to iterations = {cfg.iterations} (they sum to {sum(lengths)})")
 
 
+SHARDED_UNSUPPORTED = (("trajectory_reuse", 0), ("local_search_every", 0), ("orbit_K", 0))
+
+
+def check_shard_rules(cfg) -> None:
+    """shards > 1 (training/sharded.py): a batch that splits evenly, and the features not sharded yet."""
+    if cfg.precision == "bf16":
+        need(cfg, cfg.dtype == "float32", "precision", "bf16 autocast needs dtype=float32")
+    if (cfg.shards or 1) == 1:
+        return
+    need(cfg, cfg.batch_size % cfg.shards == 0, "shards", f"must divide batch_size = {cfg.batch_size}")
+    for key, off in SHARDED_UNSUPPORTED:
+        need(cfg, getattr(cfg, key) == off, key, f"must be {off} with shards = {cfg.shards} (not sharded yet)")
+    need(cfg, cfg.objective != "orbit_ml", "objective", f"orbit_ml is not sharded yet (shards = {cfg.shards})")
+
+
 def check_cross_section_rules(cfg) -> None:
     """Every rule that involves keys of two sections."""
     check_objective_rules(cfg)
     check_round_rules(cfg)
+    check_shard_rules(cfg)
     need(cfg, not (cfg.offpolicy_data == "search" and cfg.searcher == "none"), "offpolicy_data",
          "'search' needs a searcher (set searcher=NAME, a registered searcher: docs/CONFIG.md)")
     need(cfg, cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda"), "device",
@@ -55,4 +71,4 @@ def check_cross_section_rules(cfg) -> None:
          "must be a run directory or checkpoint path")
 
 
-__all__ = ["check_cross_section_rules", "check_objective_rules", "check_round_rules"]
+__all__ = ["check_cross_section_rules", "check_objective_rules", "check_round_rules", "check_shard_rules"]

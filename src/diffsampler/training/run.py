@@ -1,12 +1,15 @@
 """`train()` (the Python entry point), the `Run` it returns, and loading a run directory."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 
 import torch
 
+from ..distributed import launch
+from ..errors import ConfigError
 from ..evaluation import evaluate
 from ..faults import fault_point
 from ..evaluation.plots import plot_marginals, plot_samples, plot_training_curves
@@ -21,7 +24,7 @@ from .defaults import default_keys
 from .ema import ParameterEMA
 from .finetune import cumulative
 from .interrupts import Interrupted, stop_on_signals
-from .pilot_phase import training_target, wants_pilot
+from .pilot_phase import standardization, training_target, wants_pilot
 from .run_dir import cleanup_failed_run, prepare_run_dir
 from .trainer import Trainer
 
@@ -148,13 +151,25 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
         `.config`, `.dir`. SIGTERM/SIGINT stop after a checkpoint (`training.interrupts.Interrupted`).
     """
     target = get(target)
+    cfg = _config(target, config, max_seconds, overrides)
+    with launch(cfg.device) as ctx:   # torchrun: join the run's processes (docs/distributed.md)
+        return _train(ctx, target, cfg, out, resume, progress, callbacks, overrides)
+
+
+def _config(target: Target, config, max_seconds: float | None, overrides: dict) -> TrainConfig:
+    """The run's config: `config` (or the target's own settings), the overrides on top."""
     if max_seconds is not None:
         overrides["max_seconds"] = max_seconds
     if config is None:       # the target's own settings (or its kind's), the overrides on top
-        cfg = TrainConfig.from_dict({**default_keys(target, overrides.pop("recipe", None)), **overrides})
-    else:
-        base = TrainConfig.from_dict(config) if isinstance(config, dict) else config
-        cfg = base.replace(**overrides) if overrides else base.validate()
+        return TrainConfig.from_dict({**default_keys(target, overrides.pop("recipe", None)), **overrides})
+    base = TrainConfig.from_dict(config) if isinstance(config, dict) else config
+    return base.replace(**overrides) if overrides else base.validate()
+
+
+def _open(target: Target, cfg: TrainConfig, out: str | None, resume: bool, overrides: dict) -> dict:
+    """Rank 0's look at the run directory: the config (a resumed run's saved one, the overrides on
+    top), whether there is a checkpoint to resume and its state, whether this call created the
+    directory, and the standardised coordinates the run continues or starts from."""
     if resume and out:
         saved = os.path.join(out, "config.json")
         if os.path.exists(saved):
@@ -164,25 +179,76 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
     created = prepare_run_dir(out, resume) if out else False
     if resume and out and not os.path.exists(os.path.join(out, CHECKPOINT)):
         resume = False   # killed before its first checkpoint: the run starts again in its own directory
+    try:
+        state = load_checkpoint(os.path.join(out, CHECKPOINT), target_name=target.name,
+                                dim=target.dim) if resume else None
+        saved = state.get("standardization") if state is not None else _saved_standardization(target, cfg)
+    except BaseException:
+        cleanup_failed_run(out, created, None)
+        raise
+    return {"config": cfg, "resume": resume, "state": state, "created": created, "standardization": saved}
+
+
+def _train(ctx, target: Target, cfg: TrainConfig, out: str | None, resume: bool, progress: bool, callbacks,
+           overrides: dict) -> Run:
+    """train() on this process: rank 0 reads and writes the run directory, every process trains."""
+    opened = ctx.from_main(lambda: _open(target, cfg, out, resume, overrides))
+    cfg, resume, created = opened["config"], opened["resume"], ctx.is_main and opened["created"]
     trainer = None
     try:
-        train_target, pilot = training_target(target, cfg, _saved_standardization(target, cfg, out, resume))
-        trainer = Trainer(train_target, cfg, out, callbacks=callbacks, progress=progress, init_weights=not resume)
+        cfg = _resolve_shards(cfg, ctx)
+        train_target, pilot = _training_target(ctx, target, cfg, opened["standardization"])
+        trainer = Trainer(train_target, cfg, out, callbacks=callbacks, progress=progress, init_weights=not resume,
+                          ctx=ctx)
         trainer.pilot = pilot
-        if out:
+        if out and ctx.is_main:
             write_json(os.path.join(out, "config.json"), {**cfg.to_dict(), "target": target.name})
             record_spec(out, target)   # target_spec.json, for a user energy (FILE.py:NAME, module:NAME)
         if resume:
-            trainer.resume()
+            trainer.resume(opened["state"])
         trainer.fit()
     except BaseException:
         cleanup_failed_run(out, created, trainer)
         raise
+    world = _world_keys(ctx, cfg, trainer)
+    ctx.leave()           # the last collective: rank 0 evaluates alone, the others are done
+    if not ctx.is_main:   # rank 0 alone evaluates and writes the report
+        return Run(target, cfg, trainer.sampler, report={"iterations": trainer.iteration,
+                                                         "stop_reason": trainer.stop_reason, **world}, dir=out)
     with stop_on_signals(raise_now=Interrupted("SIGTERM", trainer.iteration, out)):   # training is saved: a
-        return _finish(trainer, target, cfg, out)                                     # signal stops at once
+        return _finish(trainer, target, cfg, out, world)                              # signal stops at once
 
 
-def _finish(trainer: Trainer, target: Target, cfg: TrainConfig, out: str | None) -> Run:
+def _resolve_shards(cfg: TrainConfig, ctx) -> TrainConfig:
+    """shards=None: one per process; the processes must divide the shards (each owns S / W of them)."""
+    if cfg.shards is None:
+        cfg = dataclasses.replace(cfg, shards=ctx.world).validate()
+    if cfg.shards % ctx.world:
+        raise ConfigError(f"config key 'shards' = {cfg.shards}: {ctx.world} processes must divide it (each process "
+                          "takes the same number of shards); set shards to a multiple of the processes")
+    return cfg
+
+
+def _training_target(ctx, target: Target, cfg: TrainConfig, saved: dict | None) -> tuple[Target, dict | None]:
+    """`training_target` on rank 0 (a pilot runs there alone); the others rebuild its coordinates."""
+    keep: dict = {}
+
+    def resolve():
+        keep["target"], pilot = training_target(target, cfg, saved)
+        return standardization(keep["target"]), pilot
+    shared, pilot = ctx.from_main(resolve)
+    return keep.get("target") or training_target(target, cfg, shared)[0], pilot
+
+
+def _world_keys(ctx, cfg: TrainConfig, trainer: Trainer) -> dict:
+    """report.json's world_size, shards and per-rank devices, for a sharded or multi-process run."""
+    devices = ctx.all_gather_objects(str(trainer.sampler.log_Z.device))
+    if ctx.world == 1 and cfg.shards == 1:
+        return {}
+    return {"world_size": ctx.world, "shards": cfg.shards, "devices": devices}
+
+
+def _finish(trainer: Trainer, target: Target, cfg: TrainConfig, out: str | None, world: dict | None = None) -> Run:
     """After training: the report (the averaged weights', and the raw ones'), plots, HTML, streams."""
     run = Run(target, cfg, trainer.sampler, dir=out)
     run.report = {"train_seconds": round(trainer.train_seconds, 2), "iterations": trainer.iteration,
@@ -199,8 +265,9 @@ def _finish(trainer: Trainer, target: Target, cfg: TrainConfig, out: str | None)
     run.report = make_report(run, cfg.eval_steps, cfg.eval_grid, cfg.eval_samples, subdir="" if out else None)
     if raw is not None:
         run.report["raw_weights"] = raw
-        if out:
-            write_json(os.path.join(out, "report.json"), run.report)
+    run.report.update(world or {})
+    if out and (raw is not None or world):
+        write_json(os.path.join(out, "report.json"), run.report)
     if out:
         plot_training_curves(os.path.join(out, "metrics.jsonl"), os.path.join(out, "training_curves.png"),
                              target.log_Z)
@@ -209,10 +276,9 @@ def _finish(trainer: Trainer, target: Target, cfg: TrainConfig, out: str | None)
     return run
 
 
-def _saved_standardization(target: Target, cfg: TrainConfig, out: str | None, resume: bool) -> dict | None:
-    """The standardised coordinates of the checkpoint this run continues (resume) or starts from
-    (init_from), if it had any."""
-    source = os.path.join(out, CHECKPOINT) if resume and out else cfg.init_from
+def _saved_standardization(target: Target, cfg: TrainConfig) -> dict | None:
+    """The standardised coordinates of the checkpoint this run starts from (init_from), if it had any."""
+    source = cfg.init_from
     if source is None:
         return None
     path = os.path.join(source, CHECKPOINT) if os.path.isdir(source) else source

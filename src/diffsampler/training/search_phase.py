@@ -112,6 +112,11 @@ def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu", 
                 after_block(progress)
     finally:
         bar.close()
+    return finish_search(progress, target, device)
+
+
+def finish_search(progress: SearchProgress, target, device) -> SearchResult:
+    """The finished blocks as the search's result: far samples dropped, centred, with its statistics."""
     res = drop_far_samples(progress.result())
     res.x = target.project(res.x.to(device))   # E is translation invariant: store centred configurations
     res.energy = res.energy.to(device)
@@ -122,6 +127,52 @@ def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu", 
         res.info["energy_median"] = float(e.median())
         res.info["energy_max"] = float(e.max())
     return res
+
+
+def sharded_plan(cfg) -> list[int]:
+    """`plan`, with a splittable searcher's blocks a multiple of `shards` (at most one per chain), so
+    that every process of a sharded run has blocks to run; the blocks depend on shards, not processes."""
+    chains, S = plan(cfg), cfg.shards or 1
+    if len(chains) % S == 0 or not SEARCHERS.trait(cfg.searcher, "splittable", False):
+        return chains
+    C = sum(chains)
+    blocks = min(C, -(-len(chains) // S) * S)
+    return [C // blocks + (1 if b < C % blocks else 0) for b in range(blocks)]
+
+
+def run_sharded_search(cfg, target, novelty, ctx, *, dtype, device, progress: SearchProgress | None = None,
+                       round: int = 0, after_block: Callable[[SearchProgress], None] | None = None,
+                       show: bool = False) -> SearchResult:
+    """`run_search` for shards > 1: block b runs on its own random stream, seeded from (seed, round,
+    b), on process b mod W; the processes' blocks are gathered in block order after each wave of W
+    blocks (then `after_block`), so every process holds the same samples, those of one process with
+    the same shards. Each process counts its own energy calls (the trainer sums them)."""
+    from tqdm.auto import tqdm
+
+    from ..distributed import Tag, derive_seed, rng_fork
+
+    progress = progress or SearchProgress(round, sharded_plan(cfg))
+    n, dev = len(progress.chains), torch.device(device)
+    bar = tqdm(total=sum(progress.chains), initial=sum(progress.chains[:progress.done]),
+               disable=not (show and ctx.is_main), desc=f"search round {round + 1} ({cfg.searcher})", unit="chain",
+               dynamic_ncols=True)
+    try:
+        while progress.done < n:
+            mine, mined = progress.done + ctx.rank, None
+            if mine < n:
+                before = target.counter.counts["search"]
+                with rng_fork(dev, seed=derive_seed(cfg.seed, Tag.SEARCH_BLOCK, round, mine)):
+                    res = run_block(cfg, target, novelty, progress.chains[mine], dtype, device, progress.round)
+                mined = (SearchResult(res.x.detach().cpu(), res.energy.detach().cpu(), res.log_Z_hat, res.info),
+                         target.counter.counts["search"] - before)
+            for item in ctx.all_gather_objects(mined)[:n - progress.done]:
+                progress.add(*item)
+                bar.update(progress.chains[progress.done - 1])
+            if after_block is not None and progress.done < n:
+                after_block(progress)
+    finally:
+        bar.close()
+    return finish_search(progress, target, device)
 
 
 def drop_far_samples(res: SearchResult) -> SearchResult:

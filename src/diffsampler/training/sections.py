@@ -137,6 +137,12 @@ class RunSection:
     seed: int = option(0, "random seed")
     device: str = option("cpu", "cpu | cuda | cuda:N | auto")
     dtype: str = option("float32", "float32 | float64", choices=("float32", "float64"))
+    precision: str = option("fp32", "fp32 | bf16: the drift network's forward under bfloat16 autocast (log-densities, "
+                            "energies and losses stay in dtype); needs dtype=float32", choices=("fp32", "bf16"))
+    shards: int | None = option(None, "each batch is split into this many sub-batches, each with its own random "
+                                "stream; the processes of a torchrun launch share them out (their number must "
+                                "divide shards), so the numbers depend on shards, not on the processes "
+                                "(docs/distributed.md); None: the number of processes (1 without torchrun)", low=1)
     threads: int = option(0, "torch CPU threads; 0 leaves torch's default", low=0)
     max_seconds: float | None = option(None, "training wall-time budget (evaluation not included)", low=0.0,
                                        low_open=True)

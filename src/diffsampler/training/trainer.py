@@ -6,17 +6,17 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import torch
 
-from ..errors import CheckpointError, NonFiniteError, TrainingError
+from ..distributed import Context
+from ..errors import CheckpointError
 from ..faults import fault_point, report_calls
 from ..streams import make_streams
 from ..targets import Target
 from .behaviour import BehaviourPolicy
-from .budget import check_budget
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from .budget import check_budget, exhausted
+from .checkpoint import CHECKPOINT, load_checkpoint, load_rng_state, rng_state, save_checkpoint
 from .finetune import RESUME_KEYS, first_mismatch, start_from
 from .in_run import in_run_metrics
 from .interrupts import Interrupted, SearchTimeUp, stop_on_signals
@@ -25,6 +25,8 @@ from .pilot_phase import standardization
 from .run_dir import remove_stale_temporaries, truncate_metrics
 from .rounds import SearchRounds
 from .schedule import Schedule
+from .sharded import ShardedSteps
+from .world import World
 
 STEP_CALLS_WINDOW = 10   # iterations whose train-call cost bounds the next one's (budget check)
 
@@ -33,22 +35,26 @@ class Trainer:
     """Train `target`'s sampler under `cfg`, writing to run directory `out` (or nowhere if None).
 
     callbacks: functions f(trainer, iteration) called after each iteration (a test may raise
-    from one to simulate a kill)."""
+    from one to simulate a kill). ctx: this process among the run's (`distributed.Context`); only
+    rank 0 writes `out` (checkpoints, metrics, progress), the others join its collectives."""
 
     def __init__(self, target: Target, cfg, out: str | None = None, *, callbacks: list[Callable] | None = None,
-                 progress: bool = True, init_weights: bool = True) -> None:
-        self.target, self.cfg, self.out = target, cfg.validate(), out
+                 progress: bool = True, init_weights: bool = True, ctx: Context | None = None) -> None:
+        self.target, self.cfg, self.ctx = target, cfg.validate(), ctx or Context()
+        self.has_dir, self.out = out is not None, out if self.ctx.is_main else None
         target.nonfinite = cfg.nonfinite_energy
         check_budget(cfg)
-        self.callbacks, self.progress = callbacks or [], progress
-        self.stream = make_streams(cfg.logger, out, cfg.to_dict(), target.name)
+        self.callbacks, self.progress = callbacks or [], progress and self.ctx.is_main
+        self.stream = make_streams(cfg.logger, self.out, cfg.to_dict(), target.name)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.learner = Learner(target, cfg)
         self.behaviour = BehaviourPolicy(target, cfg)
-        self.rounds = SearchRounds(target, cfg, self.learner.sampler)
+        self.rounds = SearchRounds(target, cfg, self.learner.sampler, self.ctx)
         self.schedule = Schedule(cfg)
+        self.sharded = ShardedSteps(cfg, self.ctx, self.sampler.log_Z.device) if (cfg.shards or 1) > 1 else None
+        self.world = World(self.ctx, target.counter)
         self.iteration, self.train_seconds, self.checkpoints_written = 0, 0.0, 0
         self.step_calls: list[int] = []   # train energy calls of the last STEP_CALLS_WINDOW iterations
         self.stop_reason, self.last_loss = "iterations", float("nan")
@@ -68,6 +74,8 @@ class Trainer:
 
     # -- one iteration -----------------------------------------------------------------------------
     def step(self) -> float:
+        if self.sharded is not None:
+            return self.sharded.step(self)
         it, s, learner = self.iteration, self.schedule, self.learner
         warm = s.in_ml_warmup(it)
         if s.warmup_ends(it):
@@ -75,35 +83,17 @@ class Trainer:
         self.behaviour.prepare(it, self.sampler)
         fresh = s.is_fresh(it, bool(self.behaviour.store))
         off = s.wants_buffer_batch(it) and len(self.buffer) > 0
-        if off and learner.uses_buffer_states(warm, fresh):
-            return self._buffer_state_step(it, warm)
+        if off and learner.uses_buffer_states(warm, fresh):   # the orbit estimator: buffer states, no rollout
+            batch = self.behaviour.buffer_states(self.sampler, learner.orbit.needs_scores)
+            return learner.orbit_step(batch, it, s.lr_factor(it), warm)
         on_policy = fresh and not off
-        chunk = self.cfg.grad_chunk_steps
-        with self.target.counter.use("train"), torch.no_grad() if chunk else nullcontext():
-            try:
-                traj = self.behaviour.trajectories(self.sampler, learner, fresh, on_policy, s.exploration(it))
-            except NonFiniteError as e:
-                raise TrainingError(f"iteration {it}: non-finite energy during rollout: {e}") from None
-        if not torch.isfinite(traj.log_r).any():
-            raise TrainingError(f"iteration {it}: the energy is non-finite at all {traj.log_r.shape[0]} end points "
-                                "of the batch (NaN/inf everywhere the sampler goes): nothing to learn from; check "
-                                "the energy, or give the target a scale (sigma) that reaches its domain")
+        traj = self.behaviour.draw(self.sampler, learner, fresh, on_policy, s.exploration(it), it)
         if learner.warm_start_log_Z and not warm:   # after the ML warm-up, which does not use log Z
             learner.warm_start(self.buffer)
         if fresh:
             self.rounds.observe(traj.terminal)
         loss, leaf = learner.trajectory_loss(traj, learner.objective_for(on_policy, warm), on_policy, warm, it)
         return learner.apply(loss, it, s.lr_factor(it), warm, traj, leaf)
-
-    def _buffer_state_step(self, it: int, warm: bool) -> float:
-        """One step of an objective over buffer states (the orbit estimator): no rollout; energy calls
-        only for the scores of buffer rows drawn for the first time (orbit_kappa > 0)."""
-        orbit = self.learner.orbit
-        batch = self.behaviour.buffer_states(self.sampler, orbit.needs_scores)
-        loss = orbit.loss(self.sampler, batch.y, batch.grid, batch.score)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"iteration {it}: non-finite orbit ML loss ({loss.item()})")
-        return self.learner.apply(loss, it, self.schedule.lr_factor(it), warm)
 
     def start_round(self) -> bool:
         """Round r's search and re-initialisation (`SearchRounds.start`), logged and checkpointed;
@@ -114,6 +104,7 @@ class Trainer:
                                     show=self.progress)
         except SearchTimeUp:
             return False
+        self._sync()   # the search's calls of every process
         if row is not None:
             self._log({"iteration": self.iteration, "search": row, "energy_calls": self.target.counter.as_dict()})
         self.schedule.searched_rounds = r + 1
@@ -131,9 +122,14 @@ class Trainer:
             raise SearchTimeUp
 
     def _check_signal(self) -> None:
-        if self.stop.reason is not None:
+        reason = self.world.live_signal(self.stop.reason)
+        if reason is not None:
             self.save()
-            raise Interrupted(self.stop.reason, self.iteration, self.out)
+            raise Interrupted(reason, self.iteration, self.out)
+
+    def _sync(self) -> None:
+        """Agree with the other processes on the calls, the clock and a signal (`World`)."""
+        self.train_seconds, _ = self.world.sync(self.train_seconds, None if self.stop is None else self.stop.reason)
 
     def _clock(self) -> None:
         now = time.perf_counter()
@@ -142,18 +138,7 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------
     def budget_exhausted(self) -> str | None:
-        cfg, c = self.cfg, self.target.counter.counts
-        if self.iteration >= cfg.iterations:
-            return "iterations"
-        if cfg.max_seconds is not None and self.train_seconds >= cfg.max_seconds:
-            return "max_seconds"
-        # stop before an iteration that could overrun the call budget: the next one is assumed to
-        # cost as much as the dearest of the last few (on-policy and buffer iterations alternate)
-        used, next_cost = c["search"] + c["train"], max(self.step_calls, default=0)
-        if cfg.max_energy_calls is not None and (used >= cfg.max_energy_calls
-                                                 or used + next_cost > cfg.max_energy_calls):
-            return "max_energy_calls"
-        return None
+        return exhausted(self.cfg, self.iteration, self.train_seconds, self.target.counter.counts, self.step_calls)
 
     def fit(self) -> None:
         """Train until a budget is spent; SIGTERM/SIGINT stop it after a checkpoint (`Interrupted`)."""
@@ -163,6 +148,7 @@ class Trainer:
                    desc=f"train {self.target.name}", dynamic_ncols=True, mininterval=1.0)
         with stop_on_signals() as self.stop:
             try:
+                self._sync()   # a pilot's calls (rank 0's) before the first budget check
                 while (reason := self.budget_exhausted()) is None:
                     self._mark = time.perf_counter()
                     if self.schedule.needs_search(self.iteration):
@@ -174,9 +160,10 @@ class Trainer:
                     self.target.counter.iteration = self.iteration
                     before = self.target.counter.counts["train"]
                     self.last_loss = self.step()
+                    self._clock()
+                    self._sync()
                     self.step_calls = [*self.step_calls, self.target.counter.counts["train"] - before][-STEP_CALLS_WINDOW:]
                     self.iteration += 1
-                    self._clock()
                     bar.update(1)
                     self._after_step(bar)
                     self._check_signal()
@@ -194,8 +181,10 @@ class Trainer:
             self._log({"iteration": it, "loss": self.last_loss, "log_Z": self.sampler.log_Z.item(),
                        "energy_calls": self.target.counter.as_dict(), "train_seconds": round(self.train_seconds, 3)})
         if cfg.eval_every and it % cfg.eval_every == 0:
-            self._log({"iteration": it, **in_run_metrics(self.sampler, cfg, self.learner.ema),
-                       "energy_calls": self.target.counter.as_dict()})
+            m = self.sharded.in_run(self) if self.sharded else in_run_metrics(self.sampler, cfg, self.learner.ema)
+            if m is not None:
+                self._log({"iteration": it, **m, "energy_calls": self.target.counter.as_dict()})
+        fault_point("iteration")
         if it % cfg.checkpoint_every == 0:
             self.save()
         for cb in self.callbacks:
@@ -206,12 +195,12 @@ class Trainer:
 
     # -- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        """Everything a resume needs (a collective on several processes: the shards' random states)."""
         counter = self.target.counter
-        return {**self.learner.state_dict(), **self.behaviour.state_dict(), **self.rounds.state_dict(),
-                **self.schedule.state_dict(), "iteration": self.iteration, "rng": rng, "config": self.cfg.to_dict(),
+        shards = {} if self.sharded is None else {"shards": self.sharded.state_dict()}
+        return {**self.learner.state_dict(), **self.behaviour.state_dict(), **self.rounds.state_dict(), **shards,
+                **self.schedule.state_dict(), "iteration": self.iteration, "rng": rng_state(),
+                "config": self.cfg.to_dict(),
                 "target": {"name": self.target.name, "dim": self.target.dim}, "energy_calls": dict(counter.counts),
                 "nonfinite_calls": dict(counter.nonfinite), "train_seconds": self.train_seconds,
                 "step_calls": self.step_calls, "standardization": standardization(self.target), "pilot": self.pilot,
@@ -220,10 +209,11 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.learner.load_state_dict(state)
         self.iteration = int(state["iteration"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        load_rng_state(state["rng"])
+        if self.sharded is not None:
+            self.sharded.load_state_dict(state["shards"])
         self.target.counter.load(state.get("energy_calls", {}), state.get("nonfinite_calls"))
+        self.world.mark()
         self.behaviour.load_state_dict(state)
         self.rounds.load_state_dict(state)
         self.schedule.load_state_dict(state)
@@ -232,19 +222,26 @@ class Trainer:
         self.pilot, self.lineage = state.get("pilot"), state.get("lineage")
 
     def save(self) -> None:
+        """A checkpoint (rank 0 writes it; on several processes every one must call this)."""
+        self._sync()
+        if not self.has_dir:
+            return
+        state = self.state_dict()
         if self.out:
-            save_checkpoint(os.path.join(self.out, CHECKPOINT), self.state_dict())
+            save_checkpoint(os.path.join(self.out, CHECKPOINT), state)
             self.checkpoints_written += 1
 
-    def resume(self) -> None:
-        state = load_checkpoint(os.path.join(self.out, CHECKPOINT), target_name=self.target.name,
-                                dim=self.target.dim)
+    def resume(self, state: dict | None = None) -> None:
+        """Continue from the run directory's checkpoint (or `state`, one read by rank 0)."""
+        state = state or load_checkpoint(os.path.join(self.out, CHECKPOINT), target_name=self.target.name,
+                                          dim=self.target.dim)
         k, have = first_mismatch(self.cfg, state, RESUME_KEYS)
         if k is not None:
             raise CheckpointError(f"cannot resume: checkpoint has {k}={have!r}, config has {getattr(self.cfg, k)!r}")
         self.load_state_dict(state)
-        truncate_metrics(os.path.join(self.out, "metrics.jsonl"), self.iteration)
-        remove_stale_temporaries(self.out)
+        if self.out:
+            truncate_metrics(os.path.join(self.out, "metrics.jsonl"), self.iteration)
+            remove_stale_temporaries(self.out)
 
 
 __all__ = ["Trainer"]
