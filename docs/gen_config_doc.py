@@ -55,7 +55,8 @@ def section_rows(section: str) -> list[str]:
     return rows
 
 
-def main() -> None:
+def render() -> str:
+    """The text of docs/CONFIG.md from today's definitions."""
     out = [INTRO, "| key | type | default | meaning |", "| --- | --- | --- | --- |",
            "| `recipe` | str | `'custom'` | a named bundle of keys (training/recipes.py) |"]
     for section, cls in SECTIONS.items():
@@ -64,7 +65,11 @@ def main() -> None:
             reg = COMPONENT_SECTIONS[section]
             out.append(f"Registered {reg.kind}s: " + ", ".join(f"`{n}`" for n in reg.names()) + ".")
         out += [""] + section_rows(section)
-    open(os.path.join(ROOT, "docs", "CONFIG.md"), "w").write("\n".join(out) + "\n")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    open(os.path.join(ROOT, "docs", "CONFIG.md"), "w").write(render())
 
 
 if __name__ == "__main__":

@@ -115,3 +115,14 @@ def test_presets_are_valid_configs_for_their_target(preset):
     cfg = default_config(get(target), keys.get("recipe")).replace(**keys)
     # every key of the preset survives the recipe bundle and the target's defaults, with its type
     assert {k: getattr(cfg, k) for k in keys} == keys and cfg.max_energy_calls is not None
+
+
+def test_config_reference_is_current():
+    """docs/CONFIG.md is what docs/gen_config_doc.py renders from today's definitions (a new key or
+    component shows up in the reference, or this fails: run `python docs/gen_config_doc.py`)."""
+    import importlib.util
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("gen_config_doc", root / "docs" / "gen_config_doc.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (root / "docs" / "CONFIG.md").read_text() == gen.render(), "docs/CONFIG.md is stale"
