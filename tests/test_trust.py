@@ -69,6 +69,26 @@ def test_the_warning_fires_on_an_undertrained_sampler_and_not_on_an_exact_one(tm
     assert good.report["warnings"] == [] and "WARNING" not in summary_table(good.report)
 
 
+def test_the_gap_warning_sits_where_log_normal_weights_have_a_one_percent_ess():
+    """For q = N(0, 1) and p = N(mu, 1), EUBO - ELBO = KL(p||q) + KL(q||p) = mu^2 = Var_q(log w), and
+    the limiting ESS fraction (E_q w)^2 / E_q w^2 is exp(-mu^2): at the warning's gap (4.6 nats) it is
+    1%, where the ESS warning sits. Integrals by quadrature on a fine grid (no sampling noise: the
+    Kish ESS of log-normal weights converges far too slowly to check this by simulation)."""
+    from diffsampler.evaluation.trust import ESS_WARNING, GAP_WARNING, trust_warnings
+    mu = GAP_WARNING ** 0.5
+    z = torch.linspace(-40.0, 40.0, 400_001, dtype=torch.float64)
+    q = torch.exp(-0.5 * z ** 2) / (2 * torch.pi) ** 0.5
+    p = torch.exp(-0.5 * (z - mu) ** 2) / (2 * torch.pi) ** 0.5
+    log_w = -0.5 * (z - mu) ** 2 + 0.5 * z ** 2                    # log p(z) - log q(z)
+    eubo, elbo = torch.trapezoid(p * log_w, z), torch.trapezoid(q * log_w, z)
+    var = torch.trapezoid(q * log_w ** 2, z) - elbo ** 2
+    ess = torch.trapezoid(q * log_w.exp(), z) ** 2 / torch.trapezoid(q * (2 * log_w).exp(), z)
+    assert abs(float(eubo - elbo) - mu ** 2) < 1e-9 and abs(float(var) - mu ** 2) < 1e-9
+    assert abs(float(ess) - ESS_WARNING) < 1e-9
+    assert any("EUBO - ELBO" in w for w in trust_warnings({"eubo_minus_elbo": 1.01 * GAP_WARNING}))
+    assert trust_warnings({"eubo_minus_elbo": 0.99 * GAP_WARNING, "ess": 0.5, "psis_k": 0.3}) == []
+
+
 def test_sample_resample_writes_equally_weighted_draws_with_the_weighted_moments(tmp_path):
     run = _sampler_run(tmp_path, "optimal", 0, target="gmm25")
     raw, res = tmp_path / "raw.npz", tmp_path / "res.npz"

@@ -20,14 +20,26 @@ def _pair(a, b, fmt: str = "{:.2f}") -> str:
 def _sampler_cells(s: dict | None) -> list[str]:
     if not s or s.get("status") != "ok":
         why = "not run" if not s else f"**{s.get('status')}**: {str(s.get('error', ''))[:60]}"
-        return [why] + [""] * 8
+        return [why] + [""] * 9
     raw, w = s["errors_raw"], s["errors_weighted"]
     lz = "–" if s["log_Z_is"] is None else f"{s['log_Z_is']:.2f} ± {s['log_Z_se']:.2f}"
     return [_pair(raw["mean_err_max"], w["mean_err_max"]), _pair(raw["sd_err_max"], w["sd_err_max"]),
             _f(s["psis_k"]), _f(100 * s["ess_fraction"], "{:.1f}"), _f(s["eubo_minus_elbo"]), lz,
             _f(s["train_seconds"], "{:.0f}") + f" ({s['train_wall_seconds']:.0f}) + {s['sample_seconds']:.0f}",
             f"{s['train_energy_calls'] / 1e6:.2f}M + {s['sample_energy_calls'] / 1e6:.1f}M",
-            _f(s.get("stop_reason"), "{}")]
+            _f(s.get("stop_reason"), "{}"), _warned(s)]
+
+
+def _warned(s: dict) -> str:
+    """Whether the run's own summary warned (its trust warnings on its final evaluation)."""
+    w = s.get("warnings_report")
+    if w is None:
+        return "–"
+    return "yes: " + ", ".join(sorted({_warning_kind(x) for x in w})) if w else "no"
+
+
+def _warning_kind(msg: str) -> str:
+    return next((k for k in ("EUBO - ELBO", "k-hat", "ESS", "non-finite") if k in msg), "other")
 
 
 def _nuts_cells(n: dict | None) -> list[str]:
@@ -40,7 +52,7 @@ def _nuts_cells(n: dict | None) -> list[str]:
 
 HEADER = ["target", "d", "kind", "log Z true",
           "mean err raw / w", "sd err raw / w", "k̂", "ESS %", "EUBO−ELBO", "log Z (IS) ± se", "s train (wall) + draw",
-          "grad evals train + draw", "stop",
+          "grad evals train + draw", "stop", "run warned",
           "NUTS mean err", "NUTS sd err", "NUTS grad evals", "NUTS s (+jit)", "NUTS R̂ / div"]
 
 
@@ -56,6 +68,8 @@ def markdown_table(rows: dict[str, dict], seconds: float | None = None) -> str:
         if seconds else "",
         ("- Errors are in the unconstrained space, max over coordinates: mean err = |mean - ref mean| / ref sd,"
          " sd err = |sd / ref sd - 1|; raw = plain average, w = self-normalised importance weights."),
+        ("- run warned: the trust warnings of the run's own summary (its final evaluation's draws: k-hat,"
+         " ESS, EUBO - ELBO, non-finite energies)."),
         ("- k̂: PSIS Pareto k of the 20,000 log-weights; ESS %: Kish ESS / n; log Z (IS) = log mean w with the"
          " delta-method se sqrt((n/ESS - 1)/n), which is not to be trusted where k̂ > 0.7."),
         ("- s train (wall): the library's training seconds (its wall time, with its search and final"
