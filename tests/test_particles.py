@@ -447,8 +447,9 @@ def test_orbit_kappa_scores_each_buffer_row_once_and_keeps_them_in_checkpoints(t
         return idx
     tr.buffer.sample_index = recording
     before = t.counter.counts.get("train", 0)
-    for it in range(4):
-        assert math.isfinite(tr._buffer_state_step(it, warm=True))
+    for it in range(4):   # the loop's orbit iteration: buffer states, then the learner's step on them
+        batch = tr.behaviour.buffer_states(tr.sampler, tr.learner.orbit.needs_scores)
+        assert math.isfinite(tr.learner.orbit_step(batch, it, 1.0, True))
     assert t.counter.counts["train"] - before == len(drawn) < 64
     known = ~torch.isnan(tr.buffer.score).any(1)
     assert int(known.sum()) == len(drawn)
@@ -480,12 +481,12 @@ def test_orbit_serves_only_the_buffer_batches_of_a_mixed_ml_recipe():
                                      log_Z_init=0.0, eval_steps=4, eval_samples=32, threads=1))
     tr = Trainer(t, cfg, progress=False)
     kinds = []
-    orbit_step = tr._buffer_state_step
+    orbit_step = tr.learner.orbit_step
 
-    def counting_orbit_step(it, warm):
+    def counting_orbit_step(batch, it, lr_factor, warm):
         kinds.append(it)
-        return orbit_step(it, warm)
-    tr._buffer_state_step = counting_orbit_step
+        return orbit_step(batch, it, lr_factor, warm)
+    tr.learner.orbit_step = counting_orbit_step
     tr.fit()
     assert kinds == [1, 3, 5]   # offpolicy_every = 2: the odd iterations are buffer batches
     assert t.counter.counts["train"] == 3 * B   # three on-policy KL rollouts, one terminal call per sample
