@@ -248,6 +248,9 @@ def _world_keys(ctx, cfg: TrainConfig, trainer: Trainer) -> dict:
     return {"world_size": ctx.world, "shards": cfg.shards, "devices": devices}
 
 
+RAW_EVAL_SAMPLES = 2000   # the last iterate's figures (beside the averaged weights'): at most this many samples
+
+
 def _finish(trainer: Trainer, target: Target, cfg: TrainConfig, out: str | None, world: dict | None = None) -> Run:
     """After training: the report (the averaged weights', and the raw ones'), plots, HTML, streams."""
     run = Run(target, cfg, trainer.sampler, dir=out)
@@ -259,7 +262,8 @@ def _finish(trainer: Trainer, target: Target, cfg: TrainConfig, out: str | None,
     raw = None
     if trainer.learner.ema is not None:
         # the run reports (and eval/sample use) the averaged weights; the raw ones are measured too
-        m = evaluate(trainer.sampler, n=cfg.eval_samples, steps=cfg.eval_steps, grid=cfg.eval_grid).metrics
+        m = evaluate(trainer.sampler, n=min(cfg.eval_samples, RAW_EVAL_SAMPLES), steps=cfg.eval_steps,
+                     grid=cfg.eval_grid).metrics
         raw = {k: m[k] for k in ("elbo", "eubo", "eubo_minus_elbo", "log_Z_is", "ess", "mode_coverage")}
         trainer.learner.ema.copy_to(trainer.sampler)
     run.report = make_report(run, cfg.eval_steps, cfg.eval_grid, cfg.eval_samples, subdir="" if out else None)
