@@ -119,6 +119,8 @@ def env_world() -> tuple[int, int, int]:
 
 
 def wants_cuda(device: str) -> bool:
+    """Whether a run on `device` (the config key) uses the GPU: 'cuda', 'cuda:N', or 'auto' where one exists
+    (then the process group is NCCL's, else gloo's)."""
     return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
 
 
