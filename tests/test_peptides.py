@@ -316,3 +316,37 @@ def test_generic_openmm_target_units_with_a_harmonic_bond():
     system.addConstraint(0, 1, 0.1)
     with pytest.raises(ValueError, match="constraints"):
         OpenMMTarget(system, None)
+
+
+def test_a_molecule_from_a_pdb_file_is_the_built_in_peptide_with_the_same_structure(tmp_path):
+    """``FILE.pdb[:SOLVENT]`` builds the peptides' System (amber14, OBC2 or vacuum) from a user's PDB:
+    with aldp's own structure file its energies and forces equal the `aldp` / `aldp_vacuum` targets'
+    (the same System), the run records the file's SHA-256, the peptides' settings apply, and bad
+    files or options give one clear error."""
+    import shutil
+
+    from diffsampler.errors import TargetSpecError
+    from diffsampler.targets.spec import file_sha256, resolve_target
+    from diffsampler.training.defaults import default_keys
+
+    pdb = tmp_path / "mymol.pdb"
+    shutil.copy(structure_file("aldp"), pdb)
+    torch.manual_seed(0)
+    for spec, builtin in ((str(pdb), "aldp"), (f"{pdb}:vacuum", "aldp_vacuum")):
+        mine, ref = resolve_target(spec), targets.get(builtin)
+        x = torch.from_numpy(ref.positions).reshape(1, -1) + 0.002 * torch.randn(4, ref.dim, dtype=torch.float64)
+        e1, g1 = mine._energy_and_grad(x)
+        e0, g0 = ref._energy_and_grad(x)
+        torch.testing.assert_close(e1, e0, rtol=1e-12, atol=0)
+        torch.testing.assert_close(g1, g0, rtol=1e-12, atol=1e-12)
+        assert mine.name == "mymol" and mine.spec_record.sha256 == file_sha256(pdb)
+    assert default_keys(mine)["searcher"] == "md"
+    lines = pdb.read_text().splitlines()
+    no_h = tmp_path / "noh.pdb"
+    no_h.write_text("\n".join(ln for ln in lines if not (ln.startswith(("ATOM", "HETATM")) and ln[76:78].strip() == "H")))
+    (tmp_path / "empty.pdb").write_text("END\n")
+    for spec, opts, words in ((f"{pdb}:water", {}, "unknown solvent"), (str(no_h), {}, "pdbfixer"),
+                              (str(tmp_path / "empty.pdb"), {}, "cannot read it as a PDB file"), (str(pdb), {"dim": 3}, "give dim=66"),
+                              (str(pdb), {"log_Z": 1.0}, "log_Z")):
+        with pytest.raises(TargetSpecError, match=words):
+            resolve_target(spec, opts)

@@ -193,7 +193,7 @@ def test_module_spec(tmp_path, capsys, monkeypatch):
     ("{f}:energy", ["dim=2", "sigma=-1"], "sigma='-1'"),
     ("no_such_pkg_xyz.mod:energy", ["dim=2"], "cannot import module 'no_such_pkg_xyz.mod'"),
     ("gmm40", ["dim=2"], "target options are for user energies"),
-    ("{d}/system.xml", [], "OpenMM system files are not supported yet"),
+    ("{d}/system.xml", [], "serialised OpenMM System files are not read"),
 ])
 def test_bad_specs_fail_with_one_line(tmp_path, energy_file, capsys, spec, options, fragment):
     path, _ = energy_file

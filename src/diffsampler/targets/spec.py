@@ -28,8 +28,9 @@ and `train --resume` then records the change under `history`. Only the named fil
 not what it imports.
 
 Extension point: `register_loader(suffix, loader)` makes ``FILE<suffix>[:NAME]`` build a target with
-`loader(path, name, options) -> Target`; `.py` is the Python loader, and `.xml` (an OpenMM system) is
-reserved: its loader is not written yet and says so.
+`loader(path, name, options) -> Target`; `.py` is the Python loader, `.pdb` a molecule under amber14
+(`targets/molecule_file.py`: ``FILE.pdb[:obc2|vacuum]``), and `.xml` (a serialised OpenMM System, which
+has no topology) is refused with the way to give it instead.
 """
 from __future__ import annotations
 
@@ -296,12 +297,17 @@ def _python_file_target(path: Path, function: str | None, options: dict) -> Targ
 
 
 def _openmm_system(path: Path, function: str | None, options: dict) -> Target:
-    raise TargetSpecError(f"{path}: OpenMM system files are not supported yet; a loader plugs in with "
-                          "diffsampler.targets.spec.register_loader('.xml', loader), loader(path, name, options) "
-                          "-> Target")
+    raise TargetSpecError(f"{path}: serialised OpenMM System files are not read (they carry no topology); give "
+                          "the molecule as a PDB file (FILE.pdb[:obc2|vacuum], amber14), or build an OpenMMTarget "
+                          "in Python and name it as pkg.module:NAME")
 
 
-LOADERS: dict[str, FileLoader] = {".py": _python_file_target, ".xml": _openmm_system}
+def _pdb_molecule(path: Path, function: str | None, options: dict) -> Target:
+    from .molecule_file import pdb_molecule_target   # OpenMM is optional: imported on use
+    return pdb_molecule_target(path, function, options)
+
+
+LOADERS: dict[str, FileLoader] = {".py": _python_file_target, ".xml": _openmm_system, ".pdb": _pdb_molecule}
 
 
 def register_loader(suffix: str, loader: FileLoader) -> None:
