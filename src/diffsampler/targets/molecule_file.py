@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import TargetSpecError
 from .openmm import OpenMMTarget, require
-from .peptides import SOLVENTS, PeptideTarget
+from .peptides import SOLVENTS, PeptideTarget, amber14_system
 
 
 class PDBMoleculeTarget(OpenMMTarget):
@@ -36,10 +36,9 @@ class PDBMoleculeTarget(OpenMMTarget):
             raise TargetSpecError(f"{path}: cannot read it as a PDB file ({type(e).__name__}: {e})") from None
         if pdb.topology.getNumAtoms() == 0:
             raise TargetSpecError(f"{path}: no atoms in it (ATOM/HETATM records)")
-        files, label = SOLVENTS[solvent]
+        label = SOLVENTS[solvent][1]
         try:
-            system = app.ForceField(*files).createSystem(pdb.topology, nonbondedMethod=app.NoCutoff,
-                                                         constraints=None, rigidWater=False, removeCMMotion=False)
+            system = amber14_system(pdb.topology, solvent)
         except ValueError as e:
             raise TargetSpecError(f"{path}: amber14 has no parameters for it ({e}); the file needs every "
                                   "hydrogen and standard residue names (pdbfixer adds missing hydrogens)") from None

@@ -48,6 +48,16 @@ def target_name(peptide: str, solvent: str, temperature: float) -> str:
     return name if float(temperature) == 300.0 else f"{name}_{float(temperature):g}K"
 
 
+def amber14_system(topology, solvent: str):
+    """The openmm.System of `topology` under amber14-all.xml with `solvent` ('obc2' | 'vacuum'):
+    NoCutoff, no constraints, no rigid water, no centre-of-mass remover (the Cartesian density stays
+    regular). Raises OpenMM's ValueError when a residue has no template."""
+    app = require("openmm.app")
+    return app.ForceField(*SOLVENTS[solvent][0]).createSystem(topology, nonbondedMethod=app.NoCutoff,
+                                                              constraints=None, rigidWater=False,
+                                                              removeCMMotion=False)
+
+
 class PeptideTarget(OpenMMTarget):
     """Ace-(Ala)_n-Nme under amber14 in OBC2 implicit solvent or vacuum (module docstring).
 
@@ -77,9 +87,8 @@ class PeptideTarget(OpenMMTarget):
             raise ValueError(f"unknown solvent {solvent!r}; expected one of {sorted(SOLVENTS)}")
         app = require("openmm.app")
         pdb = app.PDBFile(str(structure_file(peptide)))
-        files, label = SOLVENTS[solvent]
-        system = app.ForceField(*files).createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None,
-                                                     rigidWater=False, removeCMMotion=False)
+        label = SOLVENTS[solvent][1]
+        system = amber14_system(pdb.topology, solvent)
         self.peptide, self.solvent = peptide, solvent
         name = target_name(peptide, solvent, temperature)
         desc = f"{PEPTIDES[peptide][0]}, amber14-all.xml (ff14SB), {label}, NoCutoff, no constraints"
