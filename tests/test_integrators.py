@@ -399,3 +399,41 @@ def test_mala_corrector_moves_samples_to_the_target_and_keeps_the_weights():
     assert ((w[:, None] * x1).sum(0) - 1.0).abs().max().item() < 4 * 0.7 / ess ** 0.5
     with pytest.raises(ValueError, match="corrector_steps"):
         s.sample(10, steps=5, corrector_steps=-1)
+
+
+# -- a time shared by every row is encoded once ------------------------------------------------------
+@pytest.mark.parametrize("target_name,drift", [("gmm25", "mlp"), ("manywell32", "langevin")])
+def test_a_shared_grid_encodes_each_time_once_with_the_same_values(target_name, drift, monkeypatch):
+    """On a uniform grid every row is at the same time: the rollout, the replayed log-densities (with
+    their gradient) and the integrators compute the drift's time context once per time and broadcast
+    it; the values must be those of the row-by-row computation (float64: to 1e-12)."""
+    from diffsampler.sde import policy_log_pf
+    from diffsampler.sde import trajectories as tr_mod
+    target = ds.targets.get(target_name)
+    s = ds.DiffusionSampler(target, drift=drift, width=32, time_features=16).double()
+    for p in s.parameters():
+        p.data.normal_(0, 0.2)
+    grid = make_grid("uniform", 48, 7, dtype=torch.float64)
+    assert tr_mod.shared_grid(grid) and not tr_mod.shared_grid(make_grid("random", 48, 7))
+
+    from diffsampler.sde.integrators import base as integrator_base
+
+    def run(share: bool):
+        with monkeypatch.context() as m:
+            if not share:   # the row-by-row computation
+                for module in (tr_mod, integrator_base):
+                    m.setattr(module, "shared_grid", lambda g: False)
+            torch.manual_seed(5)
+            roll = forward_rollout(s, grid)
+            s.zero_grad()
+            lp = policy_log_pf(s, roll.x, roll.t, roll.score)
+            lp.sum().backward()
+            grads = [p.grad.clone() for p in s.parameters() if p.grad is not None]
+            with torch.no_grad():
+                lp_nograd = policy_log_pf(s, roll.x, roll.t, roll.score)
+            torch.manual_seed(6)
+            sim = EulerMaruyama().simulate(s, grid)
+            return [roll.log_w, lp.detach(), lp_nograd, sim.log_w, *grads]
+    shared, rowwise = run(True), run(False)
+    for a, b in zip(shared, rowwise):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)

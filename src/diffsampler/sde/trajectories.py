@@ -58,6 +58,21 @@ def _per_step(context, N: int, B: int) -> list:
     return list(zip(*(c.view(N, B, -1).unbind(0) for c in context)))
 
 
+def shared_grid(grid: torch.Tensor) -> bool:
+    """Whether every row of a grid (B, K) holds the same times (a uniform grid: evaluation, sampling;
+    not the per-trajectory random grids of training)."""
+    return grid.shape[0] > 1 and bool((grid == grid[:1]).all())
+
+
+def call_drift(drift, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor | None = None) -> torch.Tensor:
+    """drift(x, t, score) for x (B, d) at times t (B,). When every row is at the same time, the drift's
+    x-independent part (`time_context`, where it has one) is computed once and broadcast over the
+    rows: the same values up to float rounding, without B copies of the time encoder's work."""
+    if hasattr(drift, "time_context") and shared_grid(t[:, None]):
+        return drift(x, t, score, context=drift.time_context(t[:1]))
+    return drift(x, t, score)
+
+
 def _reward_and_score_at_origin(target, batch: int, dtype, device, need_score: bool):
     """x_0 = 0 for every trajectory: evaluate once (one energy call) and broadcast."""
     z = torch.zeros(1, target.dim, dtype=dtype, device=device)
@@ -86,7 +101,7 @@ def _euler_step(sampler, x, t, dt, score, context, pathwise: bool, explore: floa
     ref, sigma = sampler.reference, sampler.reference.sigma
     x_in = x if pathwise else x.detach()
     if context is None:
-        mu = ref.project(sampler.drift(x_in, t, score))
+        mu = ref.project(call_drift(sampler.drift, x_in, t, score))
     else:
         mu = ref.project(sampler.drift(x_in, t, score, context=context))
     eps = ref.noise_like(x)
@@ -123,7 +138,9 @@ def forward_rollout(sampler, grid: torch.Tensor, *, explore: float = 0.0, pathwi
     if hasattr(drift, "time_context"):   # the x-independent part of the drift, for all steps at once
         # unbind, not context[n]: indexing would make every step's backward write a zero-filled
         # copy of the whole (N, B, width) tensor; unbind's backward stacks the N gradients once
-        context = _per_step(drift.time_context(grid[:, :N].T.reshape(-1)), N, B)
+        # (on a grid shared by every row, once per step and broadcast over the rows)
+        times = grid[:1, :N] if shared_grid(grid) else grid[:, :N]
+        context = _per_step(drift.time_context(times.T.reshape(-1)), N, times.shape[0])
     for n in range(N):
         t = grid[:, n]
         lr, score = _state_inputs(target, x, n, B, drift.needs_score, need_step_rewards, pathwise)
@@ -159,17 +176,33 @@ def policy_log_pf(sampler, X: torch.Tensor, grid: torch.Tensor, score: torch.Ten
     B, N, d = X.shape[0], X.shape[1] - 1, X.shape[2]
     if drift.needs_score and score is None:
         raise ValueError("this drift needs the target score at every state of the trajectories")
-    sc = None if score is None or not drift.needs_score else score.reshape(B * N, d)
-    xs, ts = X[:, :-1].reshape(B * N, d), grid[:, :-1].reshape(-1)
-    if torch.is_grad_enabled():
-        mu = drift(xs, ts, sc)
-    else:   # no graph to keep: bound the transient activations (e.g. the EUBO's B N states of an EGNN)
-        rows = max(1, NO_GRAD_ACTIVATION_BUDGET // getattr(drift, "activation_elems_per_row", 1024))
-        mu = torch.cat([drift(xs[i:i + rows], ts[i:i + rows], None if sc is None else sc[i:i + rows])
-                        for i in range(0, B * N, rows)]) if B * N else drift(xs, ts, sc)
-    mu = ref.project(mu).view(B, N, d)
+    rows = max(1, NO_GRAD_ACTIVATION_BUDGET // getattr(drift, "activation_elems_per_row", 1024))
+    if hasattr(drift, "time_context") and shared_grid(grid):
+        mu = _drift_on_shared_grid(drift, X[:, :-1], grid[0, :-1], score if drift.needs_score else None, rows)
+    else:
+        sc = None if score is None or not drift.needs_score else score.reshape(B * N, d)
+        xs, ts = X[:, :-1].reshape(B * N, d), grid[:, :-1].reshape(-1)
+        if torch.is_grad_enabled():
+            mu = drift(xs, ts, sc)
+        else:   # no graph to keep: bound the transient activations (e.g. the EUBO's B N states of an EGNN)
+            mu = torch.cat([drift(xs[i:i + rows], ts[i:i + rows], None if sc is None else sc[i:i + rows])
+                            for i in range(0, B * N, rows)]) if B * N else drift(xs, ts, sc)
+    mu = ref.project(mu.reshape(B * N, d)).view(B, N, d)
     dt = grid[:, 1:] - grid[:, :-1]
     return ref.step_log_prob(X[:, 1:], X[:, :-1] + mu * dt[..., None], ref.sigma ** 2 * dt)
+
+
+def _drift_on_shared_grid(drift, X: torch.Tensor, times: torch.Tensor, score: torch.Tensor | None,
+                          rows: int) -> torch.Tensor:
+    """The drift (B, N, d) at states X (B, N, d) whose rows share the times (N,): the time context is
+    computed for the N times once and broadcast over the trajectories; without autograd, in chunks
+    of about `rows` states (whole trajectories)."""
+    context = drift.time_context(times)
+    if torch.is_grad_enabled():
+        return drift(X, None, score, context=context)
+    per = max(1, rows // max(1, X.shape[1]))
+    return torch.cat([drift(X[i:i + per], None, None if score is None else score[i:i + per], context=context)
+                      for i in range(0, X.shape[0], per)])
 
 
 def replay(sampler, stored: Trajectories) -> Trajectories:

@@ -22,7 +22,7 @@ import torch
 
 from ...components import Registry
 from ...errors import ShapeError
-from ..trajectories import _reward_and_score_at_origin
+from ..trajectories import _reward_and_score_at_origin, call_drift, shared_grid
 
 Tensor = torch.Tensor
 INTEGRATORS = Registry("integrator")
@@ -42,8 +42,11 @@ class Simulation:
 class DriftField:
     """x (B, d), t (B,) -> mu (B, d) of a sampler, with the target score when the drift needs it."""
 
-    def __init__(self, sampler) -> None:
+    def __init__(self, sampler, grid: Tensor | None = None) -> None:
         self.target, self.drift, self.ref = sampler.target, sampler.drift, sampler.reference
+        # a time shared by every row is encoded once (`call_drift`) only on a grid shared by every
+        # row, as `forward_rollout` does: Euler-Maruyama stays bitwise equal to it
+        self.shared_grid = grid is not None and shared_grid(grid)
 
     def __call__(self, x: Tensor, t: Tensor, at_origin: bool = False, create_graph: bool = False) -> Tensor:
         """create_graph: keep the score differentiable in x (second derivatives of E; the energy
@@ -54,6 +57,8 @@ class DriftField:
                 score = _reward_and_score_at_origin(self.target, x.shape[0], x.dtype, x.device, True)[1]
             else:
                 score = self.target.log_reward_and_score(x, create_graph=create_graph)[1]
+        if self.shared_grid:
+            return self.ref.project(call_drift(self.drift, x, t, score))
         return self.ref.project(self.drift(x, t, score))
 
 
@@ -70,7 +75,7 @@ def start(sampler, grid: Tensor) -> tuple[DriftField, object, float, int, int, T
     checking the grid (B, N+1)."""
     check_grid(sampler, grid)
     B, N = grid.shape[0], grid.shape[1] - 1
-    return (DriftField(sampler), sampler.reference, sampler.reference.sigma, B, N,
+    return (DriftField(sampler, grid), sampler.reference, sampler.reference.sigma, B, N,
             grid.new_zeros(B, sampler.target.dim))
 
 

@@ -109,7 +109,7 @@ class _ProbabilityFlow:
     def simulate(self, sampler, grid: Tensor) -> Simulation:
         check_grid(sampler, grid)
         _check_flat_reference(sampler)
-        field, ref, sigma = DriftField(sampler), sampler.reference, sampler.reference.sigma
+        field, ref, sigma = DriftField(sampler, grid), sampler.reference, sampler.reference.sigma
         B, N = grid.shape[0], grid.shape[1] - 1
         x0 = grid.new_zeros(B, sampler.target.dim)
         if self.scaled:   # y_0 ~ N(0, sigma^2 I) at s = 0, then N steps on s_n = sqrt(t_n); x_N = y_N

@@ -52,7 +52,7 @@ class PicardMidpoint:
     @torch.no_grad()
     def simulate(self, sampler, grid: Tensor) -> Simulation:
         check_grid(sampler, grid)
-        field, ref, sigma, th = DriftField(sampler), sampler.reference, sampler.reference.sigma, self.theta
+        field, ref, sigma, th = DriftField(sampler, grid), sampler.reference, sampler.reference.sigma, self.theta
         B, N, d = grid.shape[0], grid.shape[1] - 1, sampler.target.dim
         x = grid.new_zeros(B, d)
         incs, nfe, rounds, n = [], 0, 0, 0
