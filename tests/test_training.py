@@ -780,3 +780,34 @@ def test_compile_without_a_cpu_compiler_is_an_error_naming_the_key_and_loads_unc
     assert loaded.config.compile == "none"
     for a, b in zip(loaded.sampler.parameters(), run.sampler.parameters()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("rnd_data", ["fresh", "on_policy"])
+def test_the_novelty_is_fitted_on_what_rnd_data_names_and_not_in_the_last_round(rnd_data):
+    """rnd_data=on_policy fits the RND predictor on the learner's own samples only (SGDS): a buffer
+    batch leaves it unchanged; rnd_data=fresh fits it on every fresh batch. In the last round no
+    later search uses the predictor, so it is not fitted there."""
+    from diffsampler.training import Trainer
+    cfg = TrainConfig.from_dict(dict(SMALL, recipe="sgds", drift="mlp", rnd_alpha=1.0, rnd_data=rnd_data,
+                                     iterations=8, round_iterations="4,4", search_chains=16, search_steps=3,
+                                     search_burnin=2, search_thin=1, buffer_size=200, ml_warmup=0, offpolicy_every=2))
+    tr = Trainer(ds.targets.get("gmm25"), cfg, progress=False)
+    assert cfg.rounds == 2
+    tr.start_round()
+    assert len(tr.buffer) > 0
+    predictor = tr.rounds.rnd.predictor
+
+    def step_changes_predictor() -> bool:
+        before = [p.detach().clone() for p in predictor.parameters()]
+        on_policy = not tr.schedule.wants_buffer_batch(tr.iteration)
+        tr.step()
+        tr.iteration += 1
+        changed = any(not torch.equal(a, b) for a, b in zip(before, predictor.parameters()))
+        return on_policy, changed
+    round1 = [step_changes_predictor() for _ in range(4)]
+    assert {on for on, _ in round1} == {True, False}       # both kinds of batch were drawn
+    for on_policy, changed in round1:
+        assert changed == (on_policy or rnd_data == "fresh")
+    tr.start_round()   # round 2: the last, whose fits no search would use
+    assert tr.schedule.round(tr.iteration) == 1
+    assert not any(changed for _, changed in [step_changes_predictor() for _ in range(4)])

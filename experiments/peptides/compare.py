@@ -34,7 +34,7 @@ def learner_iterations(keys: dict) -> int:
     """Iterations `sgds` runs within its budget (training/budget.py), matched by `ml_md`."""
     from diffsampler.training import TrainConfig
     from diffsampler.training.budget import size_iterations
-    return size_iterations(TrainConfig.from_dict(keys))
+    return size_iterations(TrainConfig.from_dict({"recipe": "sgds", **keys}))
 
 
 def case_keys(target, case: str, budget: float) -> dict:

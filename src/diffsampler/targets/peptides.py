@@ -66,7 +66,9 @@ class PeptideTarget(OpenMMTarget):
 
     Settings (`recommended`): SGDS as the paper ran it on peptides (Kim et al. 2025), within its ~1M
     energy calls: an MD searcher at 600 K in round 1 and 300 K in round 2 (16 chains x 10,000 steps
-    of 0.5 fs, gamma 1/ps) with the RND bonus in round 2, each round starting with backward maximum
+    of 0.5 fs, gamma 1/ps) with the RND bonus in round 2 (its predictor fitted on the learner's own
+    samples, as SGDS: with an EGNN predictor on a molecule, fitting it on buffer batches too made it
+    most of an iteration's cost), each round starting with backward maximum
     likelihood, then TB on a random 20-step grid. The drift is an MLP on the centroid-free Cartesian
     coordinates, which takes no score (one energy call per trajectory, not per step) and, unlike an
     E(3)-equivariant network, can tell a molecule from its mirror image (`docs/peptides.md`)."""
@@ -74,8 +76,8 @@ class PeptideTarget(OpenMMTarget):
     default_recipe = "sgds"
     recommended = {
         "sgds": dict(searcher="md", search_chains=16, search_burnin=1000, search_steps=10000, search_thin=10,
-                     search_step_size=0.0005, search_friction=1.0, rnd_alpha=10.0, rnd_width=64, rounds=2,
-                     drift="mlp", width=256, depth=3, batch_size=64, train_grid="random", train_steps=20,
+                     search_step_size=0.0005, search_friction=1.0, rnd_alpha=10.0, rnd_width=64,
+                     rnd_data="on_policy", rounds=2, drift="mlp", width=256, depth=3, batch_size=64, train_grid="random", train_steps=20,
                      time_warp=2.0, ml_warmup=2000, lr=5e-4, ema_decay=0.999, max_energy_calls=1_000_000,
                      iterations=None, eval_steps=100, eval_samples=2000, log_Z_warm_start="buffer",
                      checkpoint_every=1000, log_every=100),

@@ -3,8 +3,9 @@ TRUE rewards), on the target in round 1 and on the auxiliary energy E - alpha * 
 then, from round 2 on, the learner (and the novelty predictor) is re-initialised, log Z kept.
 
 The novelty is random-network distillation (`search.novelty`): its predictor is fitted on the
-learner's fresh terminal states every iteration (`observe`), so the next round's search is pushed
-toward what the learner has not produced."""
+terminal states of each iteration's batch (`observe`; config key rnd_data: every fresh batch, or the
+learner's own samples only, as SGDS), so the next round's search is pushed toward what the learner
+has not produced."""
 from __future__ import annotations
 
 import torch
@@ -26,9 +27,15 @@ class SearchRounds:
         self.log: list[dict] = []
         self.progress: SearchProgress | None = None   # a search stopped between blocks (checkpoints keep it)
 
-    def observe(self, terminal: torch.Tensor) -> None:
-        """The learner's fresh terminal states: one fitting step of the novelty predictor."""
-        if self.rnd is not None:
+    def fits_novelty(self, r: int) -> bool:
+        """Whether round r fits the novelty predictor: only a later round's search uses it, so the
+        last round skips the fit (the searches see the same predictor; the cost of an EGNN
+        predictor on a molecule is most of an iteration's)."""
+        return self.rnd is not None and r + 1 < self.cfg.rounds
+
+    def observe(self, terminal: torch.Tensor, r: int) -> None:
+        """Terminal states of round r's batch: one fitting step of the novelty predictor."""
+        if self.fits_novelty(r):
             self.rnd.fit(terminal.detach(), steps=1)
 
     def start(self, r: int, learner, buffer, after_block=None, show: bool = False) -> dict | None:

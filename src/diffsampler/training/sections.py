@@ -73,6 +73,10 @@ class SearchSection:
     rnd_alpha: float = option(0.0, "novelty weight in E - alpha * RND(x) for rounds > 1; 0: no RND", low=0.0)
     rnd_width: int = option(256, "width of the novelty networks (MLP; particle targets: invariant EGNN)", low=1)
     rnd_lr: float = option(1e-3, "learning rate of the RND predictor", low=0.0, low_open=True)
+    rnd_data: str = option("fresh", "what the RND predictor is fitted on, one step per iteration: fresh = the "
+                           "terminal states of every freshly drawn batch (the learner's and, in buffer batches, "
+                           "the buffer's); on_policy = the learner's own samples only, as SGDS (Kim et al. 2025)",
+                           choices=("fresh", "on_policy"))
     pilot: str = option("auto", "auto | on | off: a short MALA pilot finds the energy's location and scale and "
                         "training runs in standardised coordinates (auto: for targets whose scale is unknown)",
                         choices=("auto", "on", "off"))

@@ -53,7 +53,8 @@ class ShardedSteps:
         finally:
             behaviour.pending = None
         total = reduce_gradients(self.ctx, learner, loss)
-        self._share_ends(trainer, ends, replayed)
+        observe = trainer.rounds.fits_novelty(s.round(it)) and (on_policy or self.cfg.rnd_data == "fresh")
+        self._share_ends(trainer, ends, replayed, observe)
         if objective.sets_log_Z:   # VarGrad's estimate: the mean of the shards' (the whole batch's mean)
             with torch.no_grad():
                 learner.sampler.log_Z.copy_(self.in_shard_order([v.reshape(1) for v in log_Z]).mean())
@@ -68,12 +69,14 @@ class ShardedSteps:
         learner.backward(scaled, traj, leaf)
         return scaled.detach(), traj
 
-    def _share_ends(self, trainer, ends: list, replayed: bool) -> None:
-        """All shards' terminal states in shard order: the novelty's fit, and the buffer's own samples."""
-        if trainer.rounds.rnd is None and not replayed:
+    def _share_ends(self, trainer, ends: list, replayed: bool, observe: bool) -> None:
+        """All shards' terminal states in shard order: the novelty's fit (where `observe`, see the
+        config key rnd_data), and the buffer's own samples."""
+        if not observe and not replayed:
             return
         x = self.in_shard_order([e[0] for e in ends])
-        trainer.rounds.observe(x)
+        if observe:
+            trainer.rounds.observe(x, trainer.schedule.round(trainer.iteration))
         if replayed:
             trainer.buffer.add(x, self.in_shard_order([e[1] for e in ends]))
 
