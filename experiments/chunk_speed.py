@@ -121,10 +121,7 @@ def main(argv=None) -> int:
     out = {"device": device, "torch": torch.__version__, "args": vars(args), "rows": rows,
            "fastest_chunk": {k: v["grad_chunk_steps"] for k, v in best.items()},
            "fastest_compile": {k: v["compile"] for k, v in best.items()}}
-    base = args.out or os.path.join(harness.out_dir(NAME), args.name)
-    harness.write_json(base + ".json", out)
-    harness.write_text(base + ".md", markdown(out))
-    print(markdown(out))
+    harness.write_results(args.out or os.path.join(harness.out_dir(NAME), args.name), out, markdown(out))
     return 0
 
 

@@ -99,10 +99,7 @@ def main(argv=None) -> int:
     m = harness.machine()
     out = {"machine": f"{m['processor']}, {m['cpus']} cores, torch {m['torch']}", "args": vars(args), "rows": rows,
            "command": harness.command()}
-    base = os.path.join(harness.out_dir(NAME), NAME)
-    harness.write_json(base + ".json", out)
-    harness.write_text(base + ".md", markdown(out))
-    print(markdown(out))
+    harness.write_results(os.path.join(harness.out_dir(NAME), NAME), out, markdown(out))
     return 0
 
 

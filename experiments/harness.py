@@ -59,6 +59,13 @@ def write_text(path: str, text: str) -> None:
     _atomic(path, text.rstrip("\n") + "\n")
 
 
+def write_results(base: str, obj, text: str) -> None:
+    """An experiment's results: base.json (obj) and base.md (text), atomically; the text is printed."""
+    write_json(base + ".json", obj)
+    write_text(base + ".md", text)
+    print(text)
+
+
 def read_json(path: str, default=None):
     """The JSON at path, or `default` where there is no file yet (resumable tables)."""
     if not os.path.exists(path):
