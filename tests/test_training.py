@@ -811,3 +811,25 @@ def test_the_novelty_is_fitted_on_what_rnd_data_names_and_not_in_the_last_round(
     tr.start_round()   # round 2: the last, whose fits no search would use
     assert tr.schedule.round(tr.iteration) == 1
     assert not any(changed for _, changed in [step_changes_predictor() for _ in range(4)])
+
+
+def test_a_local_search_never_overruns_the_budget():
+    """TB+LS spends B (S + 1) calls on a local search every k iterations: the budget check counts the
+    one the next iteration starts with, so search + train calls never exceed max_energy_calls."""
+    keys = dict(SMALL, recipe="tb_ls", drift="mlp", iterations=10_000, local_search_every=5, local_search_steps=30,
+                local_search_batch=16, max_energy_calls=1000)
+    run = ds.train("gmm25", progress=False, **keys)
+    calls = run.report["energy_calls"]
+    assert run.report["stop_reason"] == "max_energy_calls"
+    assert calls["search"] > 0 and calls["search"] % (16 * 31) == 0      # whole local searches only
+    assert calls["search"] + calls["train"] <= 1000, calls
+
+
+def test_a_new_run_counts_its_own_calls_on_a_used_target(tmp_path):
+    """The same target object trained twice (a script's loop): the second run's report and budget
+    count its own calls only, not the first run's."""
+    target = ds.targets.get("gmm25")
+    keys = dict(SMALL, drift="mlp", iterations=3)
+    first = ds.train(target, progress=False, **keys).report["energy_calls"]
+    second = ds.train(target, progress=False, **keys).report["energy_calls"]
+    assert first == second and first["total"] > 0

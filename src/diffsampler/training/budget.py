@@ -70,16 +70,24 @@ def size_iterations(cfg, pilot: bool = False) -> int:
     return iterations
 
 
+def local_search_calls(cfg, iteration: int) -> int:
+    """Calls of the TB+LS local search that iteration `iteration` starts with (MALA from B buffer
+    samples for S steps: B (S + 1), counted as 'search'), 0 where it runs none."""
+    every = cfg.local_search_every
+    return cfg.local_search_batch * (cfg.local_search_steps + 1) if every and iteration % every == 0 else 0
+
+
 def exhausted(cfg, iteration: int, seconds: float, counts: dict, step_calls: list[int]) -> str | None:
     """Which budget is spent before the next iteration ('iterations', 'max_seconds',
     'max_energy_calls') or None. The call budget stops before an iteration that could overrun it:
     the next one is assumed to cost as much as the dearest of the last few (`step_calls`; on-policy
-    and buffer iterations alternate)."""
+    and buffer iterations alternate), plus the local search it starts with, if any."""
     if iteration >= cfg.iterations:
         return "iterations"
     if cfg.max_seconds is not None and seconds >= cfg.max_seconds:
         return "max_seconds"
-    used, next_cost = counts["search"] + counts["train"], max(step_calls, default=0)
+    used = counts["search"] + counts["train"]
+    next_cost = max(step_calls, default=0) + local_search_calls(cfg, iteration)
     if cfg.max_energy_calls is not None and (used >= cfg.max_energy_calls
                                              or used + next_cost > cfg.max_energy_calls):
         return "max_energy_calls"
@@ -101,4 +109,5 @@ def check_budget(cfg, pilot: bool = False) -> None:
             + "), leaving nothing to the learner; raise the budget or lower rounds / search_chains / search_steps")
 
 
-__all__ = ["search_calls_per_round", "calls_per_iteration", "fixed_calls", "size_iterations", "check_budget", "exhausted"]
+__all__ = ["search_calls_per_round", "calls_per_iteration", "fixed_calls", "size_iterations", "check_budget",
+           "local_search_calls", "exhausted"]

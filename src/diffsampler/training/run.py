@@ -197,6 +197,8 @@ def _train(ctx, target: Target, cfg: TrainConfig, out: str | None, resume: bool,
     trainer = None
     try:
         cfg = _resolve_shards(cfg, ctx)
+        if not resume:   # a new run counts its own calls, whatever the target object was used for before
+            target.counter.load({})
         train_target, pilot = _training_target(ctx, target, cfg, opened["standardization"])
         trainer = Trainer(train_target, cfg, out, callbacks=callbacks, progress=progress, init_weights=not resume,
                           ctx=ctx)
