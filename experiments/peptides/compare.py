@@ -1,10 +1,12 @@
 """Alanine dipeptide (or another peptide target): SGDS against two baselines at one energy budget.
 
-    python experiments/peptides/compare.py                       # aldp, 1M calls, all three
+    python experiments/peptides/compare.py                       # aldp, 1M calls, all four
     python experiments/peptides/compare.py --budget 2e5 --only sgds ml_md
 
-Cases, each the target's own SGDS settings (`PeptideTarget.recommended["sgds"]`: MLP drift, random
-20-step grid, batch 64) with only what makes the method differ changed:
+Cases: `default`, what `diffsampler train TARGET` runs (the target's default recipe and settings:
+Jeffreys objective, Langevin drift, one 300 K MD search); the others each the target's own SGDS
+settings (`PeptideTarget.recommended["sgds"]`: MLP drift, random 20-step grid, batch 64) with only
+what makes the method differ changed:
 - `sgds`: the settings as they are (MD searcher 600 K then 300 K, RND bonus, backward ML warm-up,
   then mixed on/off-policy TB; Kim et al. 2025);
 - `ml_md`: maximum likelihood on the samples of the MD searcher alone (backward trajectories from
@@ -26,7 +28,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from experiments import harness
 
-CASES = ("sgds", "ml_md", "tb_ls")
+CASES = ("default", "sgds", "ml_md", "tb_ls")
 LS_EVERY, LS_STEPS, LS_BATCH = 100, 100, 64
 
 
@@ -39,6 +41,9 @@ def learner_iterations(keys: dict) -> int:
 
 def case_keys(target, case: str, budget: float) -> dict:
     """Config keys of one case (module docstring), all at `budget` energy calls."""
+    if case == "default":
+        return {"recipe": target.default_recipe, **target.recommended[target.default_recipe],
+                "max_energy_calls": int(budget), "iterations": None}
     base = {**target.recommended["sgds"], "max_energy_calls": int(budget), "iterations": None}
     if case == "sgds":
         return base
