@@ -137,6 +137,21 @@ def test_reflection_keeps_energy_but_flips_chirality(aldp_ref):
     assert not v["chirality"].any() and v["bonds"].all() and not v["valid"].any()
 
 
+def test_samples_leave_as_the_l_enantiomer(aldp_ref):
+    """to_user inverts a row whose CA is D (x -> -x, the same energy) and leaves L rows and rows of
+    targets whose force field is not marked mirror-symmetric as they are."""
+    x = perturbed(aldp_ref, 4, seed=6)
+    mixed = torch.cat([x[:2], -x[2:]])                       # two L rows, two D rows
+    out = aldp_ref.to_user(mixed)
+    torch.testing.assert_close(out, x, rtol=0, atol=0)
+    assert P.validity(aldp_ref, out)["valid"].all()
+    torch.testing.assert_close(aldp_ref.energy(out), aldp_ref.energy(mixed), rtol=1e-9, atol=1e-9)
+    from diffsampler.targets.openmm import OpenMMTarget
+    plain = OpenMMTarget(aldp_ref.system, aldp_ref.topology, platform="CPU")
+    torch.testing.assert_close(plain.to_user(mixed), mixed, rtol=0, atol=0)
+    plain.close()
+
+
 @pytest.mark.parametrize("name", ["aldp", "ala4"])
 def test_validity_flags_broken_bond_and_clash(name):
     t = targets.get(name)

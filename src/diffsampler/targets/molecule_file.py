@@ -22,6 +22,7 @@ class PDBMoleculeTarget(OpenMMTarget):
     """p(x) ∝ exp(-U(x) / k_B T) for the molecule of a PDB file under amber14 (module docstring)."""
 
     default_recipe = PeptideTarget.default_recipe
+    mirror_symmetric = True   # amber14, as the peptides
     recommended = PeptideTarget.recommended
 
     def __init__(self, path: str | Path, solvent: str = "obc2", temperature: float = 300.0,

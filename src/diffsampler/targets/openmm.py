@@ -133,6 +133,9 @@ class OpenMMTarget(ParticleTarget):
     """
 
     spatial_dim = 3
+    # whether U(-x) = U(x) holds for the force field (amber14: every torsion phase 0 or 180 degrees;
+    # not for CMAP force fields such as CHARMM36), so that samples may leave as the L enantiomer
+    mirror_symmetric = False
 
     def __init__(self, system, topology, positions=None, *, temperature: float = 300.0,
                  platform: str = "auto", properties: dict | None = None, n_workers: int = 1,
@@ -197,6 +200,20 @@ class OpenMMTarget(ParticleTarget):
 
     def _energy(self, x: torch.Tensor) -> torch.Tensor:
         return _OpenMMEnergy.apply(x, self)
+
+    def to_user(self, z: torch.Tensor) -> torch.Tensor:
+        """Samples leave as the L enantiomer where the force field is mirror-symmetric: a row whose
+        every chiral CA is D is inverted, x -> -x. U(-x) = U(x) and the inversion maps each D
+        conformation onto its L mirror image, so if x ~ p the result follows p on the L half (the
+        physical ensemble) and keeps its importance weight. Rows of mixed chirality, molecules
+        without a chiral CA and force fields not marked `mirror_symmetric` are left as they are."""
+        if not self.mirror_symmetric or self.topology is None:
+            return z
+        from ..evaluation.peptides import chirality_volumes
+        vol = chirality_volumes(z, self.topology)
+        if vol.shape[1] == 0:
+            return z
+        return torch.where((vol < 0).all(-1, keepdim=True), -z, z)
 
     def close(self) -> None:
         """Stop the worker processes (if any)."""

@@ -76,6 +76,7 @@ class PeptideTarget(OpenMMTarget):
     E(3)-equivariant network, can tell a molecule from its mirror image (`docs/peptides.md`)."""
 
     default_recipe = "sgds_jeffreys"
+    mirror_symmetric = True   # amber14: U(-x) = U(x) (tests), so samples leave as the L enantiomer
     recommended = {
         # the default, measured best here (docs/peptides.md, Training): the Jeffreys objective (maximum
         # likelihood on 300 K MD samples + on-policy pathwise KL) with the force-informed Langevin drift,
