@@ -54,8 +54,8 @@ def test_smc_counts_its_energy_calls_exactly_and_trains_as_a_searcher():
                                      search_inner=2, smc_resample_ess=0.3))
     searcher = SEARCHERS.build("smc", cfg.to_dict())
     assert searcher.calls() == 64 * (1 + 5 * 2) and searcher.o.resample_ess == 0.3
-    before = t.counter.counts["search"]
     run = ds.train(t, dict(recipe="sgds", searcher="smc", search_chains=64, search_steps=5, search_inner=2,
                            iterations=4, batch_size=16, width=16, eval_samples=50, eval_steps=5, rounds=1),
                    progress=False)
-    assert run.report["energy_calls"]["search"] - before == 64 * (1 + 5 * 2)
+    # the run counts its own calls only (not the run_smc calls above on the same target object)
+    assert run.report["energy_calls"]["search"] == 64 * (1 + 5 * 2)
