@@ -90,7 +90,8 @@ class PeptideTarget(OpenMMTarget):
         # SGDS as the paper ran it (TB, MLP drift, two MD rounds); see the class docstring
         "sgds": dict(searcher="md", search_chains=16, search_burnin=1000, search_steps=10000, search_thin=10,
                      search_step_size=0.0005, search_friction=1.0, rnd_alpha=10.0, rnd_width=64,
-                     rnd_data="on_policy", rounds=2, drift="mlp", width=256, depth=3, batch_size=64, train_grid="random", train_steps=20,
+                     rnd_data="on_policy", rounds=2, drift="mlp", width=256, depth=3, batch_size=64,
+                     train_grid="random", train_steps=20,
                      time_warp=2.0, ml_warmup=2000, lr=5e-4, ema_decay=0.999, max_energy_calls=1_000_000,
                      iterations=None, eval_steps=100, eval_samples=2000, log_Z_warm_start="buffer",
                      checkpoint_every=1000, log_every=100),

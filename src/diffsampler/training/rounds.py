@@ -27,16 +27,18 @@ class SearchRounds:
         self.log: list[dict] = []
         self.progress: SearchProgress | None = None   # a search stopped between blocks (checkpoints keep it)
 
-    def fits_novelty(self, r: int) -> bool:
-        """Whether round r fits the novelty predictor: only a later round's search uses it, so the
-        last round skips the fit (the searches see the same predictor; the cost of an EGNN
-        predictor on a molecule is most of an iteration's)."""
-        return self.rnd is not None and r + 1 < self.cfg.rounds
+    def fits_novelty(self, r: int, on_policy: bool) -> bool:
+        """Whether a fresh batch of round r fits the novelty predictor: only a later round's search
+        uses it, so the last round skips the fit (the searches see the same predictor; the cost of an
+        EGNN predictor on a molecule is most of an iteration's); rnd_data=on_policy fits it on the
+        learner's own batches only."""
+        return (self.rnd is not None and r + 1 < self.cfg.rounds
+                and (on_policy or self.cfg.rnd_data == "fresh"))
 
-    def observe(self, terminal: torch.Tensor, r: int) -> None:
-        """Terminal states of round r's batch: one fitting step of the novelty predictor."""
-        if self.fits_novelty(r):
-            self.rnd.fit(terminal.detach(), steps=1)
+    def observe(self, terminal: torch.Tensor) -> None:
+        """One fitting step of the novelty predictor on a batch's terminal states (where
+        `fits_novelty` says so)."""
+        self.rnd.fit(terminal.detach(), steps=1)
 
     def start(self, r: int, learner, buffer, after_block=None, show: bool = False) -> dict | None:
         """Round r's search (its summary row, or None without a searcher) and re-initialisation.

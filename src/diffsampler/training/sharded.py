@@ -53,8 +53,7 @@ class ShardedSteps:
         finally:
             behaviour.pending = None
         total = reduce_gradients(self.ctx, learner, loss)
-        observe = trainer.rounds.fits_novelty(s.round(it)) and (on_policy or self.cfg.rnd_data == "fresh")
-        self._share_ends(trainer, ends, replayed, observe)
+        self._share_ends(trainer, ends, replayed, trainer.rounds.fits_novelty(s.round(it), on_policy))
         if objective.sets_log_Z:   # VarGrad's estimate: the mean of the shards' (the whole batch's mean)
             with torch.no_grad():
                 learner.sampler.log_Z.copy_(self.in_shard_order([v.reshape(1) for v in log_Z]).mean())
@@ -76,7 +75,7 @@ class ShardedSteps:
             return
         x = self.in_shard_order([e[0] for e in ends])
         if observe:
-            trainer.rounds.observe(x, trainer.schedule.round(trainer.iteration))
+            trainer.rounds.observe(x)
         if replayed:
             trainer.buffer.add(x, self.in_shard_order([e[1] for e in ends]))
 

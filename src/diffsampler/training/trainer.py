@@ -90,8 +90,8 @@ class Trainer:
         traj = self.behaviour.draw(self.sampler, learner, fresh, on_policy, s.exploration(it), it)
         if learner.warm_start_log_Z and not warm:   # after the ML warm-up, which does not use log Z
             learner.warm_start(self.buffer)
-        if fresh and (on_policy or self.cfg.rnd_data == "fresh"):
-            self.rounds.observe(traj.terminal, s.round(it))
+        if fresh and self.rounds.fits_novelty(s.round(it), on_policy):
+            self.rounds.observe(traj.terminal)
         loss, leaf = learner.trajectory_loss(traj, learner.objective_for(on_policy, warm), on_policy, warm, it)
         return learner.apply(loss, it, s.lr_factor(it), warm, traj, leaf)
 
