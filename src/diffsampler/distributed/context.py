@@ -35,9 +35,13 @@ class Context:
     owns_group: bool = False   # `launch` joined the group (and leaves it), rather than a caller
 
     def leave(self) -> None:
-        """Leave the process group `launch` joined (after the last collective); no-op otherwise."""
+        """Leave the process group `launch` joined (after the last collective); no-op otherwise.
+
+        A barrier first: no process closes its connections while another is still inside the last
+        collective (gloo's transport aborts a process whose peer closed a connection mid-message)."""
         import torch.distributed as dist
         if self.owns_group and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
         self.owns_group = False
 
