@@ -112,9 +112,11 @@ def test_presets_are_valid_configs_for_their_target(preset):
 
     target = preset.split("_")[0]
     keys = read_config_file(str(Path(__file__).parents[1] / "experiments" / "configs" / preset), target)
-    cfg = default_config(get(target), keys.get("recipe")).replace(**keys)
-    # every key of the preset survives the recipe bundle and the target's defaults, with its type
-    assert {k: getattr(cfg, k) for k in keys} == keys and cfg.max_energy_calls is not None
+    stages = keys.pop("stages", None)
+    for stage_keys in [keys] if stages is None else [{**keys, **s.keys} for s in stages]:
+        cfg = default_config(get(target), stage_keys.get("recipe")).replace(**stage_keys)
+        # every key of the preset survives the recipe bundle and the target's defaults, with its type
+        assert {k: getattr(cfg, k) for k in stage_keys} == stage_keys and cfg.max_energy_calls is not None
 
 
 def test_config_reference_is_current():

@@ -71,15 +71,17 @@ def _train(args) -> int:
 
     target_options, overrides = split_target_options(args.target, parse_overrides(args.overrides))
     target = train_target(args.target, target_options, args.out, args.resume, allow_changed=args.allow_changed_energy)
-    if args.config:                      # the file's keys first, the command line's on top
-        overrides = {**read_config_file(args.config, target.name), **overrides}
+    file_keys = read_config_file(args.config, target.name) if args.config else {}
+    stages = file_keys.pop("stages", None)
     if args.max_seconds is not None:     # the flag and a max_seconds=... override: the flag wins
         overrides["max_seconds"] = args.max_seconds
     if args.resume and not args.out:
         from .errors import ConfigError
         raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
     out = args.out or os.path.join("runs", f"{target.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run = train(target, out=out, resume=args.resume, progress=not args.quiet, **overrides)
+    if stages:                           # a preset in stages: each starts from the one before
+        return _train_stages(target, stages, file_keys, overrides, out, args)
+    run = train(target, out=out, resume=args.resume, progress=not args.quiet, **{**file_keys, **overrides})
     world, rank, _ = env_world()
     if rank:   # under torchrun rank 0 reports; the others say where they stopped
         print(f"diffsampler: rank {rank} of {world} stopped at iteration {run.report['iterations']} "
@@ -87,6 +89,23 @@ def _train(args) -> int:
         return 0
     print(summary_table(run.report))
     print(f"run directory: {out}")
+    return 0
+
+
+def _train_stages(target, stages, file_keys: dict, overrides: dict, out: str, args) -> int:
+    """`train --config FILE` where FILE has a `stages` list: the file's other keys are shared by the
+    stages (below each stage's own), the command line's act on every stage (above them)."""
+    from .distributed.context import env_world
+    from .training import summary_table
+    from .training.stages import stages_table, train_stages
+
+    run = train_stages(target, stages, out=out, resume=args.resume, progress=not args.quiet, shared=file_keys,
+                       **overrides)
+    if env_world()[1]:
+        return 0
+    print(summary_table(run.report))
+    print(stages_table(out))
+    print(f"run directory: {out} (the last stage: {run.dir})")
     return 0
 
 

@@ -24,7 +24,8 @@ def read_config_file(path: str, target_name: str) -> dict:
     (experiments/configs/*.json) or a run's own config.json, so that a run can
     be repeated (on another device: add device=cuda). The keys act as overrides of the target's
     default config, and command-line overrides act on top of them. A 'target' key (run directories
-    write one) must name `target_name`: a config tuned for one target is not silently reused on another."""
+    write one) must name `target_name`: a config tuned for one target is not silently reused on another.
+    A `stages` list (a run in stages, `training.stages`) comes back as d["stages"]: [Stage]."""
     from .config import coerce_keys, flatten_sections
 
     is_yaml = path.lower().endswith((".yaml", ".yml"))
@@ -50,12 +51,16 @@ def read_config_file(path: str, target_name: str) -> dict:
     if not isinstance(d, dict):
         raise ConfigError(f"config file {path!r} must hold a {kind} {'mapping' if is_yaml else 'object'} of "
                           f"config keys, got {type(d).__name__}")
+    stages = d.pop("stages", None)
     d = flatten_sections(d)
     written_for = d.pop("target", None)
     if written_for is not None and written_for != target_name:
         raise ConfigError(f"config file {path!r} was written for target {written_for!r}, not {target_name!r}; "
                           "remove its 'target' key to use it anyway")
     coerce_keys(d)   # unknown keys and unreadable values fail here, naming the file's key
+    if stages is not None:   # a run in stages (training.stages): each stage's keys checked alike
+        from .stages import read_stages
+        d["stages"] = read_stages(stages, f"config file {path!r}")
     return d
 
 

@@ -115,6 +115,10 @@ def summary_table(rep: dict) -> str:
     raw = rep.get("raw_weights")
     if raw:   # ema_decay > 0: the rows above are the averaged weights'
         rows.insert(5, ("EUBO - ELBO (last iterate)", f(raw.get("eubo_minus_elbo"))))
+    lineage = rep.get("lineage")
+    if lineage:   # started from another run (init_from, or a stage): the whole chain's cost
+        rows.append(("with its ancestors (calls, train s)", f"{lineage['energy_calls_total']:,}, "
+                     f"{lineage['train_seconds_total']:.0f} ({len(lineage['runs'])} earlier runs)"))
     pilot = rep.get("pilot")
     if pilot:
         rows.append(("pilot (standardised coordinates)",
