@@ -93,6 +93,30 @@ def test_pilot_finds_location_and_scales_of_a_shifted_ill_conditioned_gaussian()
     assert eig.min() > 0.5 and eig.max() < 2.0, eig
 
 
+def banana(b: float = 0.1, s1: float = 10.0):
+    """Haario et al.'s twisted Gaussian: y1 ~ N(0, s1^2), y2 + b (y1^2 - s1^2) ~ N(0, 1) (log Z exact)."""
+    def energy(x):
+        y1, y2 = x[..., 0], x[..., 1]
+        return 0.5 * (y1 / s1) ** 2 + 0.5 * (y2 + b * (y1 ** 2 - s1 ** 2)) ** 2
+    return ds.targets.from_energy(energy, dim=2, log_Z=math.log(2 * math.pi * s1), name="banana")
+
+
+def test_a_pilot_whose_scales_still_grow_is_reported_and_a_settled_one_is_not():
+    """On the banana the pilot's MALA chains crawl along the curved arms: over its last two stages the
+    scales still grow (y1's sd is 10, y2's 14: the pilot ends far below, at T = 2 below sqrt(2) times
+    those), and the report says so; on a Gaussian they settle and nothing is said."""
+    from diffsampler.search.pilot import SCALE_GROWTH_WARNING, pilot_warning, scale_growth
+
+    torch.manual_seed(0)
+    curved = run_pilot(banana(), chains=64, steps=400).summary()
+    assert curved["scale_max"] < 10 * math.sqrt(2) / 1.5 and scale_growth(curved["stages"]) > SCALE_GROWTH_WARNING
+    assert "still growing" in pilot_warning(curved)
+    t, _, _ = rotated_gaussian()
+    settled = run_pilot(t, chains=64, steps=400).summary()
+    assert abs(scale_growth(settled["stages"]) - 1) < 0.1 and pilot_warning(settled) is None
+    assert pilot_warning(None) is None and pilot_warning({"stages": settled["stages"][:3]}) is None
+
+
 def test_a_user_energy_without_scale_trains_in_pilot_coordinates_and_samples_in_its_own(tmp_path):
     t, mu, C = rotated_gaussian()
     run = ds.train(t, dict(recipe="sgds_jeffreys", iterations=60, batch_size=64, width=32, searcher="mala",

@@ -131,6 +131,7 @@ def _sample(args) -> int:
     from .evaluation.evaluator import weight_metrics
     from .evaluation.resampling import importance_resample
     from .evaluation.trust import trust_warnings
+    from .search.pilot import pilot_warning
     from .sde.integrators import make_integrator, nfe_for
     from .targets.spec import run_target
     from .training import load_run
@@ -159,8 +160,9 @@ def _sample(args) -> int:
     corr = f", then {args.corrector_steps} MALA corrector steps" if args.corrector_steps else ""
     how = ", importance-resampled (equal weights)" if args.resample else ""
     print(f"wrote {args.n} samples to {args.output} ({args.integrator}, {nfe} drift evaluations per sample{corr}{how})")
-    for msg in trust_warnings(diag):
-        print(f"WARNING: {msg}", file=sys.stderr)
+    for msg in [*trust_warnings(diag), pilot_warning(run.report.get("pilot"))]:
+        if msg:
+            print(f"WARNING: {msg}", file=sys.stderr)
     return 0
 
 

@@ -15,6 +15,7 @@ from ..faults import fault_point
 from ..evaluation.plots import plot_marginals, plot_samples, plot_training_curves
 from ..objectives import make_objective
 from ..reporting import write_html_report
+from ..search.pilot import pilot_warning
 from ..targets import Target, get
 from ..targets.spec import record_spec, run_target
 from .build import build_sampler, cpu_compiler
@@ -84,6 +85,9 @@ def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None,
     standard = {"elbo", "eubo", "eubo_minus_elbo", "log_Z_is", "delta_log_Z_is", "delta_elbo", "ess", "w2", "mmd",
                 "mode_coverage", "nfe", "log_Z_true", "n_eval_samples", "eval_steps", "eval_grid", "integrator"}
     rep.update({k: v for k, v in m.items() if k not in standard})  # e.g. modes_covered, distance_w2
+    unsettled = pilot_warning(rep["pilot"])
+    if unsettled:
+        rep["warnings"] = [*(rep.get("warnings") or []), unsettled]
     if run.dir and subdir is not None:
         d = os.path.join(run.dir, subdir) if subdir else run.dir
         os.makedirs(d, exist_ok=True)
