@@ -116,6 +116,7 @@ class Trainer:
         """Between a search's blocks: a checkpoint, then a signal or the time budget may stop the run."""
         self._clock()
         fault_point("search_block")
+        self._sync()   # rank 0's clock and any signal: every process takes the same decision below
         self.save()
         self._check_signal()
         if self.cfg.max_seconds is not None and self.train_seconds >= self.cfg.max_seconds:
