@@ -3,6 +3,7 @@ non-finite handling, call counts, symmetry, validity, torsions, trajectory files
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -365,3 +366,22 @@ def test_a_molecule_from_a_pdb_file_is_the_built_in_peptide_with_the_same_struct
                               (str(pdb), {"log_Z": 1.0}, "log_Z")):
         with pytest.raises(TargetSpecError, match=words):
             resolve_target(spec, opts)
+
+
+def test_reference_script_runs_independent_chains_and_stores_the_targets_energies(tmp_path):
+    """experiments/peptides/reference.py --chains 2: two MD runs in two processes, their frames
+    concatenated (chain against chain in the halves check), energies stored in kT equal to the
+    target's at the stored frames (float32 positions), the settings and per-chain figures recorded."""
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "ref.npz"
+    r = subprocess.run([sys.executable, str(root / "experiments" / "peptides" / "reference.py"), "aldp", "--ns", "0.006",
+                        "--equil-ps", "0.5", "--chains", "2", "--out", str(out)], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    z = np.load(out)
+    summary = json.loads(str(z["summary"]))
+    assert z["x"].shape == (12, 66) and z["energy"].shape == (12,) and str(z["variant"]) == targets.get("aldp").variant
+    assert summary["run"]["chains"] == 2 and [c["frames"] for c in summary["run"]["per_chain"]] == [6, 6]
+    assert summary["energy_check_max_abs_kT"] < 1e-2 and summary["settings"]["chains"] == 2
+    assert not np.allclose(z["x"][:6], z["x"][6:])   # two seeds, two trajectories
+    assert set(summary["convergence"]) >= {"first_half", "second_half", "max_abs_difference", "converged"}

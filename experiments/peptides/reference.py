@@ -14,8 +14,10 @@ platform with one thread.
 
 Protocol: minimise the shipped structure, equilibrate `--equil-ps` (100 ps), then record a frame
 every `--save-ps` (1 ps) for `--ns` ns or until `--max-minutes` of production wall time.
-Convergence check: basin populations (C7eq, C5, alphaR, alphaL, C7ax per alanine; boundaries in
-`diffsampler.evaluation.peptides`) of the first and second halves of the production run must agree
+`--chains K` runs K independent such runs (`--ns`, `--max-minutes` each) in K processes (seeds seed .. seed + K - 1)
+and concatenates their frames. Convergence check: basin populations (C7eq, C5, alphaR, alphaL, C7ax per
+alanine; boundaries in `diffsampler.evaluation.peptides`) of the first and second halves of the
+production frames (with two chains: chain against chain) must agree
 within `--tol` (0.05 absolute) in every basin; the figures and the verdict are stored with the
 samples and printed. The frames go to ~/.cache/diffsampler/data/<name>_reference.npz (arrays x
 (N, 3n) in nm, energy (N,) in kT, variant, settings and convergence as JSON), where the target's
@@ -124,6 +126,29 @@ def run_md(target, args) -> tuple[np.ndarray, np.ndarray, dict]:
     return np.stack(xs), np.asarray(es), run
 
 
+def _one_chain(args: argparse.Namespace, k: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Chain k of `run_chains`, in its own process: the target built there, seed args.seed + k."""
+    torch.set_num_threads(1)
+    from diffsampler import targets
+
+    return run_md(targets.get(args.target), argparse.Namespace(**{**vars(args), "seed": args.seed + k}))
+
+
+def run_chains(args) -> tuple[np.ndarray, np.ndarray, dict]:
+    """`args.chains` independent runs of `run_md` in as many processes (each from the minimised
+    structure, its own seed); frames concatenated in chain order, so that with two chains the
+    convergence check's halves are the two independent chains."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(args.chains, mp_context=mp.get_context("spawn")) as pool:
+        parts = list(pool.map(_one_chain, [args] * args.chains, range(args.chains)))
+    runs = [r for _, _, r in parts]
+    run = {"chains": args.chains, "frames": sum(r["frames"] for r in runs),
+           "production_ns": sum(r["production_ns"] for r in runs), "per_chain": runs}
+    return np.concatenate([x for x, _, _ in parts]), np.concatenate([e for _, e, _ in parts]), run
+
+
 def basin_populations(target, x: np.ndarray) -> dict[str, list[float]]:
     """{'1': [pop per basin in BASINS order], ...} per alanine."""
     from diffsampler.evaluation.peptides import BASINS, basin_index, torsions_of
@@ -169,6 +194,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--t-max", type=float, default=600.0, help="highest replica temperature (K)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--chains", type=int, default=1,
+                   help="independent runs, one process each (seeds seed, seed + 1, ...); frames concatenated")
     p.add_argument("--tol", type=float, default=0.05, help="basin-population tolerance between halves")
     p.add_argument("--out", type=Path, default=None)
     return p.parse_args(argv)
@@ -180,7 +207,7 @@ def main(argv=None) -> dict:
     from diffsampler import targets
 
     target = targets.get(args.target)
-    x, e, run = run_md(target, args)
+    x, e, run = run_chains(args) if args.chains > 1 else run_md(target, args)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     settings.update(integrator="LangevinMiddleIntegrator", method="replica exchange" if args.replicas > 1 else "MD",
                     temperature_K=target.temperature, constraints=None,
