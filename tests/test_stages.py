@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,6 +55,26 @@ def test_each_stage_starts_from_the_last_and_the_calls_add_up(preset):
     assert [r["stage"] for r in table] == ["tb", "kl"]
     assert [r["energy_calls_total"] for r in table] == [own[0], sum(own)]
     assert "calls (chain)" in stdout and f"{sum(own):,}" in stdout and "with its ancestors" in stdout
+
+
+def test_eval_sample_and_report_take_the_staged_directory(preset, tmp_path):
+    """eval and sample on the chain's directory act on its last stage; report shows every stage."""
+    _, _, whole, _ = preset
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+
+    def ds(*args):
+        r = subprocess.run([sys.executable, "-m", "diffsampler", *args], env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+    rep = json.loads(ds("eval", str(whole), "-n", "100", "--steps", "8", "--json"))
+    assert rep["config"]["objective"] == "kl" and rep["lineage"]["runs"] == [str(whole / "01-tb")]
+    assert (whole / "02-kl" / "eval" / "report.json").exists()
+    ds("sample", str(whole), "-n", "30", "-o", str(tmp_path / "s.npz"))
+    assert np.load(tmp_path / "s.npz")["x"].shape == (30, 2)
+    ds("report", str(whole), "-o", str(tmp_path / "r.html"))
+    html = (tmp_path / "r.html").read_text()
+    assert "01-tb" in html and "02-kl" in html
 
 
 def test_a_chain_killed_inside_a_stage_resumes_to_the_same_numbers(preset):

@@ -112,7 +112,9 @@ def _train_stages(target, stages, file_keys: dict, overrides: dict, out: str, ar
 def _eval(args) -> int:
     from .targets.spec import run_target
     from .training import load_run, summary_table
+    from .training.stages import last_stage
 
+    args.run_dir = last_stage(args.run_dir)   # a run in stages: its last stage
     target = run_target(args.run_dir, allow_changed=args.allow_changed_energy, energy_file=args.energy_file)
     run = load_run(args.run_dir, target=target, device=args.device)
     rep = run.evaluate(steps=args.steps, grid=args.grid, n=args.n, integrator=args.integrator,
@@ -135,7 +137,9 @@ def _sample(args) -> int:
     from .sde.integrators import make_integrator, nfe_for
     from .targets.spec import run_target
     from .training import load_run
+    from .training.stages import last_stage
 
+    args.run_dir = last_stage(args.run_dir)   # a run in stages: its last stage
     target = run_target(args.run_dir, allow_changed=args.allow_changed_energy, energy_file=args.energy_file)
     run = load_run(args.run_dir, target=target, device=args.device)
     if args.format != "npz" and getattr(run.sampler.target, "topology", None) is None:
@@ -169,7 +173,10 @@ def _sample(args) -> int:
 def _report(args) -> int:
     from .reporting import write_html_report
 
-    print(f"wrote {write_html_report(args.run_dirs, args.output)}")
+    from .training.stages import staged_dirs
+
+    dirs = [d for path in args.run_dirs for d in (staged_dirs(path) or [path])]   # a run in stages: each stage
+    print(f"wrote {write_html_report(dirs, args.output)}")
     return 0
 
 

@@ -105,6 +105,22 @@ def train_stages(target: str | Target, stages: list[Stage], *, out: str, resume:
     return run or load_run(prev, target=target)
 
 
+def staged_dirs(path: str) -> list[str] | None:
+    """The stage directories of a staged run's directory (one with stages.json and no config.json of its
+    own), in order; None for any other path."""
+    index = os.path.join(path, STAGES_FILE)
+    if os.path.exists(os.path.join(path, "config.json")) or not os.path.exists(index):
+        return None
+    return [r["dir"] if os.path.isabs(r["dir"]) else os.path.join(path, os.path.basename(r["dir"]))
+            for r in json.load(open(index))["stages"]]
+
+
+def last_stage(path: str) -> str:
+    """`path` itself, or for a staged run's directory its last finished stage (what eval and sample use)."""
+    dirs = staged_dirs(path)
+    return dirs[-1] if dirs else path
+
+
 def stage_row(name: str, d: str, rep: dict) -> dict:
     """One line of stages.json: the stage's own calls and figures, and the chain's totals so far."""
     calls = rep.get("energy_calls") or {}
@@ -131,4 +147,5 @@ def stages_table(out: str) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Stage", "read_stages", "train_stages", "stage_dirs", "stages_table", "STAGES_FILE"]
+__all__ = ["Stage", "read_stages", "train_stages", "stage_dirs", "staged_dirs", "last_stage", "stages_table",
+           "STAGES_FILE"]
