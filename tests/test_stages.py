@@ -103,6 +103,13 @@ def test_command_line_keys_act_on_every_stage(preset):
     for s in ("01-tb", "02-kl"):
         c = json.load(open(out / s / "config.json"))
         assert c["iterations"] == 2 and c["seed"] == 5
+    # init_from on the command line: the chain continues that run (its first stage starts there)
+    r = cli("--config", str(path), "--out", str(d / "continued"), "iterations=2", f"init_from={out / '02-kl'}")
+    assert r.returncode == 0, r.stderr
+    froms = [json.load(open(d / "continued" / s / "config.json"))["init_from"] for s in ("01-tb", "02-kl")]
+    assert froms == [str(out / "02-kl"), str(d / "continued" / "01-tb")]
+    rep = json.load(open(d / "continued" / "02-kl" / "report.json"))
+    assert rep["lineage"]["runs"] == [str(out / "01-tb"), str(out / "02-kl"), str(d / "continued" / "01-tb")]
 
 
 @pytest.mark.parametrize("stages,msg", [

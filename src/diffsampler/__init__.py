@@ -7,8 +7,9 @@ Learner -> Evaluator -> Report).
 """
 from . import errors, targets
 from .sampler import DiffusionSampler
-from .training import Run, TrainConfig, load_run, train
+from .training import Run, Stage, TrainConfig, load_run, train, train_stages
 
 __version__ = "0.1.0"
 
-__all__ = ["targets", "errors", "DiffusionSampler", "train", "load_run", "Run", "TrainConfig", "__version__"]
+__all__ = ["targets", "errors", "DiffusionSampler", "train", "train_stages", "Stage", "load_run", "Run", "TrainConfig",
+           "__version__"]

@@ -8,10 +8,11 @@ other objectives or grids) is written as a config file with a `stages` list:
                 {"name": "kl20", "recipe": "pis", "train_steps": 20, "iterations": 1500}, ...]}
 
 `diffsampler train dw4 --config FILE --out DIR` then trains stage k in DIR/kk-NAME with
-`init_from` = the stage before it (a stage may name its own `init_from`, e.g. to branch), so each
+`init_from` = the stage before it (a stage may name its own `init_from`, e.g. to branch; one on the
+command line is the first stage's, to continue another run), so each
 stage's report carries the cumulative energy calls and training seconds of the whole chain
 (`lineage`, see `finetune`). Keys apply in the order: the target's defaults, the shared keys, the
-stage's keys, the command line's `key=value` (on every stage). `--resume` skips the stages that
+stage's keys, the command line's `key=value` (on every stage; `--max-seconds` is per stage). `--resume` skips the stages that
 have a report and resumes the one that was interrupted. DIR/stages.json lists each stage's own and
 cumulative figures.
 """
@@ -77,7 +78,8 @@ def train_stages(target: str | Target, stages: list[Stage], *, out: str, resume:
                  progress: bool = True, shared: dict | None = None, **overrides):
     """Train `stages` one after another in out/kk-NAME (see module); returns the last stage's `Run`.
 
-    shared: keys of every stage (below the stage's own); overrides: keys above them (command line)."""
+    shared: keys of every stage (below the stage's own); overrides: keys above them (command line),
+    except `init_from`, which the first stage alone takes (the chain continues another run)."""
     from .run import load_run, train
 
     from ..distributed.context import env_world
@@ -87,7 +89,8 @@ def train_stages(target: str | Target, stages: list[Stage], *, out: str, resume:
     if main:
         _check_out(out, resume)
         os.makedirs(out, exist_ok=True)
-    dirs, prev, run, rows = stage_dirs(out, stages), None, None, []
+    first_from = overrides.pop("init_from", None)   # the chain itself may start from another run
+    dirs, prev, run, rows = stage_dirs(out, stages), first_from, None, []
     for stage, d in zip(stages, dirs):
         keys = {**(shared or {}), **stage.keys, **overrides}
         if prev is not None:
