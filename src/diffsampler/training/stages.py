@@ -22,9 +22,11 @@ import json
 import os
 from dataclasses import dataclass
 
+from ..distributed.context import env_world
 from ..errors import ConfigError
 from ..targets import Target, get
 from .checkpoint import CHECKPOINT, write_json
+from .run import load_run, train
 
 STAGES_FILE = "stages.json"
 ROW_KEYS = ("eubo_minus_elbo", "elbo", "eubo", "ess", "w2", "iterations", "train_seconds", "stop_reason")
@@ -80,10 +82,6 @@ def train_stages(target: str | Target, stages: list[Stage], *, out: str, resume:
 
     shared: keys of every stage (below the stage's own); overrides: keys above them (command line),
     except `init_from`, which the first stage alone takes (the chain continues another run)."""
-    from .run import load_run, train
-
-    from ..distributed.context import env_world
-
     target = get(target)
     main = env_world()[1] == 0   # under torchrun, rank 0 alone checks and writes the directory
     if main:
