@@ -89,6 +89,26 @@ def test_budgets_stop_the_run():
     assert its == 4
 
 
+def test_a_call_budget_given_alone_sizes_the_iterations_and_places_the_rounds():
+    """Where the defaults carry an iteration count but no call budget (a kind's defaults, or a recipe
+    a target has no settings for), max_energy_calls given alone sizes the iterations to it, so that
+    a two-round recipe reaches its second round inside the budget; with iterations also given, or
+    with a target's own measured (budget, iterations) pair, nothing is resized."""
+    from diffsampler.training.budget import size_iterations
+    from diffsampler.training.run import _config
+
+    target = ds.targets.get("manywell64")
+    cfg = _config(target, None, None, {"recipe": "sgds", "max_energy_calls": 4_000_000})
+    assert cfg.rounds == 2 and cfg.iterations == size_iterations(cfg) and 1000 < cfg.iterations < 20000
+    assert _config(target, None, None, {"recipe": "sgds"}).iterations == 20000
+    assert _config(target, None, None, {"recipe": "sgds", "max_energy_calls": 4e6, "iterations": 900}).iterations == 900
+    # too small a budget is refused up front, with the numbers
+    with pytest.raises(ConfigError, match="the search alone needs 602,000 calls"):
+        _config(target, None, None, {"recipe": "sgds", "max_energy_calls": 400_000})
+    with pytest.raises(ConfigError, match="learner iterations"):
+        _config(target, None, None, {"recipe": "sgds", "max_energy_calls": 610_000})
+
+
 def test_trajectory_reuse_costs_energy_calls_only_on_fresh_iterations():
     """trajectory_reuse = R: of every R + 1 iterations one draws fresh trajectories (and pays their
     energy calls); the other R replay stored ones (states, scores, rewards kept) for free."""

@@ -169,7 +169,10 @@ def _config(target: Target, config, max_seconds: float | None, overrides: dict) 
     if max_seconds is not None:
         overrides["max_seconds"] = max_seconds
     if config is None:       # the target's own settings (or its kind's), the overrides on top
-        return TrainConfig.from_dict({**default_keys(target, overrides.pop("recipe", None)), **overrides})
+        keys = default_keys(target, overrides.pop("recipe", None))
+        if "max_energy_calls" in overrides and "iterations" not in overrides and keys.get("max_energy_calls") is None:
+            keys["iterations"] = None   # a call budget alone sizes the iterations (and so places the rounds) to it
+        return TrainConfig.from_dict({**keys, **overrides})
     base = TrainConfig.from_dict(config) if isinstance(config, dict) else config
     return base.replace(**overrides) if overrides else base.validate()
 
