@@ -102,3 +102,17 @@ def test_sample_resample_writes_equally_weighted_draws_with_the_weighted_moments
     se = sd_w.numpy() / np.sqrt(4000)           # resampling noise of a mean, per coordinate
     assert np.all(np.abs(b["x"].mean(0) - mean_w.numpy()) < 3 * se)
     assert np.allclose(b["x"].std(0), sd_w.numpy(), rtol=0.03)
+
+
+@pytest.mark.parametrize("spread", [300.0, 700.0, 3000.0])
+def test_psis_on_astronomically_spread_weights_is_quiet_and_says_unreliable(spread):
+    """Log-weights spread over thousands of nats (an untrained sampler on a molecule): the tail's
+    quartile underflows and parts of the GPD grid fail; k-hat still comes out (inf where no grid point
+    gives a finite likelihood), above the threshold, with no floating-point warning."""
+    import warnings
+
+    lw = np.random.default_rng(0).normal(0.0, spread, 2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = psis(lw)
+    assert r.k_hat > 0.7 and not r.reliable

@@ -58,9 +58,14 @@ def fit_generalized_pareto(y: np.ndarray) -> tuple[float, float]:
     if quartile <= 0:   # ties at the threshold: the smallest positive exceedance sets the grid's scale
         quartile = y[y > 0][0]
     j = np.arange(1, m + 1)
-    theta = 1.0 / y[-1] + (1.0 - np.sqrt(m / (j - 0.5))) / (3.0 * quartile)
-    k_j = np.log1p(-theta[:, None] * y[None]).mean(1)            # (m,)
-    profile = n * (np.log(-theta / k_j) - k_j - 1.0)
+    with np.errstate(all="ignore"):   # extreme weights (a quartile near underflow): some grid points fail
+        theta = 1.0 / y[-1] + (1.0 - np.sqrt(m / (j - 0.5))) / (3.0 * quartile)
+        k_j = np.log1p(-theta[:, None] * y[None]).mean(1)        # (m,)
+        profile = n * (np.log(-theta / k_j) - k_j - 1.0)
+    ok = np.isfinite(profile)
+    if not ok.any():   # no grid point gives a finite likelihood: a tail as heavy as it gets
+        return math.inf, float(y[-1])
+    theta, profile = theta[ok], profile[ok]
     w = np.exp(profile - profile.max())
     theta_hat = float((theta * w).sum() / w.sum())
     k = float(np.log1p(-theta_hat * y).mean())
