@@ -1,7 +1,8 @@
 """Reference ensembles of the peptide targets by Langevin MD (OpenMM), cached for `target.sample`.
 
-    python experiments/peptides/reference.py aldp --ns 10            # about 40 min on one core
-    python experiments/peptides/reference.py aldp --max-minutes 15   # stop after 15 min of production
+    python experiments/peptides/reference.py aldp          # 2 chains x 20 ns: about 55 min on 2 cores
+    python experiments/peptides/reference.py aldp --chains 1 --ns 40 --seed 7   # the cached run, one core
+    python experiments/peptides/reference.py aldp --max-minutes 15   # stop each chain after 15 min
 
 Dynamics: LangevinMiddleIntegrator (BAOAB-type splitting, Zhang et al. 2019) at the target's
 temperature (300 K), friction 1/ps, time step 2 fs with hydrogen mass repartitioning (each H set
@@ -183,7 +184,7 @@ def check_energies(target, x: np.ndarray, e: np.ndarray, k: int = 20) -> float:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Langevin-MD reference ensemble of a peptide target")
     p.add_argument("target", nargs="?", default="aldp")
-    p.add_argument("--ns", type=float, default=10.0, help="production length (ns)")
+    p.add_argument("--ns", type=float, default=20.0, help="production length per chain (ns)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop production after this wall time")
     p.add_argument("--equil-ps", type=float, default=100.0)
     p.add_argument("--save-ps", type=float, default=1.0)
@@ -194,7 +195,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--t-max", type=float, default=600.0, help="highest replica temperature (K)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--chains", type=int, default=1,
+    p.add_argument("--chains", type=int, default=2,
                    help="independent runs, one process each (seeds seed, seed + 1, ...); frames concatenated")
     p.add_argument("--tol", type=float, default=0.05, help="basin-population tolerance between halves")
     p.add_argument("--out", type=Path, default=None)
