@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from ..targets import Target, get
 from .checkpoint import CHECKPOINT, write_json
 from .run import load_run, train
+from .run_dir import prepare_run_dir
 
 STAGES_FILE = "stages.json"
 ROW_KEYS = ("eubo_minus_elbo", "elbo", "eubo", "ess", "w2", "iterations", "train_seconds", "stop_reason")
@@ -68,12 +69,12 @@ def stage_dirs(out: str, stages: list[Stage]) -> list[str]:
     return [os.path.join(out, f"{i:02d}-{s.name}") for i, s in enumerate(stages, 1)]
 
 
-def _check_out(out: str, resume: bool) -> None:
-    if resume and not os.path.isdir(out):
+def _open_out(out: str, resume: bool) -> None:
+    """The chain's directory: an existing one to resume, else a new or empty one (`prepare_run_dir`)."""
+    if not resume:
+        prepare_run_dir(out, resume=False)
+    elif not os.path.isdir(out):
         raise ConfigError(f"cannot resume: the staged run's directory {out} does not exist")
-    if not resume and os.path.isdir(out) and os.listdir(out):
-        raise ConfigError(f"run directory {out} already exists and is not empty "
-                          "(use --resume to continue its stages, or choose another --out)")
 
 
 def train_stages(target: str | Target, stages: list[Stage], *, out: str, resume: bool = False,
@@ -85,8 +86,7 @@ def train_stages(target: str | Target, stages: list[Stage], *, out: str, resume:
     target = get(target)
     main = env_world()[1] == 0   # under torchrun, rank 0 alone checks and writes the directory
     if main:
-        _check_out(out, resume)
-        os.makedirs(out, exist_ok=True)
+        _open_out(out, resume)
     first_from = overrides.pop("init_from", None)   # the chain itself may start from another run
     dirs, prev, run, rows = stage_dirs(out, stages), first_from, None, []
     for stage, d in zip(stages, dirs):
