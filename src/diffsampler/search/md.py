@@ -21,7 +21,7 @@ import torch
 from ..components import option
 from ..errors import ConfigError
 from .mala import chain_potential
-from .searcher import SEARCHERS, ChainSearcher, chain_result
+from .searcher import SEARCHERS, ChainSearcher, SearchResult, chain_result
 from .underdamped import UnderdampedOptions, run_underdamped
 
 Tensor = torch.Tensor
@@ -66,8 +66,10 @@ class MDSearcher(ChainSearcher):
 
 
     def run(self, target, x0: Tensor, scale: float, novelty=None, alpha: float = 0.0, round: int = 0):
-        o = self.o
         base = getattr(target, "base", target)           # a standardised view keeps the molecule's units
+        if base.dim != target.dim:
+            return self._run_cartesian(target, base, x0, novelty, alpha, round)
+        o = self.o
         mass = (masses_per_coordinate(base) / base.kT).to(x0)
         kT = o.temperature(round) / base.temperature
         if getattr(base, "positions", None) is not None:   # MD starts from the molecule's structure, not noise
@@ -76,6 +78,25 @@ class MDSearcher(ChainSearcher):
         r = run_underdamped(chain_potential(target, novelty, alpha), x0, o.steps, step_size=o.step_size,
                             friction=o.friction, kT=kT, mass=mass, n_burn=o.burnin, thin=o.thin)
         return chain_result(r, {"n_reset": r.n_reset, "temperature": o.temperature(round)})
+
+    def _run_cartesian(self, view, base, x0: Tensor, novelty, alpha: float, round: int):
+        """MD on the molecule itself for a view in other coordinates (internal ones): the dynamics
+        are physical only in Cartesian coordinates with the atoms' masses. The novelty, a function of
+        the view's coordinates, is read through `view.from_user`; the samples go to the buffer in
+        the view's coordinates with the view's energies (no further energy call)."""
+        o = self.o
+        mass = (masses_per_coordinate(base) / base.kT).to(x0)
+        start = base.project(torch.as_tensor(base.positions, dtype=x0.dtype, device=x0.device).reshape(1, -1))
+        x = start.expand(x0.shape[0], -1) + 0.002 * base.project(torch.randn(x0.shape[0], base.dim, dtype=x0.dtype,
+                                                                            device=x0.device))
+        bonus = None if novelty is None else (lambda y: novelty(view.from_user(y)))
+        r = run_underdamped(chain_potential(base, bonus, alpha), x, o.steps, step_size=o.step_size,
+                            friction=o.friction, kT=o.temperature(round) / base.temperature, mass=mass,
+                            n_burn=o.burnin, thin=o.thin)
+        xs, es = r.flat()
+        z = view.from_user(xs)
+        return SearchResult(z, view.to_user_energy(z, es), None,
+                            {"n_reset": r.n_reset, "temperature": o.temperature(round)})
 
 
 __all__ = ["MDOptions", "MDSearcher", "masses_per_coordinate"]

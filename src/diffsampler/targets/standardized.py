@@ -20,14 +20,14 @@ import torch
 
 from ..errors import ShapeError
 from .base import Target
+from .view import CoordinateView
 
 
-class StandardizedTarget(Target):
+class StandardizedTarget(CoordinateView):
     """`base` in coordinates z with x = loc + chol @ z; loc (d,), chol (d, d) lower-triangular with a
     positive diagonal (a diagonal matrix for a per-coordinate scale)."""
 
     def __init__(self, base: Target, loc: torch.Tensor, chol: torch.Tensor) -> None:
-        super().__init__()
         d = base.dim
         loc = torch.as_tensor(loc, dtype=torch.float64).flatten()
         chol = torch.as_tensor(chol, dtype=torch.float64)
@@ -39,20 +39,10 @@ class StandardizedTarget(Target):
                 and torch.equal(chol, torch.tril(chol))):
             raise ValueError(f"standardization of {base.name!r}: chol must be finite, lower-triangular, "
                              "with a positive diagonal")
-        self.base, self.loc, self.chol = base, loc, chol
-        self.counter = base.counter
-        self.name, self.dim, self.log_Z = base.name, d, base.log_Z
-        self.sigma, self.plot_dims, self.symmetry = 1.0, base.plot_dims, None
+        super().__init__(base, d)
+        self.loc, self.chol = loc, chol
         self.log_det = float(torch.log(diag).sum())
         self.chol_inv = torch.linalg.solve_triangular(chol, torch.eye(d, dtype=torch.float64), upper=False)
-
-    @property
-    def nonfinite(self) -> str:          # one policy, the base target's
-        return self.base.nonfinite
-
-    @nonfinite.setter
-    def nonfinite(self, value: str) -> None:
-        self.base.nonfinite = value
 
     # -- coordinates -----------------------------------------------------------------------------
     def to_user(self, z: torch.Tensor) -> torch.Tensor:
@@ -62,6 +52,10 @@ class StandardizedTarget(Target):
     def from_user(self, x: torch.Tensor) -> torch.Tensor:
         """z = L^-1 (x - m) for rows x (B, d)."""
         return (x - self.loc.to(x)) @ self.chol_inv.to(x).T
+
+    def to_user_energy(self, z: torch.Tensor, e_user: torch.Tensor) -> torch.Tensor:
+        """E_z = E(x) - log |det L|."""
+        return e_user - self.log_det
 
     # -- energy (uncounted parts; the counted path is Target's) --------------------------------------
     def _energy(self, z: torch.Tensor) -> torch.Tensor:
@@ -78,23 +72,6 @@ class StandardizedTarget(Target):
             e = self._energy(zg)
             (g,) = torch.autograd.grad(e.sum(), zg)
         return e.detach(), g
-
-    # -- ground truth, in the user's coordinates ----------------------------------------------------
-    @property
-    def has_samples(self) -> bool:
-        return self.base.has_samples
-
-    def sample(self, n: int) -> torch.Tensor:
-        return self.base.sample(n)
-
-    def mode_coverage(self, x: torch.Tensor) -> dict | None:
-        return self.base.mode_coverage(x)
-
-    def extra_metrics(self, x: torch.Tensor, x_true: torch.Tensor | None) -> dict:
-        return self.base.extra_metrics(x, x_true)
-
-    def extra_plots(self, x: torch.Tensor, x_true: torch.Tensor | None, directory: str, title: str = "") -> None:
-        self.base.extra_plots(x, x_true, directory, title)
 
     def info(self) -> dict:
         return {**self.base.info(), "standardized": True}

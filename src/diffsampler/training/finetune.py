@@ -16,11 +16,14 @@ import os
 
 from ..errors import CheckpointError
 from ..nets import EGNNDrift
+from ..targets.view import user_target
 from .checkpoint import CHECKPOINT, load_checkpoint
 
-ARCHITECTURE_KEYS = ("drift", "width", "depth", "time_features", "sigma", "scale_by_sigma", "time_warp")
-RESUME_KEYS = ("drift", "width", "depth", "time_features", "objective", "dtype", "time_warp", "shards")   # a resume
-# must match (shards: a checkpoint from before the key, or of an unresolved config, had one)
+ARCHITECTURE_KEYS = ("drift", "width", "depth", "time_features", "sigma", "scale_by_sigma", "time_warp",
+                     "coordinates")
+# a resume must match these (shards: a checkpoint from before the key, or of an unresolved config, had one)
+RESUME_KEYS = ("drift", "width", "depth", "time_features", "objective", "dtype", "time_warp", "shards",
+               "coordinates")
 
 
 def first_mismatch(cfg, state: dict, keys: tuple[str, ...]) -> tuple[str | None, object]:
@@ -44,7 +47,7 @@ def start_from(source: str, target, cfg, learner, behaviour, rounds) -> dict:
     """Load `source` (a run directory or checkpoint of the same target) into the learner, buffer and
     novelty model (see module); returns the lineage record of the new run."""
     path = checkpoint_path(source)
-    state = load_checkpoint(path, target_name=target.name, dim=target.dim)
+    state = load_checkpoint(path, target_name=target.name, dim=user_target(target).dim)
     k, have = first_mismatch(cfg, state, tuple(a for a in ARCHITECTURE_KEYS if a != "depth"))
     if k is not None:
         raise CheckpointError(f"config key 'init_from': {path} has {k}={have!r}, this config has "

@@ -1,4 +1,5 @@
-"""The coordinates a run trains in: the user's target, or its standardised view after a pilot.
+"""The coordinates a run trains in: the user's target, its standardised view after a pilot, or a
+molecule's internal coordinates (`coordinates=internal`, targets/internal_coordinates.py).
 
 `training_target` decides once per run: a run that resumes, or starts from another run
 (`init_from`), reuses the standardisation stored in that run's checkpoint (the sampler's weights
@@ -14,7 +15,9 @@ import torch
 from ..errors import ConfigError
 from ..search.pilot import run_pilot
 from ..targets import Target
+from ..targets.internal_coordinates import InternalCoordinateTarget
 from ..targets.standardized import StandardizedTarget
+from ..targets.view import CoordinateView
 
 
 def wants_pilot(target: Target, cfg) -> bool:
@@ -31,7 +34,10 @@ def training_target(target: Target, cfg, saved: dict | None) -> tuple[Target, di
     """(the target the run trains on, the pilot's summary or None). `saved`: the 'standardization'
     entry of the checkpoint the run continues or starts from ({'loc', 'chol'} or None), if any."""
     if saved is not None:
-        return StandardizedTarget(target, saved["loc"], saved["chol"]), None
+        return rebuild_view(target, saved), None
+    if cfg.coordinates == "internal":
+        with target.counter.use("search"):
+            return InternalCoordinateTarget.build(target), None
     if not wants_pilot(target, cfg):
         return target, None
     torch.manual_seed(cfg.seed)
@@ -40,9 +46,17 @@ def training_target(target: Target, cfg, saved: dict | None) -> tuple[Target, di
     return StandardizedTarget(target, res.loc, res.chol), res.summary()
 
 
+def rebuild_view(target: Target, saved: dict) -> CoordinateView:
+    """The view a checkpoint's 'standardization' entry describes ({'kind': 'internal', ...}, or the
+    pilot's {'loc', 'chol'})."""
+    if saved.get("kind") == "internal":
+        return InternalCoordinateTarget(target, saved["q0"], saved["scale"], saved["cut_centre"])
+    return StandardizedTarget(target, saved["loc"], saved["chol"])
+
+
 def standardization(target: Target) -> dict | None:
     """What a checkpoint stores to rebuild `target`'s coordinates (None: the user's own)."""
-    return target.state_dict() if isinstance(target, StandardizedTarget) else None
+    return target.state_dict() if isinstance(target, CoordinateView) else None
 
 
-__all__ = ["wants_pilot", "training_target", "standardization"]
+__all__ = ["rebuild_view", "standardization", "training_target", "wants_pilot"]

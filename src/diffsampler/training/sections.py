@@ -20,6 +20,9 @@ class NetworkSection:
                         "| mlp | egnn | egnn_langevin | optimal (the target's exact drift)")
     sigma: float | None = option(None, "reference-process std at t = 1; None: the target's own", low=0.0,
                                  low_open=True)
+    coordinates: str = option("cartesian", "cartesian | internal: a molecule (OpenMM target) trained in whitened bond "
+                              "lengths, angles and torsions (targets/internal_coordinates.py); samples leave as "
+                              "Cartesian rows", choices=("cartesian", "internal"))
     time_warp: float = option(1.0, "every grid (train and eval) warped to t = 1 - (1 - u)^time_warp: small steps "
                               "near the target end, where the drift is stiff", low=1.0)
     compile: str = option("none", "none | default: torch.compile the drift (in place, dynamic shapes; the CPU needs "

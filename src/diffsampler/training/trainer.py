@@ -21,6 +21,7 @@ from .finetune import RESUME_KEYS, first_mismatch, start_from
 from .in_run import in_run_metrics
 from .interrupts import Interrupted, SearchTimeUp, stop_on_signals
 from .learner import Learner
+from ..targets.view import user_target
 from .pilot_phase import standardization
 from .run_dir import remove_stale_temporaries, truncate_metrics
 from .rounds import SearchRounds
@@ -202,7 +203,7 @@ class Trainer:
         return {**self.learner.state_dict(), **self.behaviour.state_dict(), **self.rounds.state_dict(), **shards,
                 **self.schedule.state_dict(), "iteration": self.iteration, "rng": rng_state(),
                 "config": self.cfg.to_dict(),
-                "target": {"name": self.target.name, "dim": self.target.dim}, "energy_calls": dict(counter.counts),
+                "target": {"name": self.target.name, "dim": user_target(self.target).dim}, "energy_calls": dict(counter.counts),
                 "nonfinite_calls": dict(counter.nonfinite), "train_seconds": self.train_seconds,
                 "step_calls": self.step_calls, "standardization": standardization(self.target), "pilot": self.pilot,
                 "lineage": self.lineage}
@@ -235,7 +236,7 @@ class Trainer:
     def resume(self, state: dict | None = None) -> None:
         """Continue from the run directory's checkpoint (or `state`, one read by rank 0)."""
         state = state or load_checkpoint(os.path.join(self.out, CHECKPOINT), target_name=self.target.name,
-                                          dim=self.target.dim)
+                                          dim=user_target(self.target).dim)
         k, have = first_mismatch(self.cfg, state, RESUME_KEYS)
         if k is not None:
             raise CheckpointError(f"cannot resume: checkpoint has {k}={have!r}, config has {getattr(self.cfg, k)!r}")
