@@ -3,7 +3,6 @@
 torsions against mdtraj, the view's energy and gradient, and training in them."""
 import math
 
-import numpy as np
 import pytest
 import torch
 
