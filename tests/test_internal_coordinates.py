@@ -186,3 +186,9 @@ def test_training_in_internal_coordinates_resumes_and_returns_cartesian_samples(
     assert calls >= 2 * (20 + 40)          # the chains, plus the scan and Hessian that set the coordinates
     again = ds.train("aldp", out=out, progress=False, resume=True, **{**keys, "iterations": 6})
     assert again.report["iterations"] == 6
+
+
+def test_a_file_of_two_molecules_is_refused_with_the_way_out():
+    zm_bonds = [(0, 1), (1, 2), (2, 3), (4, 5), (5, 6)]
+    with pytest.raises(ValueError, match="not bonded to the rest"):
+        ZMatrix.from_bonds(7, zm_bonds, [True] * 7)

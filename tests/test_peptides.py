@@ -356,7 +356,7 @@ def test_a_molecule_from_a_pdb_file_is_the_built_in_peptide_with_the_same_struct
         torch.testing.assert_close(e1, e0, rtol=1e-12, atol=0)
         torch.testing.assert_close(g1, g0, rtol=1e-12, atol=1e-12)
         assert mine.name == "mymol" and mine.spec_record.sha256 == file_sha256(pdb)
-    assert default_keys(mine)["searcher"] == "md"
+    assert default_keys(mine)["searcher"] == "mala" and default_keys(mine)["coordinates"] == "internal"
     lines = pdb.read_text().splitlines()
     no_h = tmp_path / "noh.pdb"
     no_h.write_text("\n".join(ln for ln in lines if not (ln.startswith(("ATOM", "HETATM")) and ln[76:78].strip() == "H")))

@@ -53,7 +53,11 @@ def zmatrix_of(target) -> ZMatrix:
                           "has no topology); internal coordinates need a bond graph")
     bonds = [(b[0].index, b[1].index) for b in top.bonds()]
     heavy = [a.element is not None and a.element.symbol != "H" for a in top.atoms()]
-    return ZMatrix.from_bonds(top.getNumAtoms(), bonds, heavy)
+    try:
+        return ZMatrix.from_bonds(top.getNumAtoms(), bonds, heavy)
+    except ValueError as e:
+        raise ConfigError(f"config key 'coordinates' = 'internal': {target.name!r}: {e}; train it with "
+                          "coordinates=cartesian") from None
 
 
 def _log_cosh(y: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,9 @@ adds missing ones). The System is built as the built-in peptides' (`targets/pept
 amber14-all.xml (ff14SB) with OBC2 implicit solvent (`:obc2`, the default) or in vacuum (`:vacuum`),
 NoCutoff, no constraints, at 300 K; E = U / k_B T in Cartesian coordinates in nm, rows (B, 3 n).
 The run records the PDB's SHA-256, so `eval`, `sample` and `--resume` rebuild the same System and
-refuse a changed file. It trains with the peptides' default settings (300 K MD searcher, Langevin drift, 1M calls).
+refuse a changed file. It trains with the peptides' default settings (whitened internal
+coordinates, MALA searcher, MLP drift, 1M calls; `coordinates=cartesian` for a file of several
+molecules, which has no single bond graph).
 For another force field or temperature, build an `OpenMMTarget` in Python and name it as
 ``pkg.module:NAME``.
 """

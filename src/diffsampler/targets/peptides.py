@@ -64,8 +64,8 @@ class PeptideTarget(OpenMMTarget):
     Reference samples are looked up as `<name>_reference.npz` (experiments/peptides/reference.py
     writes ~/.cache/diffsampler/data/<name>_reference.npz).
 
-    Settings (`recommended`), both within ~1M energy calls. The default, `sgds_jeffreys`: one MD search
-    at 300 K, then the Jeffreys objective with the Langevin drift (a score call per step). `sgds`: SGDS
+    Settings (`recommended`), both within ~1M energy calls. The default, `sgds_jeffreys`: in whitened
+    internal coordinates, one MALA search, then the Jeffreys objective with an MLP drift. `sgds`: SGDS
     as the paper ran it on peptides (Kim et al. 2025), within its ~1M
     energy calls: an MD searcher at 600 K in round 1 and 300 K in round 2 (16 chains x 10,000 steps
     of 0.5 fs, gamma 1/ps) with the RND bonus in round 2 (its predictor fitted on the learner's own
@@ -79,14 +79,15 @@ class PeptideTarget(OpenMMTarget):
     mirror_symmetric = True   # amber14: U(-x) = U(x) (tests), so samples leave as the L enantiomer
     recommended = {
         # the default, measured best here (docs/peptides.md, Training): the Jeffreys objective (maximum
-        # likelihood on 300 K MD samples + on-policy pathwise KL) with the force-informed Langevin drift,
-        # whose score term keeps bonds at their lengths (with an MLP drift no sample had all its bonds)
-        "sgds_jeffreys": dict(searcher="md", search_chains=16, search_burnin=1000, search_steps=10000,
-                              search_thin=10, search_step_size=0.0005, search_friction=1.0, md_temperatures="300",
-                              rounds=1, drift="langevin", score_clip=1e4, width=256, depth=3, batch_size=64,
+        # likelihood on the searcher's samples + on-policy pathwise KL) in whitened internal coordinates
+        # (targets/internal_coordinates.py), where MALA crosses the torsion barriers that 5 ps of MD does
+        # not, and an MLP drift needs no score call per step (one call per trajectory)
+        "sgds_jeffreys": dict(coordinates="internal", searcher="mala", search_chains=32, search_burnin=500,
+                              search_steps=5000, search_thin=10, search_step_size=0.1, search_init_std=0.5,
+                              rounds=1, drift="mlp", width=256, depth=3, batch_size=64,
                               train_grid="random", train_steps=20, time_warp=2.0, ml_warmup=200, lr=5e-4,
-                              grad_clip=1.0, ema_decay=0.999, max_energy_calls=1_000_000, iterations=None,
-                              eval_steps=100, eval_samples=2000, checkpoint_every=100, log_every=20),
+                              grad_clip=1.0, ema_decay=0.99, max_energy_calls=1_000_000, iterations=None,
+                              eval_steps=100, eval_samples=2000, checkpoint_every=1000, log_every=100),
         # SGDS as the paper ran it (TB, MLP drift, two MD rounds); see the class docstring
         "sgds": dict(searcher="md", search_chains=16, search_burnin=1000, search_steps=10000, search_thin=10,
                      search_step_size=0.0005, search_friction=1.0, rnd_alpha=10.0, rnd_width=64,
