@@ -4,7 +4,7 @@
     python experiments/peptides/compare.py --budget 2e5 --only sgds ml_md
 
 Cases: `default`, what `diffsampler train TARGET` runs (the target's default recipe and settings:
-Jeffreys objective, Langevin drift, one 300 K MD search); the others each the target's own SGDS
+Jeffreys objective, MLP drift, one MALA search, in internal coordinates); the others each the target's own SGDS
 settings (`PeptideTarget.recommended["sgds"]`: MLP drift, random 20-step grid, batch 64) with only
 what makes the method differ changed:
 - `sgds`: the settings as they are (MD searcher 600 K then 300 K, RND bonus, backward ML warm-up,
