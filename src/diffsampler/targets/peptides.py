@@ -82,8 +82,8 @@ class PeptideTarget(OpenMMTarget):
         # likelihood on the searcher's samples + on-policy pathwise KL) in whitened internal coordinates
         # (targets/internal_coordinates.py), where MALA crosses the torsion barriers that 5 ps of MD does
         # not, and an MLP drift needs no score call per step (one call per trajectory)
-        "sgds_jeffreys": dict(coordinates="internal", searcher="mala", search_chains=32, search_burnin=500,
-                              search_steps=5000, search_thin=10, search_step_size=0.1, search_init_std=0.5,
+        "sgds_jeffreys": dict(coordinates="internal", searcher="mala", search_chains=64, search_burnin=500,
+                              search_steps=5000, search_thin=20, search_step_size=0.1, search_init_std=0.5,
                               rounds=1, drift="mlp", width=256, depth=3, batch_size=64,
                               train_grid="random", train_steps=20, time_warp=2.0, ml_warmup=200, lr=5e-4,
                               grad_clip=1.0, ema_decay=0.99, max_energy_calls=1_000_000, iterations=None,
