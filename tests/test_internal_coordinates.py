@@ -192,3 +192,15 @@ def test_a_file_of_two_molecules_is_refused_with_the_way_out():
     zm_bonds = [(0, 1), (1, 2), (2, 3), (4, 5), (5, 6)]
     with pytest.raises(ValueError, match="not bonded to the rest"):
         ZMatrix.from_bonds(7, zm_bonds, [True] * 7)
+
+
+def test_md_searcher_runs_in_cartesian_and_hands_over_view_coordinates_with_view_energies(aldp, view):
+    """MD on a view of other dimension runs on the molecule itself; its samples reach the buffer as
+    view rows whose energies are the view's own (E(x) - log |dx/du|), not the Cartesian ones."""
+    from diffsampler.search.searcher import SEARCHERS
+    md_search = SEARCHERS.build("md", {"search_chains": 2, "search_steps": 20, "search_burnin": 5,
+                                       "search_thin": 5, "search_step_size": 0.0005, "md_temperatures": "300"})
+    torch.manual_seed(0)
+    res = md_search.run(view, torch.zeros(2, view.dim), 1.0)
+    assert res.x.shape[1] == view.dim
+    assert torch.allclose(res.energy.double(), view._energy(res.x).double(), rtol=1e-6, atol=1e-4)

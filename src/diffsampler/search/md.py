@@ -69,34 +69,36 @@ class MDSearcher(ChainSearcher):
         base = getattr(target, "base", target)           # a standardised view keeps the molecule's units
         if base.dim != target.dim:
             return self._run_cartesian(target, base, x0, novelty, alpha, round)
-        o = self.o
-        mass = (masses_per_coordinate(base) / base.kT).to(x0)
-        kT = o.temperature(round) / base.temperature
         if getattr(base, "positions", None) is not None:   # MD starts from the molecule's structure, not noise
-            start = base.project(torch.as_tensor(base.positions, dtype=x0.dtype, device=x0.device).reshape(1, -1))
-            x0 = target.from_user(start.expand_as(x0) + 0.002 * base.project(torch.randn_like(x0)))
-        r = run_underdamped(chain_potential(target, novelty, alpha), x0, o.steps, step_size=o.step_size,
-                            friction=o.friction, kT=kT, mass=mass, n_burn=o.burnin, thin=o.thin)
-        return chain_result(r, {"n_reset": r.n_reset, "temperature": o.temperature(round)})
+            x0 = target.from_user(structure_start(base, x0))
+        r = self._dynamics(chain_potential(target, novelty, alpha), base, x0, round)
+        return chain_result(r, {"n_reset": r.n_reset, "temperature": self.o.temperature(round)})
 
     def _run_cartesian(self, view, base, x0: Tensor, novelty, alpha: float, round: int):
         """MD on the molecule itself for a view in other coordinates (internal ones): the dynamics
         are physical only in Cartesian coordinates with the atoms' masses. The novelty, a function of
         the view's coordinates, is read through `view.from_user`; the samples go to the buffer in
         the view's coordinates with the view's energies (no further energy call)."""
-        o = self.o
-        mass = (masses_per_coordinate(base) / base.kT).to(x0)
-        start = base.project(torch.as_tensor(base.positions, dtype=x0.dtype, device=x0.device).reshape(1, -1))
-        x = start.expand(x0.shape[0], -1) + 0.002 * base.project(torch.randn(x0.shape[0], base.dim, dtype=x0.dtype,
-                                                                            device=x0.device))
         bonus = None if novelty is None else (lambda y: novelty(view.from_user(y)))
-        r = run_underdamped(chain_potential(base, bonus, alpha), x, o.steps, step_size=o.step_size,
-                            friction=o.friction, kT=o.temperature(round) / base.temperature, mass=mass,
-                            n_burn=o.burnin, thin=o.thin)
+        x = structure_start(base, x0.new_zeros(x0.shape[0], base.dim))
+        r = self._dynamics(chain_potential(base, bonus, alpha), base, x, round)
         xs, es = r.flat()
         z = view.from_user(xs)
         return SearchResult(z, view.to_user_energy(z, es), None,
-                            {"n_reset": r.n_reset, "temperature": o.temperature(round)})
+                            {"n_reset": r.n_reset, "temperature": self.o.temperature(round)})
+
+    def _dynamics(self, potential, base, x0: Tensor, round: int):
+        """The round's Langevin chains on `potential`, with the molecule's masses and temperature."""
+        o = self.o
+        mass = (masses_per_coordinate(base) / base.kT).to(x0)
+        return run_underdamped(potential, x0, o.steps, step_size=o.step_size, friction=o.friction,
+                               kT=o.temperature(round) / base.temperature, mass=mass, n_burn=o.burnin, thin=o.thin)
+
+
+def structure_start(base, like: Tensor) -> Tensor:
+    """Rows shaped like `like` (B, 3n): the molecule's structure, centred, with 0.002 nm of noise."""
+    start = base.project(torch.as_tensor(base.positions, dtype=like.dtype, device=like.device).reshape(1, -1))
+    return start.expand_as(like) + 0.002 * base.project(torch.randn_like(like))
 
 
 __all__ = ["MDOptions", "MDSearcher", "masses_per_coordinate"]

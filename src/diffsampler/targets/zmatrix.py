@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -123,12 +124,15 @@ class ZMatrix:
             sibling.append(False)
         return cls(n_atoms, tuple(order), tuple(refs), tuple(sibling))
 
-    # -- index tensors --------------------------------------------------------------------------
-    def _idx(self, col: int, start: int) -> Tensor:
-        return torch.tensor([self.refs[k][col] for k in range(start, self.n_atoms)], dtype=torch.long)
-
-    def _atoms(self, start: int) -> Tensor:
-        return torch.tensor(self.order[start:], dtype=torch.long)
+    # -- index tensors (built once) ---------------------------------------------------------------
+    @cached_property
+    def _index(self) -> dict[str, Tensor]:
+        """The atoms that carry r (from k = 1), theta (k = 2) and tau (k = 3), and their b, c, d."""
+        def col(c: int, start: int) -> Tensor:
+            return torch.tensor([self.refs[k][c] for k in range(start, self.n_atoms)], dtype=torch.long)
+        return {"a1": torch.tensor(self.order[1:]), "b1": col(0, 1), "a2": torch.tensor(self.order[2:]),
+                "b2": col(0, 2), "c2": col(1, 2), "a3": torch.tensor(self.order[3:]), "b3": col(0, 3),
+                "c3": col(1, 3), "d3": col(2, 3)}
 
     @property
     def proper_torsions(self) -> list[int]:
@@ -138,10 +142,10 @@ class ZMatrix:
     # -- maps -----------------------------------------------------------------------------------
     def to_internal(self, pos: Tensor) -> Tensor:
         """q (B, 3n - 6) = [r, theta, tau] of positions pos (B, n, 3)."""
-        a1, a2, a3 = self._atoms(1), self._atoms(2), self._atoms(3)
-        r = (pos[:, a1] - pos[:, self._idx(0, 1)]).norm(dim=-1)
-        theta = bond_angle(pos[:, a2], pos[:, self._idx(0, 2)], pos[:, self._idx(1, 2)])
-        tau = dihedral(pos[:, a3], pos[:, self._idx(0, 3)], pos[:, self._idx(1, 3)], pos[:, self._idx(2, 3)])
+        i = {k: v.to(pos.device) for k, v in self._index.items()}
+        r = (pos[:, i["a1"]] - pos[:, i["b1"]]).norm(dim=-1)
+        theta = bond_angle(pos[:, i["a2"]], pos[:, i["b2"]], pos[:, i["c2"]])
+        tau = dihedral(pos[:, i["a3"]], pos[:, i["b3"]], pos[:, i["c3"]], pos[:, i["d3"]])
         return torch.cat([r, theta, tau], dim=1)
 
     def split(self, q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
