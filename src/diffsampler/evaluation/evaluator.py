@@ -76,7 +76,7 @@ def evaluate(sampler, n: int = 2000, steps: int = 100, grid: str = "uniform",
             m["mmd"] = mmd_rbf(x[:k], x_true[:k])
     m["eubo_minus_elbo"] = None if m["eubo"] is None or m["elbo"] is None else m["eubo"] - m["elbo"]
     with target.counter.use("eval"):
-        m.update(target.extra_metrics(x, x_true))
+        m.update(target.extra_metrics(x, x_true, log_w))
     cov = target.mode_coverage(x) if torch.isfinite(x).all() else None
     m["mode_coverage"] = None if cov is None else cov["mode_coverage"]
     if cov:

@@ -249,8 +249,10 @@ class Target:
         only: tests check it against autograd)."""
         raise NotImplementedError
 
-    def extra_metrics(self, x: torch.Tensor, x_true: torch.Tensor | None) -> dict:
-        """Target-specific sample metrics added to the report (particles: distance/energy W1/W2)."""
+    def extra_metrics(self, x: torch.Tensor, x_true: torch.Tensor | None,
+                      log_w: torch.Tensor | None = None) -> dict:
+        """Target-specific sample metrics added to the report (particles: distance/energy W1/W2;
+        peptides: torsion KLs and basin populations, also importance-weighted by log_w (n,))."""
         return {}
 
     def extra_plots(self, x: torch.Tensor, x_true: torch.Tensor | None, directory: str, title: str = "") -> None:

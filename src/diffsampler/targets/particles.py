@@ -117,8 +117,10 @@ class ParticleTarget(Target):
             self._dv_c = float(dv)
 
     # -- energy ----------------------------------------------------------------------------------
-    def extra_metrics(self, x: torch.Tensor, x_true: torch.Tensor | None) -> dict:
-        """Distance and energy W1/W2 against the reference samples, equivariant W2 of positions."""
+    def extra_metrics(self, x: torch.Tensor, x_true: torch.Tensor | None,
+                      log_w: torch.Tensor | None = None) -> dict:
+        """Distance and energy W1/W2 against the reference samples, equivariant W2 of positions
+        (of the raw samples: log_w is not used)."""
         if x_true is None:
             return {}
         from ..evaluation.particles import particle_metrics

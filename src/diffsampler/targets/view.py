@@ -47,8 +47,9 @@ class CoordinateView(Target):
     def mode_coverage(self, x: torch.Tensor) -> dict | None:
         return self.base.mode_coverage(x)
 
-    def extra_metrics(self, x: torch.Tensor, x_true: torch.Tensor | None) -> dict:
-        return self.base.extra_metrics(x, x_true)
+    def extra_metrics(self, x: torch.Tensor, x_true: torch.Tensor | None,
+                      log_w: torch.Tensor | None = None) -> dict:
+        return self.base.extra_metrics(x, x_true, log_w)
 
     def extra_plots(self, x: torch.Tensor, x_true: torch.Tensor | None, directory: str, title: str = "") -> None:
         self.base.extra_plots(x, x_true, directory, title)
