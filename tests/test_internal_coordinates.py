@@ -2,6 +2,7 @@
 (targets/internal_coordinates.py): exact round trips, the Jacobian against autograd's determinant,
 torsions against mdtraj, the view's energy and gradient, and training in them."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,8 @@ from diffsampler import targets  # noqa: E402
 from diffsampler.errors import ConfigError  # noqa: E402
 from diffsampler.targets.internal_coordinates import InternalCoordinateTarget, zmatrix_of  # noqa: E402
 from diffsampler.targets.peptides import PeptideTarget, structure_file  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +207,67 @@ def test_md_searcher_runs_in_cartesian_and_hands_over_view_coordinates_with_view
     res = md_search.run(view, torch.zeros(2, view.dim), 1.0)
     assert res.x.shape[1] == view.dim
     assert torch.allclose(res.energy.double(), view._energy(res.x).double(), rtol=1e-6, atol=1e-4)
+
+
+def test_ring_bonds_are_the_bonds_on_a_cycle():
+    from diffsampler.targets.zmatrix import ring_bonds
+    # a five-ring 0-1-2-3-4 with a tail 4-5-6 and a branch 1-7
+    bonds = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 0), (4, 5), (5, 6), (1, 7)]
+    nbr: list[list[int]] = [[] for _ in range(8)]
+    for i, j in bonds:
+        nbr[i].append(j)
+        nbr[j].append(i)
+    assert ring_bonds(nbr) == {frozenset(b) for b in bonds[:5]}
+
+
+@pytest.fixture(scope="module")
+def proline():
+    """Ala-Pro-Ala (tests/data, not minimised): a molecule with a ring, from a user's PDB file."""
+    from diffsampler.targets.molecule_file import PDBMoleculeTarget
+    return PDBMoleculeTarget(str(DATA / "ala_pro_ala.pdb"))
+
+
+def test_a_ring_round_trips_with_its_closing_bond_and_the_exact_jacobian(proline):
+    zm = zmatrix_of(proline)
+    bonds = {frozenset((a.index, b.index)) for a, b in proline.topology.bonds()}
+    tree = {frozenset((zm.order[k], zm.refs[k][0])) for k in range(1, zm.n_atoms)}
+    (closing,) = bonds - tree                      # the proline ring's one bond that is no coordinate
+    pos = torch.as_tensor(proline.positions, dtype=torch.float64)
+    pos = pos + 0.01 * torch.randn(3, *pos.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    q = zm.to_internal(pos)
+    back = zm.to_cartesian(q)
+    assert torch.allclose(distances(back), distances(pos), atol=1e-12)
+    i, j = sorted(closing)
+    assert float((back[:, i] - back[:, j]).norm(dim=-1).sub((pos[:, i] - pos[:, j]).norm(dim=-1)).abs().max()) < 1e-12
+
+    def full(v):        # as in the test above: the six external coordinates make the map square
+        p = zm.to_cartesian(v[None, : zm.dim])[0]
+        return (p @ rotation(v[zm.dim + 3:]).T + v[zm.dim: zm.dim + 3]).reshape(-1)
+    v = torch.cat([q[0], torch.zeros(6, dtype=torch.float64)])
+    J = torch.autograd.functional.jacobian(full, v)
+    assert float(torch.linalg.slogdet(J)[1]) == pytest.approx(float(zm.log_jacobian(q[:1])[0]), abs=1e-9)
+
+
+def test_a_ring_view_minimises_the_file_and_keeps_the_ring_closed(proline):
+    """A user's unminimised structure is relaxed first (counted calls); the ring's own torsions are
+    stiff coordinates, so unit-scale draws in the view are valid molecules with the ring closed;
+    giving those torsions the free rotors' scale of 1 rad instead breaks the ring."""
+    from diffsampler.evaluation.peptides import validity
+    x_file = torch.as_tensor(proline.positions, dtype=torch.float64).reshape(1, -1)
+    _, f_file = proline.log_reward_and_score(x_file.float())
+    before = proline.counter.total
+    view = InternalCoordinateTarget.build(proline)
+    assert proline.counter.total - before > 36 * (proline.n_particles - 3)   # the scans, the Hessian, the minimiser
+    x0 = view.to_user(torch.zeros(1, view.dim, dtype=torch.float64))
+    _, f0 = proline.log_reward_and_score(x0.float())
+    assert f_file.abs().max() > 1000 and f0.abs().max() < 5                # kT / nm: relaxed from the file's
+    zm = view.zmatrix
+    ring = [view.n_stiff + k - 3 for k in range(3, zm.n_atoms) if zm.in_ring[k] and not zm.sibling[k]]
+    assert ring and (view.scale[ring] < 0.2).all()
+    free = [view.n_stiff + k for k in zm.free_torsions]
+    assert (view.scale[free] == 1).all()
+    u = 0.5 * torch.randn(64, view.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert validity(proline, view.to_user(u))["valid"].all()
+    loose = InternalCoordinateTarget(proline, view.q0, view.scale.clone().index_fill_(0, torch.tensor(ring), 1.0),
+                                     view.cut)
+    assert validity(proline, loose.to_user(u))["valid"].double().mean() < 0.75

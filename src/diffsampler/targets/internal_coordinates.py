@@ -11,13 +11,17 @@ in internal coordinates (e.g. the adjoint Schroedinger bridge sampler, Liu et al
 The view's coordinates u (B, 3n - 6) map to internal coordinates q by
     r, theta:  q = q0 + s u,
     tau:       q = c + pi tanh((v0 + s u) / pi),   v0 = pi atanh(wrap(tau0 - c) / pi),
-q0 the shipped (minimised) structure's coordinates, so u = 0 is that structure. The torsion map is
+q0 the internal coordinates of the molecule's structure (the shipped peptides' are minimised; a
+user's file whose structure is not, with a force above MINIMISE_FORCE on some atom, is first
+minimised by L-BFGS on the counted energy), so u = 0 is that structure. The torsion map is
 a bijection of R onto the circle cut at c + pi, with slope s at the structure and exponential
 tails; the cut c + pi is where a rigid scan of that torsion (every other coordinate at the
 structure's) has its highest energy, a barrier that the physical ensemble does not cross. The
 scales s are 1 / sqrt(H_ii), H the Hessian of E_q (below) at q0 (conditional standard deviations:
-0.003 nm for a bond, 0.05 rad for an angle), except for proper torsions (rotations about a bond,
-broad and often multimodal), which keep s = 1 rad.
+0.003 nm for a bond, 0.05 rad for an angle), except for the proper torsions about a bond on no ring
+(free rotations, broad and often multimodal), which keep s = 1 rad. A ring's own torsions are held
+narrow by its closure (the bond that closes the ring is no coordinate: its length follows from the
+others, and the energy keeps it) and take the Hessian's scale like the stiff coordinates.
 
 Energy (units of kT), with log |J(q)| the Cartesian volume element (zmatrix.py):
     E_u(u) = E(x(q(u))) - log |J(q(u))| - sum_i log |dq_i / du_i|,
@@ -43,6 +47,9 @@ from .zmatrix import ZMatrix
 
 SCAN_POINTS = 36        # rigid scan of each torsion, every 10 degrees
 HESSIAN_STEP = 1e-3     # central differences of the gradient, in units of each coordinate's own
+MINIMISE_FORCE = 100.0  # kT/nm: a structure with a larger force on some atom is minimised first (a PDB's
+                        # 1e-4 nm rounding of a minimum leaves about 20)
+MINIMISE_ITERATIONS = 500
 
 
 def zmatrix_of(target) -> ZMatrix:
@@ -94,12 +101,12 @@ class InternalCoordinateTarget(CoordinateView):
         zm = zmatrix_of(base)
         if getattr(base, "positions", None) is None:
             raise ConfigError(f"internal coordinates of {base.name!r} need the molecule's structure (positions)")
-        pos = torch.as_tensor(base.positions, dtype=torch.float64).reshape(1, -1, 3)
-        q0 = zm.to_internal(pos)[0]
+        pos = relaxed_structure(base, torch.as_tensor(base.positions, dtype=torch.float64).reshape(1, -1))
+        q0 = zm.to_internal(pos.reshape(1, -1, 3))[0]
         n_stiff = zm.dim - (zm.n_atoms - 3)
         cut = cls._scan_cuts(base, zm, q0, n_stiff)
         proper = torch.zeros(zm.dim, dtype=torch.bool)
-        proper[[n_stiff + k for k in zm.proper_torsions]] = True
+        proper[[n_stiff + k for k in zm.free_torsions]] = True
         scale = torch.ones(zm.dim, dtype=torch.float64)
         h = _hessian_diagonal(base, zm, q0, ~proper)
         stiff = ~proper & (h > 0)
@@ -190,6 +197,36 @@ class InternalCoordinateTarget(CoordinateView):
     def state_dict(self) -> dict:
         """What a checkpoint keeps to rebuild this view."""
         return {"kind": "internal", "q0": self.q0.clone(), "scale": self.scale.clone(), "cut_centre": self.cut.clone()}
+
+
+def relaxed_structure(base: Target, x: torch.Tensor) -> torch.Tensor:
+    """The structure x (1, 3n) in nm, or, when some atom feels a force above MINIMISE_FORCE (kT/nm),
+    a nearby minimum of E found by L-BFGS (strong-Wolfe line search, gradient tolerance 1 kT/nm, at
+    most MINIMISE_ITERATIONS steps); every energy goes through the base's counted path. A structure
+    whose energy is not finite (overlapping atoms) gets a clear error."""
+    dtype = torch.get_default_dtype()
+
+    def energy_and_force(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_r, score = base.log_reward_and_score(v.detach().to(dtype), check_finite=False)
+        return -log_r.double().sum(), score.double()
+
+    e, force = energy_and_force(x)
+    if not (torch.isfinite(e) and torch.isfinite(force).all()):
+        raise ConfigError(f"internal coordinates of {base.name!r}: the energy of the molecule's structure is not "
+                          f"finite ({float(e)}); check the file for overlapping or missing atoms")
+    if float(force.abs().max()) <= MINIMISE_FORCE:
+        return x
+    p = x.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([p], lr=1.0, max_iter=MINIMISE_ITERATIONS, tolerance_grad=1.0, tolerance_change=1e-9,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        e, f = energy_and_force(p)
+        p.grad = torch.nan_to_num(-f, nan=0.0)
+        return e if torch.isfinite(e) else torch.tensor(1e30, dtype=torch.float64)
+
+    opt.step(closure)
+    return p.detach()
 
 
 def _hessian_diagonal(base: Target, zm: ZMatrix, q0: torch.Tensor, which: torch.Tensor) -> torch.Tensor:

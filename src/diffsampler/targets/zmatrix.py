@@ -60,12 +60,15 @@ def place(b: Tensor, c: Tensor, d: Tensor, r: Tensor, theta: Tensor, tau: Tensor
 class ZMatrix:
     """Placement order and references: `order[k]` is the k-th placed atom; `refs[k]` = (b, c, d) atom
     indices (-1 where the atom has no such reference: k < 3 for d, k < 2 for c, k = 0 for b);
-    `sibling[k]`: whether d is bonded to b (a narrow torsion) rather than to c."""
+    `sibling[k]`: whether d is bonded to b (a narrow torsion) rather than to c; `in_ring[k]`: whether
+    the bond b-c lies on a ring (a cycle of the bond graph), so that a torsion about it is held
+    narrow by the ring's closure (empty: no ring information, every torsion treated as ring-free)."""
 
     n_atoms: int
     order: tuple[int, ...]
     refs: tuple[tuple[int, int, int], ...]
     sibling: tuple[bool, ...]
+    in_ring: tuple[bool, ...] = ()
 
     @property
     def dim(self) -> int:
@@ -90,7 +93,10 @@ class ZMatrix:
                              f"{n_atoms} atoms are not bonded to the rest")
         if len(nbr[root]) < 2 and len(nbr[order[1]]) < 2:
             raise ValueError("internal coordinates: the molecule has no three bonded atoms in a row")
-        return cls._with_refs(n_atoms, order, parent, nbr)
+        zm = cls._with_refs(n_atoms, order, parent, nbr)
+        ring = ring_bonds(nbr)
+        in_ring = tuple(k >= 2 and frozenset(zm.refs[k][:2]) in ring for k in range(n_atoms))
+        return cls(zm.n_atoms, zm.order, zm.refs, zm.sibling, in_ring)
 
     @classmethod
     def _with_refs(cls, n_atoms: int, order: list[int], parent: dict, nbr: list[list[int]]) -> ZMatrix:
@@ -139,6 +145,13 @@ class ZMatrix:
         """Indices (into the torsion block) of the proper torsions (rotations about a bond)."""
         return [k - 3 for k in range(3, self.n_atoms) if not self.sibling[k]]
 
+    @property
+    def free_torsions(self) -> list[int]:
+        """The proper torsions about a bond on no ring: those that rotate freely (phi, psi, a methyl
+        rotor); a ring's own torsions only pucker within a few tens of degrees."""
+        ring = self.in_ring or (False,) * self.n_atoms
+        return [k - 3 for k in range(3, self.n_atoms) if not self.sibling[k] and not ring[k]]
+
     # -- maps -----------------------------------------------------------------------------------
     def to_internal(self, pos: Tensor) -> Tensor:
         """q (B, 3n - 6) = [r, theta, tau] of positions pos (B, n, 3)."""
@@ -176,6 +189,26 @@ class ZMatrix:
         internal volume, with the external coordinates integrated out (module docstring)."""
         r, theta, _ = self.split(q)
         return 2.0 * torch.log(r.abs()).sum(1) + torch.log(torch.sin(theta).abs()).sum(1)
+
+
+def ring_bonds(nbr: list[list[int]]) -> set[frozenset[int]]:
+    """The bonds {i, j} of an adjacency list that lie on a cycle: those whose removal leaves j
+    reachable from i (no bridge)."""
+    out: set[frozenset[int]] = set()
+    for i, lst in enumerate(nbr):
+        for j in lst:
+            if j < i:
+                continue
+            seen, todo = {i}, deque([i])
+            while todo:
+                a = todo.popleft()
+                for b in nbr[a]:
+                    if b not in seen and not (a == i and b == j):
+                        seen.add(b)
+                        todo.append(b)
+            if j in seen:
+                out.add(frozenset((i, j)))
+    return out
 
 
 def _centre(nbr: list[list[int]], heavy) -> int:
