@@ -248,7 +248,7 @@ def test_a_ring_round_trips_with_its_closing_bond_and_the_exact_jacobian(proline
     assert float(torch.linalg.slogdet(J)[1]) == pytest.approx(float(zm.log_jacobian(q[:1])[0]), abs=1e-9)
 
 
-def test_a_ring_view_minimises_the_file_and_keeps_the_ring_closed(proline):
+def test_a_ring_view_minimises_the_file_and_keeps_the_ring_closed(proline, tmp_path):
     """A user's unminimised structure is relaxed first (counted calls); the ring's own torsions are
     stiff coordinates, so unit-scale draws in the view are valid molecules with the ring closed;
     giving those torsions the free rotors' scale of 1 rad instead breaks the ring."""
@@ -271,3 +271,6 @@ def test_a_ring_view_minimises_the_file_and_keeps_the_ring_closed(proline):
     loose = InternalCoordinateTarget(proline, view.q0, view.scale.clone().index_fill_(0, torch.tensor(ring), 1.0),
                                      view.cut)
     assert validity(proline, loose.to_user(u))["valid"].double().mean() < 0.75
+    # an uncapped chain: Ala1 has no phi and Ala3 no psi; the plot shows the one residue with both
+    proline.extra_plots(view.to_user(u).float(), None, str(tmp_path), "Ala-Pro-Ala")
+    assert (tmp_path / "ramachandran.png").stat().st_size > 0

@@ -272,14 +272,16 @@ def _basin_lines(ax) -> None:
 
 
 def plot_ramachandran(target, x: torch.Tensor, x_ref: torch.Tensor | None, path: str, title: str = "") -> None:
-    """Ramachandran (phi_k, psi_k) histograms of the valid samples, one row per alanine, next to
-    the reference's: log10 of the probability per 5-degree bin (colour range 10^-4.5 .. 10^-1,
-    empty bins white); dashed lines: basin boundaries."""
+    """Ramachandran (phi_k, psi_k) histograms of the valid samples, one row per residue that has
+    both torsions, next to the reference's: log10 of the probability per 5-degree bin (colour range
+    10^-4.5 .. 10^-1, empty bins white); dashed lines: basin boundaries. No file without such a residue."""
     plt = _plt()
     x = x[validity(target, x)["valid"].to(x.device)]
     sets = [("sampler (valid)", x)] + ([("reference", x_ref)] if x_ref is not None else [])
     tors = [torsions_of(target, v) for _, v in sets]
-    ks = [k[3:] for k in tors[0] if k.startswith("phi")]
+    ks = [k[3:] for k in tors[0] if k.startswith("phi") and f"psi{k[3:]}" in tors[0]]
+    if not ks:      # no residue with both phi and psi (a molecule without a capped backbone)
+        return
     fig, axes = plt.subplots(len(ks), len(sets), figsize=(4.2 * len(sets), 3.8 * len(ks)), squeeze=False)
     edges = np.linspace(-180, 180, 73)
     for r, k in enumerate(ks):
