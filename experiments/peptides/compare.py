@@ -8,8 +8,9 @@ Cases, each at the same budget:
 - `default`: what `diffsampler train TARGET` runs (the target's default recipe and settings: Jeffreys
   objective, MLP drift, one MALA search, in whitened internal coordinates);
 - `ml`: maximum likelihood on the searcher's samples alone, in the default's coordinates, network
-  and grid: the whole budget goes to one MALA search (backward trajectories from its samples, no
-  on-policy term), and the learner runs as many iterations as `default` (they cost no energy call);
+  and grid: the whole budget goes to one MALA search (64 chains, 500 burn-in steps, as long as 90%
+  of the budget allows; backward trajectories from its samples, no on-policy term), and the learner
+  runs as many iterations as `default` (they cost no energy call);
 - `tb_ls`: TB with exploration and local search on its own replay buffer (Sendera et al. 2024), in
   the default's coordinates, network and grid: no searcher; every 100 iterations 100 MALA steps (the
   default searcher's step size) move 64 buffer samples;
@@ -34,6 +35,7 @@ from experiments import harness
 
 CASES = ("default", "ml", "tb_ls", "sgds")
 LS_EVERY, LS_STEPS, LS_BATCH = 100, 100, 64
+ML_CHAINS, ML_BURNIN = 64, 500      # the ML case's one long MALA search: chains and burn-in steps
 SEARCH_KEYS = ("searcher", "search_chains", "search_burnin", "search_steps", "search_thin", "search_friction",
                "rnd_alpha", "rnd_width", "ml_warmup", "log_Z_warm_start")
 
@@ -54,10 +56,11 @@ def case_keys(target, case: str, budget: float) -> dict:
     if case == "default":
         return base
     if case == "ml":
-        chains, burnin = base["search_chains"], base["search_burnin"]
+        chains, burnin = ML_CHAINS, ML_BURNIN
         steps = int(0.9 * budget) // chains - burnin - 1      # 10% left for the set-up and the evaluation
-        return {**base, "objective": "ml", "behaviour": "backward", "rounds": 1, "search_steps": steps,
-                "ml_warmup": 0, "iterations": learner_iterations(base)}
+        return {**base, "objective": "ml", "behaviour": "backward", "rounds": 1, "search_chains": chains,
+                "search_burnin": burnin, "search_steps": steps, "ml_warmup": 0,
+                "iterations": learner_iterations(base)}
     keys = {k: v for k, v in base.items() if k not in SEARCH_KEYS}
     per_iteration = keys["batch_size"] + LS_BATCH * LS_STEPS / LS_EVERY
     return {**keys, "recipe": "tb_ls", "objective": "tb", "behaviour": "mixed", "offpolicy_data": "replay",

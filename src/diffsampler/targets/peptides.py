@@ -81,9 +81,12 @@ class PeptideTarget(OpenMMTarget):
         # the default, measured best here (docs/peptides.md, Training): the Jeffreys objective (maximum
         # likelihood on the searcher's samples + on-policy pathwise KL) in whitened internal coordinates
         # (targets/internal_coordinates.py), where MALA crosses the torsion barriers that 5 ps of MD does
-        # not, and an MLP drift needs no score call per step (one call per trajectory)
-        "sgds_jeffreys": dict(coordinates="internal", searcher="mala", search_chains=64, search_burnin=500,
-                              search_steps=5000, search_thin=20, search_step_size=0.1, search_init_std=0.5,
+        # not, and an MLP drift needs no score call per step (one call per trajectory). The search: 16
+        # long chains rather than 64 short ones for the same calls, since chains that start in C7eq
+        # need ~3,000 steps to fill alpha_R (experiments/peptides/search_equilibration.py: searched
+        # KL psi 0.003 on two seeds, against 0.069 / 0.038 with 64 x (500 + 5,000))
+        "sgds_jeffreys": dict(coordinates="internal", searcher="mala", search_chains=16, search_burnin=2000,
+                              search_steps=20000, search_thin=20, search_step_size=0.1, search_init_std=0.5,
                               rounds=1, drift="mlp", width=256, depth=3, batch_size=64,
                               train_grid="random", train_steps=20, time_warp=2.0, ml_warmup=200, lr=5e-4,
                               grad_clip=1.0, ema_decay=0.99, max_energy_calls=1_000_000, iterations=None,
