@@ -142,8 +142,13 @@ def run_case(target, keys: dict, out: str, progress: bool = False) -> dict:
     resume = os.path.exists(os.path.join(out, "checkpoint.pt"))
     if os.path.isdir(out) and not resume:
         shutil.rmtree(out)
+    from diffsampler.training.interrupts import Interrupted
     t0 = time.perf_counter()
-    run = ds.train(target, config=dict(keys), out=out, resume=resume, progress=progress)
+    try:
+        run = ds.train(target, config=dict(keys), out=out, resume=resume, progress=progress)
+    except Interrupted as e:     # SIGTERM / SIGINT: the run wrote its checkpoint; rerunning resumes it
+        print(f"{sys.argv[0]}: {e}; run the same command again to resume", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
     return {**run.report, "run_dir": out, "wall_seconds": round(time.perf_counter() - t0, 1)}
 
 
