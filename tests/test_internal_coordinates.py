@@ -274,3 +274,13 @@ def test_a_ring_view_minimises_the_file_and_keeps_the_ring_closed(proline, tmp_p
     # an uncapped chain: Ala1 has no phi and Ala3 no psi; the plot shows the one residue with both
     proline.extra_plots(view.to_user(u).float(), None, str(tmp_path), "Ala-Pro-Ala")
     assert (tmp_path / "ramachandran.png").stat().st_size > 0
+
+
+def test_a_structure_with_overlapping_atoms_gets_a_clear_error():
+    from diffsampler.targets.molecule_file import PDBMoleculeTarget
+    t = PDBMoleculeTarget(str(DATA / "ala_pro_ala.pdb"))
+    pos = torch.as_tensor(t.positions, dtype=torch.float64).reshape(-1, 3).clone()
+    pos[5] = pos[20]                        # two non-bonded atoms on one spot: the energy is not finite
+    t.positions = pos.numpy()
+    with pytest.raises(ConfigError, match="not finite"):
+        InternalCoordinateTarget.build(t)
