@@ -21,7 +21,7 @@ generators, supplement; Parsons et al. 2005 for the placement formula, "NeRF").
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import torch
@@ -95,8 +95,7 @@ class ZMatrix:
             raise ValueError("internal coordinates: the molecule has no three bonded atoms in a row")
         zm = cls._with_refs(n_atoms, order, parent, nbr)
         ring = ring_bonds(nbr)
-        in_ring = tuple(k >= 2 and frozenset(zm.refs[k][:2]) in ring for k in range(n_atoms))
-        return cls(zm.n_atoms, zm.order, zm.refs, zm.sibling, in_ring)
+        return replace(zm, in_ring=tuple(k >= 2 and frozenset(zm.refs[k][:2]) in ring for k in range(n_atoms)))
 
     @classmethod
     def _with_refs(cls, n_atoms: int, order: list[int], parent: dict, nbr: list[list[int]]) -> ZMatrix:
