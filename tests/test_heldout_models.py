@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.heldout import synthetic
 from experiments.heldout.arrays import linear_recurrence, namespace
-from experiments.heldout.metrics import log_Z_is, moment_errors
+from experiments.heldout.metrics import log_Z_is, moment_errors, psis_khat
 from experiments.heldout.models import POSTERIORS, backend_check, check_target, load_target, posteriordb_root
 
 HAS_JAX = importlib.util.find_spec("jax") is not None
@@ -120,3 +120,13 @@ def test_importance_figures_on_a_known_case():
     e = moment_errors(x, rng.standard_normal((200_000, 1)), log_w)
     assert e["mean_err_max"] < 0.02 and e["sd_err_max"] < 0.02
     assert moment_errors(x, rng.standard_normal((200_000, 1)))["sd_err_max"] == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("k", [0.3, 0.9])
+def test_suite_khat_is_the_right_tail_of_the_weights(k):
+    """w = U^-k has a Pareto right tail of index k (P(w > s) = s^(-1/k)); 1 / w is bounded. The
+    suite's k-hat must see the right tail (the one that breaks importance sampling)."""
+    draws = [-k * np.log(np.random.default_rng(s).uniform(size=20_000)) for s in range(5)]
+    # one estimate on a tail of 3 sqrt(S) = 424 draws has an sd of about (1 + k) / sqrt(424) ~ 0.07
+    assert np.mean([psis_khat(lw) for lw in draws]) == pytest.approx(k, abs=0.1)
+    assert max(psis_khat(-lw) for lw in draws) < 0.0        # 1 / w: bounded, a negative shape

@@ -56,13 +56,11 @@ def log_Z_is(log_w: np.ndarray) -> tuple[float, float]:
     return log_z, float(np.sqrt(max(ratio - 1.0, 0.0) / n))
 
 
-def psis_khat(log_w: np.ndarray) -> float | None:
-    """Pareto k-hat of the importance weights (Vehtari et al. 2024, "Pareto smoothed importance
-    sampling", JMLR), from arviz-stats if installed (r_eff = 1: independent draws), else None."""
-    try:
-        from arviz_stats.base import array_stats
-    except ImportError:
-        return None
-    lw = np.asarray(log_w, np.float64)
-    lw = np.where(np.isfinite(lw), lw, -1e300)
-    return float(array_stats.psislw(lw, r_eff=1.0)[1])
+def psis_khat(log_w: np.ndarray) -> float:
+    """Pareto k-hat of the right tail of the importance weights (Vehtari et al. 2024, "Pareto
+    smoothed importance sampling", JMLR), by the library's own PSIS (`diffsampler.evaluation.psis`,
+    the one every report uses). Not arviz-stats' `psislw`: that function takes log-*likelihoods*
+    (LOO's weights are 1 / likelihood) and fits the tail of exp(-input), so log-weights passed to
+    it give the k-hat of 1 / w, the left tail."""
+    from diffsampler.evaluation.psis import psis
+    return float(psis(np.asarray(log_w, np.float64)).k_hat)
