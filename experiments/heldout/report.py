@@ -78,7 +78,25 @@ def markdown_table(rows: dict[str, dict], seconds: float | None = None) -> str:
          " 4 chains x (1,000 warm-up + 1,000 draws) from uniform(-2, 2) inits, gradient evaluations = sum of"
          " leapfrog steps over warm-up and sampling; seconds exclude the jit compile (in brackets)."),
     ]
-    return "\n".join(lines + notes + _mode_section(rows) + _cost_section(rows)) + "\n"
+    return "\n".join(lines + notes + _defensive_section(rows) + _mode_section(rows) + _cost_section(rows)) + "\n"
+
+
+def _defensive_section(rows: dict[str, dict]) -> list[str]:
+    """The same trained samplers' draws weighted by the defensive mixture, beside their own weights."""
+    got = {n: r["sampler"] for n, r in rows.items() if (r.get("sampler") or {}).get("defensive")}
+    if not got:
+        return []
+    out = ["", "Defensive mixture (`diffsampler.evaluation.DefensiveMixture`: a share of the draws from a "
+           "Student-t, dof 3, twice the sampler's spread; every draw weighted by the mixture):", "",
+           "| target | share | weighted mean / sd err, own weights | the same, mixture | k̂ own / mixture "
+           "| ESS % own / mixture | log Z (IS) ± se, mixture |", "|---|---|---|---|---|---|---|"]
+    for name, s in got.items():
+        d, w, dw = s["defensive"], s["errors_weighted"], s["defensive"]["errors_weighted"]
+        out.append(f"| {name} | {d['fraction']:g} | {_pair(w['mean_err_max'], w['sd_err_max'])} | "
+                   f"{_pair(dw['mean_err_max'], dw['sd_err_max'])} | {_pair(s['psis_k'], d['psis_k'])} | "
+                   f"{_pair(100 * s['ess_fraction'], 100 * d['ess_fraction'], '{:.1f}')} | "
+                   f"{d['log_Z_is']:.2f} ± {d['log_Z_se']:.2f} |")
+    return out
 
 
 def _mode_section(rows: dict[str, dict]) -> list[str]:

@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch and XLA (default 1)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--table-only", action="store_true", help="only rewrite suite.md from suite.json")
+    p.add_argument("--defensive", type=float, default=0.0, metavar="EPS",
+                   help="also weight 20,000 draws by the defensive mixture with a share EPS of Student-t draws "
+                        "(with --rescore: from each saved run, no training)")
     p.add_argument("--rescore", action="store_true",
                    help="recompute k-hat of every row from its saved draws (samples/NAME.npz), then rewrite the table")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
@@ -58,8 +61,10 @@ def set_threads(n: int) -> None:
 
 
 def train_and_draw(target, seconds: float, run_dir: Path, n: int, steps: int,
-                   seed: int, overrides: dict | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Train with the library defaults for `seconds`, then n draws (x (n, d), log_w (n,))."""
+                   seed: int, overrides: dict | None = None,
+                   defensive: float = 0.0) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Train with the library defaults for `seconds`, then n draws (x (n, d), log_w (n,));
+    defensive > 0: also n defensive-mixture draws (`defensive_figures`)."""
     import torch
 
     import diffsampler as ds
@@ -79,7 +84,10 @@ def train_and_draw(target, seconds: float, run_dir: Path, n: int, steps: int,
     cost = {"train_wall_seconds": wall_train, "sample_seconds": time.perf_counter() - t0, "n_draws": n,
             "sample_energy_calls": tgt.counter.as_dict()["eval"] - before}
     x, log_w = x.double().cpu().numpy(), log_w.double().cpu().numpy()
-    return {**sampler_figures(target, run.report, x, log_w), **cost}, x, log_w
+    row = {**sampler_figures(target, run.report, x, log_w), **cost}
+    if defensive:
+        row["defensive"] = defensive_figures(target, run, n, steps, defensive)
+    return row, x, log_w
 
 
 def sampler_figures(target, rep: dict, x: np.ndarray, log_w: np.ndarray) -> dict:
@@ -125,7 +133,8 @@ def run_target(target, check: dict, args: argparse.Namespace) -> dict:
     try:
         from diffsampler.training import parse_overrides
         row["sampler"], x, log_w = train_and_draw(target, args.seconds, args.out / "runs" / target.name,
-                                                  args.draws, args.steps, args.seed, parse_overrides(args.set))
+                                                  args.draws, args.steps, args.seed, parse_overrides(args.set),
+                                                  args.defensive)
         row["sampler"]["mode_fractions_raw"] = mode_fractions(target, x, None)
         row["sampler"]["mode_fractions_weighted"] = mode_fractions(target, x, log_w)
     except Exception as e:  # noqa: BLE001  (a failed run is a result: record it and go on)
@@ -145,11 +154,42 @@ def run_target(target, check: dict, args: argparse.Namespace) -> dict:
     return row
 
 
-def rescore(suite: dict, out: Path) -> None:
+def defensive_figures(target, run, n: int, steps: int, fraction: float) -> dict:
+    """Weighted errors, ESS, k-hat and log Z of n draws of the defensive mixture
+    (`diffsampler.evaluation.DefensiveMixture`) around a trained sampler."""
+    from diffsampler.evaluation import DefensiveMixture
+
+    from .metrics import ess_fraction, log_Z_is, moment_errors, psis_khat
+    t0 = time.perf_counter()
+    out = DefensiveMixture(fraction=fraction).sample(run.sampler, n, steps=steps)
+    x, log_w = out.x.double().cpu().numpy(), out.log_w.double().cpu().numpy()
+    log_z, log_z_se = log_Z_is(log_w)
+    return {"fraction": fraction, "errors_weighted": moment_errors(x, target.moments(), log_w),
+            "ess_fraction": ess_fraction(log_w), "psis_k": psis_khat(log_w), "log_Z_is": log_z,
+            "log_Z_se": log_z_se, "seconds": time.perf_counter() - t0}
+
+
+def load_trained(target, run_dir: Path):
+    """The suite's trained run of `target` (its user energy passed again)."""
+    import diffsampler as ds
+    tgt = ds.targets.from_energy(target.energy, dim=target.dim, log_Z=target.log_Z,
+                                 samples=target.reference, name=target.name)
+    return ds.load_run(str(run_dir), target=tgt)
+
+
+def rescore(suite: dict, out: Path, defensive: float = 0.0, posteriordb: str | None = None,
+            n: int = 20_000, steps: int = 100) -> None:
     """k-hat of each row's saved log-weights by the current `psis_khat`, in place (rows whose draws
-    were not saved are left as they are)."""
+    were not saved are left as they are); defensive > 0: also the defensive figures of each saved run."""
     from .metrics import psis_khat
+    from .models import load_target
     for name, row in suite["rows"].items():
+        if defensive and (out / "runs" / name).exists() and row.get("sampler", {}).get("status") == "ok":
+            target = load_target(name, posteriordb)
+            row["sampler"]["defensive"] = d = defensive_figures(
+                target, load_trained(target, out / "runs" / name), n, steps, defensive)
+            print(f"{name:27s} defensive {defensive:g}: weighted errors {d['errors_weighted']['mean_err_max']:.2f} / "
+                  f"{d['errors_weighted']['sd_err_max']:.2f}, k-hat {d['psis_k']:.2f}, ESS {d['ess_fraction']:.3f}")
         path = out / "samples" / f"{name}.npz"
         s = row.get("sampler", {})
         if s.get("status") != "ok" or not path.exists():
@@ -186,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / "suite.json"
     suite = json.loads(path.read_text()) if path.exists() else {"rows": {}}
     if args.rescore:
-        rescore(suite, args.out)
+        rescore(suite, args.out, args.defensive, args.posteriordb, args.draws, args.steps)
         write_json(path, suite)
     if args.table_only or args.rescore:
         write_text(args.out / "suite.md", markdown_table(suite["rows"], suite.get("meta", {}).get("seconds")))

@@ -118,7 +118,7 @@ def _eval(args) -> int:
     target = run_target(args.run_dir, allow_changed=args.allow_changed_energy, energy_file=args.energy_file)
     run = load_run(args.run_dir, target=target, device=args.device)
     rep = run.evaluate(steps=args.steps, grid=args.grid, n=args.n, integrator=args.integrator,
-                       corrector_steps=args.corrector_steps)
+                       corrector_steps=args.corrector_steps, defensive=args.defensive)
     if args.json:
         print(json.dumps(rep))
     else:
@@ -145,8 +145,11 @@ def _sample(args) -> int:
     if args.format != "npz" and getattr(run.sampler.target, "topology", None) is None:
         from .errors import ConfigError
         raise ConfigError(f"--format {args.format} needs a molecular target (one with a topology)")
-    x, log_w = run.sampler.sample(args.n, steps=args.steps, integrator=args.integrator,
-                                  corrector_steps=args.corrector_steps)
+    if args.defensive:
+        x, log_w = _defensive_draws(run.sampler, args)
+    else:
+        x, log_w = run.sampler.sample(args.n, steps=args.steps, integrator=args.integrator,
+                                      corrector_steps=args.corrector_steps)
     steps = args.steps or run.sampler.default_steps
     nfe = nfe_for(make_integrator(args.integrator), steps)
     diag = weight_metrics(log_w)
@@ -163,11 +166,24 @@ def _sample(args) -> int:
         print(f"wrote {write_trajectory(run.sampler.target, x, os.path.splitext(args.output)[0] + '.' + args.format)}")
     corr = f", then {args.corrector_steps} MALA corrector steps" if args.corrector_steps else ""
     how = ", importance-resampled (equal weights)" if args.resample else ""
+    if args.defensive:
+        how += f", {args.defensive:g} of them from the defensive Student-t (use the weights)"
     print(f"wrote {args.n} samples to {args.output} ({args.integrator}, {nfe} drift evaluations per sample{corr}{how})")
     for msg in [*trust_warnings(diag), pilot_warning(run.report.get("pilot"))]:
         if msg:
             print(f"WARNING: {msg}", file=sys.stderr)
     return 0
+
+
+def _defensive_draws(sampler, args):
+    """`sample --defensive EPS`: the defensive mixture's draws and weights (`evaluation.defensive`)."""
+    from .errors import ConfigError
+    from .evaluation.defensive import DefensiveMixture
+    if args.integrator != "euler_maruyama" or args.corrector_steps:
+        raise ConfigError("--defensive draws with Euler-Maruyama and no corrector steps (its backward "
+                          "paths need the Euler-Maruyama kernels)")
+    out = DefensiveMixture(fraction=args.defensive).sample(sampler, args.n, steps=args.steps)
+    return out.x, out.log_w
 
 
 def _report(args) -> int:
@@ -185,6 +201,16 @@ def _nonneg(v: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
     return n
+
+
+def _fraction(v: str) -> float:
+    try:
+        f = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {v!r}") from None
+    if not 0.0 <= f < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {f}")
+    return f
 
 
 def _positive(v: str) -> int:
@@ -243,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--integrator", default="euler_maruyama", choices=_integrators())
     s.add_argument("--corrector-steps", type=_nonneg, default=0,
                    help="MALA steps on the target after sampling (log-weights stay valid)")
+    s.add_argument("--defensive", type=_fraction, default=0.0, metavar="EPS",
+                   help="also draw a share EPS from a heavy-tailed Student-t and weight every draw by the mixture "
+                        "(bounded weights; docs: weighted or raw samples)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=_eval)
     s = sub.add_parser("sample", help="draw samples with log-weights to an .npz (x, log_w)")
@@ -258,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resample", action="store_true",
                    help="importance-resample to n equally weighted draws (Pareto-smoothed weights); log_w is then 0. "
                         "Use when the raw samples are biased but PSIS k-hat is low (docs: weighted or raw samples)")
+    s.add_argument("--defensive", type=_fraction, default=0.0, metavar="EPS",
+                   help="also draw a share EPS from a heavy-tailed Student-t and weight every draw by the mixture "
+                        "(bounded weights; docs: weighted or raw samples)")
     s.add_argument("-o", "--output", required=True)
     s.add_argument("--format", default="npz", choices=["npz", "pdb", "dcd"],
                    help="pdb | dcd: also write the samples as a trajectory (molecular targets)")

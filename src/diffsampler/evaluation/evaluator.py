@@ -39,8 +39,21 @@ def weight_metrics(log_w: torch.Tensor) -> dict:
             "nonfinite_fraction": float((~finite).double().mean())}
 
 
+def defensive_metrics(sampler, n: int, steps: int, fraction: float) -> dict:
+    """log Z (IS), |Δ log Z|, ESS and k̂ of n defensive-mixture draws (`evaluation.defensive`, a share
+    `fraction` from a heavy-tailed Student-t): the weighted estimates with bounded weights."""
+    from .defensive import DefensiveMixture
+    out = DefensiveMixture(fraction=fraction).sample(sampler, n, steps=steps)
+    w = weight_metrics(out.log_w)
+    lz = sampler.target.log_Z
+    return {"defensive_fraction": fraction, "defensive_log_Z_is": w["log_Z_is"], "defensive_ess": w["ess"],
+            "defensive_psis_k": w["psis_k"],
+            "defensive_delta_log_Z_is": None if lz is None or w["log_Z_is"] is None else abs(w["log_Z_is"] - lz)}
+
+
 def evaluate(sampler, n: int = 2000, steps: int = 100, grid: str = "uniform",
-             n_distance: int = 2000, integrator: str = "euler_maruyama", corrector_steps: int = 0) -> Evaluation:
+             n_distance: int = 2000, integrator: str = "euler_maruyama", corrector_steps: int = 0,
+             defensive: float = 0.0) -> Evaluation:
     """ELBO, EUBO, log Z(IS), |Δlog Z|, ESS, W2, MMD, mode coverage on n samples, `steps` steps.
 
     corrector_steps: MALA steps on the target applied to the samples (`DiffusionSampler.correct`).
@@ -49,7 +62,9 @@ def evaluate(sampler, n: int = 2000, steps: int = 100, grid: str = "uniform",
 
     `integrator` simulates the forward samples (its log w is exact for its own kernels). The EUBO
     needs the backward density of the same kernels, which we have for Euler-Maruyama only, so it is
-    None for the other integrators. Unknown quantities are None. Energy calls count as 'eval'."""
+    None for the other integrators. Unknown quantities are None. Energy calls count as 'eval'.
+
+    defensive > 0: also the defensive-mixture figures (`defensive_metrics`) on n further draws."""
     from ..sde.integrators import make_integrator, nfe_for
     integ = make_integrator(integrator)
     target = sampler.target
@@ -75,6 +90,8 @@ def evaluate(sampler, n: int = 2000, steps: int = 100, grid: str = "uniform",
             m["w2"] = wasserstein2(x[:k], x_true[:k])
             m["mmd"] = mmd_rbf(x[:k], x_true[:k])
     m["eubo_minus_elbo"] = None if m["eubo"] is None or m["elbo"] is None else m["eubo"] - m["elbo"]
+    if defensive:
+        m.update(defensive_metrics(sampler, n, steps, defensive))
     with target.counter.use("eval"):
         m.update(target.extra_metrics(x, x_true, log_w))
     cov = target.mode_coverage(x) if torch.isfinite(x).all() else None

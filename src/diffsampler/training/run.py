@@ -45,11 +45,13 @@ class Run:
     dir: str | None = None
 
     def evaluate(self, steps: int | None = None, grid: str | None = None, n: int | None = None,
-                 save: bool = True, integrator: str = "euler_maruyama", corrector_steps: int = 0) -> dict:
-        """Recompute the metrics (and plots under RUN_DIR/eval/ when saved)."""
+                 save: bool = True, integrator: str = "euler_maruyama", corrector_steps: int = 0,
+                 defensive: float = 0.0) -> dict:
+        """Recompute the metrics (and plots under RUN_DIR/eval/ when saved); defensive > 0 adds the
+        defensive-mixture estimates (`evaluation.defensive`) with that share of Student-t draws."""
         rep = make_report(self, steps or self.config.eval_steps, grid or self.config.eval_grid,
                           n or self.config.eval_samples, subdir="eval" if save else None, integrator=integrator,
-                          corrector_steps=corrector_steps)
+                          corrector_steps=corrector_steps, defensive=defensive)
         return rep
 
 
@@ -62,9 +64,10 @@ def fits_log_Z(cfg: TrainConfig) -> bool:
 
 
 def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None,
-                integrator: str = "euler_maruyama", corrector_steps: int = 0) -> dict:
+                integrator: str = "euler_maruyama", corrector_steps: int = 0, defensive: float = 0.0) -> dict:
     """Evaluate and assemble the report dict (keys REPORT_KEYS plus extras). Unknown -> None."""
-    ev = evaluate(run.sampler, n=n, steps=steps, grid=grid, integrator=integrator, corrector_steps=corrector_steps)
+    ev = evaluate(run.sampler, n=n, steps=steps, grid=grid, integrator=integrator, corrector_steps=corrector_steps,
+                  defensive=defensive)
     m = ev.metrics
     prev = run.report or {}
     rep = {
@@ -111,6 +114,9 @@ def summary_table(rep: dict) -> str:
             ("EUBO", f(rep["eubo"])), ("EUBO - ELBO", f(rep.get("eubo_minus_elbo"))),
             ("log Z (IS)", f(rep["log_Z_is"])), ("|Δ log Z| (IS)", f(rep["delta_log_Z_is"])),
             ("ESS", f(rep["ess"], "{:.4f}")), ("PSIS k-hat", f(rep.get("psis_k"), "{:.2f}")),
+            *([("defensive (share {:g}): log Z / ESS / k-hat".format(rep["defensive_fraction"]),
+                f"{f(rep.get('defensive_log_Z_is'))} / {f(rep.get('defensive_ess'), '{:.4f}')} / "
+                f"{f(rep.get('defensive_psis_k'), '{:.2f}')}")] if rep.get("defensive_fraction") else []),
             ("W2", f(rep["w2"])), ("mode coverage", f(rep["mode_coverage"])),
             ("energy calls (search/train/eval)", f"{ec['search']:,} / {ec['train']:,} / {ec['eval']:,}"),
             ("iterations", f(rep["iterations"])), ("train seconds", f(rep["train_seconds"], "{:.1f}")),
