@@ -385,3 +385,18 @@ def test_reference_script_runs_independent_chains_and_stores_the_targets_energie
     assert summary["energy_check_max_abs_kT"] < 1e-2 and summary["settings"]["chains"] == 2
     assert not np.allclose(z["x"][:6], z["x"][6:])   # two seeds, two trajectories
     assert set(summary["convergence"]) >= {"first_half", "second_half", "max_abs_difference", "converged"}
+
+
+def test_a_reference_whose_run_did_not_converge_is_not_used(aldp, monkeypatch, tmp_path):
+    x = perturbed(aldp, 5)
+    monkeypatch.setenv("DIFFSAMPLER_DATA", str(tmp_path))
+    for converged in (False, True):
+        summary = json.dumps({"convergence": {"max_abs_difference": 0.079, "tolerance": 0.05, "converged": converged}})
+        np.savez(tmp_path / "aldp_reference.npz", x=x.numpy(), variant=np.array(aldp.variant),
+                 summary=np.array(summary))
+        t = targets.get("aldp")
+        if converged:
+            assert t.has_samples and t.sample(3).shape == (3, 66)
+        else:
+            with pytest.warns(UserWarning, match="did not converge"):
+                assert not t.has_samples

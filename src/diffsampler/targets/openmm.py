@@ -28,6 +28,8 @@ produces both enantiomers with equal probability).
 """
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +101,24 @@ def _worker_init(system_xml: str, platform: str, properties: dict | None) -> Non
 
 def _worker_eval(pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return evaluate_rows(_WORKER["context"], pos)
+
+
+def reference_converged(path: Path) -> bool:
+    """Whether a reference .npz says its run converged: its `summary` (JSON) has
+    convergence.converged true, or it carries no such record (files made by hand)."""
+    if path.suffix != ".npz":
+        return True
+    stat = path.stat()
+    return _converged_record(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=32)
+def _converged_record(path: str, mtime_ns: int, size: int) -> bool:
+    with np.load(path, allow_pickle=False) as z:
+        if "summary" not in z.files:
+            return True
+        conv = json.loads(str(z["summary"])).get("convergence") or {}
+    return bool(conv.get("converged", True))
 
 
 class _OpenMMEnergy(torch.autograd.Function):
@@ -230,7 +250,17 @@ class OpenMMTarget(ParticleTarget):
     # -- reference samples ----------------------------------------------------------------------
     @property
     def data_path(self) -> Path | None:
-        return data_file(self.data_filename) if self.data_filename else None
+        """The cached reference file, or None. A file whose own record says its run did not
+        converge (reference.py's `convergence.converged`) is passed over with a warning: torsion KLs
+        and basin populations against it would measure the reference's error, not the sampler's."""
+        path = data_file(self.data_filename) if self.data_filename else None
+        if path is None or reference_converged(path):
+            return path
+        import warnings
+        warnings.warn(f"{self.name}: {path} is not used: its MD run did not converge (the basin populations of "
+                      "its two halves differ by more than its tolerance); rerun experiments/peptides/reference.py "
+                      "longer or with --replicas", stacklevel=2)
+        return None
 
     def reference_samples(self) -> torch.Tensor:
         """All reference samples (N, 3n) in nm, centred; from `use_reference_samples` or the
