@@ -235,6 +235,9 @@ def test_metrics_and_plots(aldp, tmp_path):
     mw = aldp.extra_metrics(x, x_ref, log_w=torch.zeros(200))
     for k in ("kl_phi1", "kl_phipsi1", "pop1_C7eq", "energy_w1", "energy_w2"):
         assert mw[f"is_{k}"] == pytest.approx(mw[k], rel=1e-9, abs=1e-12)
+    own = aldp.extra_metrics(x, None, log_w=torch.zeros(200))    # no reference: own populations
+    assert own["pop1_C7eq"] == pytest.approx(m["pop1_C7eq"]) and own["is_pop1_C7eq"] == pytest.approx(1.0)
+    assert "kl_phi1" not in own and own["energy_mean"] == pytest.approx(m["energy_mean"])
     aldp.extra_plots(x, x_ref, str(tmp_path), "aldp test")
     assert (tmp_path / "ramachandran.png").stat().st_size > 0 and (tmp_path / "energy_histogram.png").is_file()
 

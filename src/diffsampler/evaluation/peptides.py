@@ -243,9 +243,12 @@ def peptide_metrics(target, x: torch.Tensor, x_ref: torch.Tensor | None, log_w: 
     ok = val["valid"]
     m: dict = {f"frac_{k}": float(v.double().mean()) for k, v in val.items() if k != "finite"}
     m["n_nonfinite"] = int((~val["finite"]).sum())
-    if x_ref is None or not ok.any():
+    if not ok.any():
         return m
     xv = x[ok.to(x.device)]
+    if x_ref is None:       # no reference: the sampler's own basin populations and mean energy
+        m.update(_own_figures(target, xv, _weights(log_w, ok.cpu())))
+        return m
     t, t_ref = torsions_of(target, xv), torsions_of(target, x_ref)
     s_ref = torsion_stats(t_ref, None)
     m.update(compare_stats(torsion_stats(t, None), s_ref))
@@ -257,6 +260,22 @@ def peptide_metrics(target, x: torch.Tensor, x_ref: torch.Tensor | None, log_w: 
     if w is not None:
         m.update(compare_stats(torsion_stats(t, w), s_ref, prefix="is_"))
         m.update(_energy_w(e, e_ref, w, "is_"))
+    return m
+
+
+def _own_figures(target, xv: torch.Tensor, w: torch.Tensor | None) -> dict:
+    """Basin populations pop{k}_{basin} of valid rows xv (and is_pop... with weights w) and their
+    mean energy (kT), for a target without reference samples."""
+    t = torsions_of(target, xv)
+    m = {}
+    for prefix, weights in (("", None), ("is_", w)):
+        if prefix and weights is None:
+            continue
+        for key, h in torsion_stats(t, weights).items():
+            if key.startswith("basins"):
+                m.update({f"{prefix}pop{key[6:]}_{name}": float(h[b]) for b, name in enumerate(BASINS)})
+    e = _energies(target, xv)
+    m["energy_mean"] = float(e[torch.isfinite(e)].mean()) if torch.isfinite(e).any() else None
     return m
 
 
