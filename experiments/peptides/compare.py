@@ -100,6 +100,17 @@ def row(case: str, report: dict) -> dict:
     return r
 
 
+def saved_reference(rows: list[dict]) -> dict:
+    """The reference's basin populations from the first saved row whose evaluation carries them (a
+    case with no valid sample carries none)."""
+    for r in rows:
+        rep = harness.read_json(os.path.join(r.get("run_dir") or "", "eval", "report.json")) or {}
+        ref = {k[:-4]: v for k, v in rep.items() if k.startswith("pop") and k.endswith("_ref")}
+        if ref:
+            return ref
+    return {}
+
+
 def markdown(rows: list[dict], ref: dict) -> str:
     header = ["case", "calls (search + train)"] + [h for h, _, _ in METRICS] + ["train s"]
     body = [[r["case"], f"{r['energy_calls']:,}"] + [harness.fmt(r.get(k), s) for _, k, s in METRICS]
@@ -124,8 +135,9 @@ def main(argv=None) -> int:
     target = ds.targets.get(a.target)
     out = harness.out_dir("peptides")
     base = os.path.join(out, f"compare_{a.target}_{a.budget / 1e6:g}M")
-    rows = {r["case"]: r for r in harness.read_json(base + ".json", {"rows": []})["rows"]}
-    ref: dict = {}
+    saved = harness.read_json(base + ".json", {"rows": []})
+    rows = {r["case"]: r for r in saved["rows"]}
+    ref: dict = saved.get("reference") or saved_reference(saved["rows"])
     for case in cases:
         keys = case_keys(target, case, a.budget)
         report = harness.run_case(target, keys, os.path.join(out, "runs", f"{a.target}_{case}_{a.budget / 1e6:g}M"),
