@@ -116,3 +116,13 @@ def test_psis_on_astronomically_spread_weights_is_quiet_and_says_unreliable(spre
         warnings.simplefilter("error")
         r = psis(lw)
     assert r.k_hat > 0.7 and not r.reliable
+
+
+def test_a_few_weights_astronomically_above_the_rest_read_as_no_finite_tail():
+    """Two log-weights near 0 and 9,998 near -1000 (an ESS of 2 draws): exp of the tail's threshold
+    underflows next to the largest weight. A fit to such a tail would read light (its entries are
+    zeros); k-hat must say unreliable."""
+    rng = np.random.default_rng(4)
+    lw = np.concatenate([rng.normal(0.0, 1.0, 2), rng.normal(-1000.0, 5.0, 9998)])
+    r = psis(lw)
+    assert r.k_hat == np.inf and not r.reliable

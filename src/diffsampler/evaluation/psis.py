@@ -84,7 +84,8 @@ def gpd_quantile(p: np.ndarray, k: float, s: float) -> np.ndarray:
 def psis(log_w) -> PSISResult:
     """Pareto-smooth log importance weights (S,) and return k̂ (see module). Non-finite log-weights
     (-inf: zero weight) are kept as they are and do not enter the fit. Fewer than 25 finite weights:
-    k̂ = inf (no fit); a flat tail (ratios equal to 1e-12): k̂ = 0 (bounded ratios, nothing to smooth)."""
+    k̂ = inf (no fit); a flat tail (ratios equal to 1e-12): k̂ = 0 (bounded ratios, nothing to smooth);
+    a tail whose threshold underflows next to the largest weight (a spread beyond ~745 nats): k̂ = inf."""
     lw = np.asarray(log_w, dtype=np.float64).copy()
     finite = np.isfinite(lw)
     n = int(finite.sum())
@@ -98,7 +99,9 @@ def psis(log_w) -> PSISResult:
     w = np.exp(lw[order] - shift)                      # ascending, largest = 1
     u = w[-tail - 1]
     y = w[-tail:] - u
-    if not np.all(np.isfinite(y)):
+    if not np.all(np.isfinite(y)) or u == 0.0:
+        # u == 0: the tail's threshold lies more than ~745 nats below the largest weight, so the tail
+        # holds underflowed zeros and a fit to it would read light; such a spread is no finite tail
         return PSISResult(lw, math.inf, tail, thr)
     if y.max() <= 1e-12:   # a flat tail (e.g. an exact sampler's equal weights): bounded ratios
         return PSISResult(lw, 0.0, tail, thr)
