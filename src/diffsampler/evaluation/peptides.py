@@ -268,12 +268,11 @@ def _own_figures(target, xv: torch.Tensor, w: torch.Tensor | None) -> dict:
     mean energy (kT), for a target without reference samples."""
     t = torsions_of(target, xv)
     m = {}
-    for prefix, weights in (("", None), ("is_", w)):
-        if prefix and weights is None:
-            continue
-        for key, h in torsion_stats(t, weights).items():
-            if key.startswith("basins"):
-                m.update({f"{prefix}pop{key[6:]}_{name}": float(h[b]) for b, name in enumerate(BASINS)})
+    for k in [name[3:] for name in t if name.startswith("phi") and f"psi{name[3:]}" in t]:
+        basin = basin_index(t[f"phi{k}"], t[f"psi{k}"])
+        for prefix, weights in (("", None), ("is_", w)) if w is not None else (("", None),):
+            h = _hist(basin, len(BASINS), weights)
+            m.update({f"{prefix}pop{k}_{name}": float(h[b]) for b, name in enumerate(BASINS)})
     e = _energies(target, xv)
     m["energy_mean"] = float(e[torch.isfinite(e)].mean()) if torch.isfinite(e).any() else None
     return m
