@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also weight 20,000 draws by the defensive mixture with a share EPS of Student-t draws "
                         "(with --rescore: from each saved run, no training)")
     p.add_argument("--rescore", action="store_true",
-                   help="recompute k-hat of every row from its saved draws (samples/NAME.npz), then rewrite the table")
+                   help="recompute k-hat of every row from its saved draws (samples/NAME.npz) and the exact-draw "
+                        "floor of its errors, then rewrite the table")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides on top of the defaults (to compare recipes; the suite's own rows use none)")
     return p.parse_args(argv)
@@ -126,7 +127,9 @@ def run_target(target, check: dict, args: argparse.Namespace) -> dict:
     from .nuts import nuts_summary, run_nuts
     from .report import plot_marginals
 
-    row = {**target.info(), "log_Z_true": target.log_Z, "check": check}
+    from .metrics import exact_draw_floor
+    row = {**target.info(), "log_Z_true": target.log_Z, "check": check,
+           "floor": exact_draw_floor(target, args.draws)}
     if "weights" in target.extra:
         row["mode_weights_true"] = np.asarray(target.extra["weights"]).tolist()
     x = log_w = nuts_draws = None
@@ -181,9 +184,10 @@ def rescore(suite: dict, out: Path, defensive: float = 0.0, posteriordb: str | N
             n: int = 20_000, steps: int = 100) -> None:
     """k-hat of each row's saved log-weights by the current `psis_khat`, in place (rows whose draws
     were not saved are left as they are); defensive > 0: also the defensive figures of each saved run."""
-    from .metrics import psis_khat
+    from .metrics import exact_draw_floor, psis_khat
     from .models import load_target
     for name, row in suite["rows"].items():
+        row["floor"] = exact_draw_floor(load_target(name, posteriordb), n)
         if defensive and (out / "runs" / name).exists() and row.get("sampler", {}).get("status") == "ok":
             target = load_target(name, posteriordb)
             row["sampler"]["defensive"] = d = defensive_figures(

@@ -27,16 +27,20 @@ def banana_log_density(theta, xp, data):
 
 def banana(dim: int = 2, b: float = 0.1, s1: float = 10.0, seed: int = 0) -> HeldoutTarget:
     """Haario's strongly twisted banana: d = 2, b = 0.1, s1 = 10; log Z = d/2 log 2pi + log s1."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((N_REFERENCE, dim))
-    x[:, 0] *= s1
-    x[:, 1] -= b * (x[:, 0] ** 2 - s1 ** 2)
+    def draw(rng: np.random.Generator, n: int) -> np.ndarray:
+        x = rng.standard_normal((n, dim))
+        x[:, 0] *= s1
+        x[:, 1] -= b * (x[:, 0] ** 2 - s1 ** 2)
+        return x
+
+    x = draw(np.random.default_rng(seed), N_REFERENCE)
     return HeldoutTarget(
         name="banana", dim=dim, kind="synthetic: curved", source=f"Haario et al. 2001, b={b}, s1={s1}",
         param_names=[f"y{i + 1}" for i in range(dim)], log_density=banana_log_density,
         data={"b": np.asarray(b), "s1": np.asarray(s1)}, reference=x,
         log_Z=0.5 * dim * LOG_2PI + math.log(s1),
-        exact_moments=(np.zeros(dim), np.sqrt(np.r_[s1 ** 2, 1 + 2 * b ** 2 * s1 ** 4, np.ones(dim - 2)])))
+        exact_moments=(np.zeros(dim), np.sqrt(np.r_[s1 ** 2, 1 + 2 * b ** 2 * s1 ** 4, np.ones(dim - 2)])),
+        exact_sampler=draw)
 
 
 def funnel_log_density(theta, xp, data):
@@ -50,15 +54,17 @@ def funnel_log_density(theta, xp, data):
 
 def funnel(dim: int = 10, scale: float = 3.0, seed: int = 1) -> HeldoutTarget:
     """The 10-D funnel, v ~ N(0, 3^2); log Z = d/2 log 2pi + log 3."""
-    rng = np.random.default_rng(seed)
-    v = scale * rng.standard_normal((N_REFERENCE, 1))
-    x = rng.standard_normal((N_REFERENCE, dim - 1)) * np.exp(0.5 * v)
+    def draw(rng: np.random.Generator, n: int) -> np.ndarray:
+        v = scale * rng.standard_normal((n, 1))
+        return np.concatenate([v, rng.standard_normal((n, dim - 1)) * np.exp(0.5 * v)], 1)
+
     return HeldoutTarget(
         name="funnel10", dim=dim, kind="synthetic: funnel", source=f"Neal 2003, v ~ N(0, {scale:g}^2)",
         param_names=["v"] + [f"x{i + 1}" for i in range(dim - 1)], log_density=funnel_log_density,
-        data={"scale": np.asarray(scale)}, reference=np.concatenate([v, x], 1),
+        data={"scale": np.asarray(scale)}, reference=draw(np.random.default_rng(seed), N_REFERENCE),
         log_Z=0.5 * dim * LOG_2PI + math.log(scale),
-        exact_moments=(np.zeros(dim), np.r_[scale, np.full(dim - 1, math.exp(scale ** 2 / 4))]))
+        exact_moments=(np.zeros(dim), np.r_[scale, np.full(dim - 1, math.exp(scale ** 2 / 4))]),
+        exact_sampler=draw)
 
 
 def gaussian_log_density(theta, xp, data):
@@ -78,14 +84,18 @@ def ill_conditioned_gaussian(dim: int = 10, condition: float = 1e4, seed: int = 
     mean = rng.standard_normal(dim)
     cov = (q * lam) @ q.T
     precision = (q / lam) @ q.T
-    ref = mean + (rng.standard_normal((N_REFERENCE, dim)) * np.sqrt(lam)) @ q.T
+
+    def draw(rng_: np.random.Generator, n: int) -> np.ndarray:
+        return mean + (rng_.standard_normal((n, dim)) * np.sqrt(lam)) @ q.T
+
+    ref = draw(rng, N_REFERENCE)
     return HeldoutTarget(
         name="gauss_illcond", dim=dim, kind="synthetic: ill-conditioned",
         source=f"rotated Gaussian, cond {condition:g}, seed {seed}",
         param_names=[f"x{i + 1}" for i in range(dim)], log_density=gaussian_log_density,
         data={"mean": mean, "precision": 0.5 * (precision + precision.T)}, reference=ref,
         log_Z=0.5 * dim * LOG_2PI + 0.5 * float(np.log(lam).sum()), extra={"cov": cov},
-        exact_moments=(mean, np.sqrt(np.diag(cov))))
+        exact_moments=(mean, np.sqrt(np.diag(cov))), exact_sampler=draw)
 
 
 def mixture_log_density(theta, xp, data):
@@ -103,15 +113,18 @@ def mixture(dim: int = 4, weights: tuple[float, ...] = (0.8, 0.2), offset: float
     rng = np.random.default_rng(seed)
     w = np.asarray(weights) / np.sum(weights)
     means = np.stack([-offset * np.ones(dim), offset * np.ones(dim)])
-    comp = rng.choice(len(w), size=N_REFERENCE, p=w)
-    ref = means[comp] + rng.standard_normal((N_REFERENCE, dim))
+
+    def draw(rng_: np.random.Generator, n: int) -> np.ndarray:
+        return means[rng_.choice(len(w), size=n, p=w)] + rng_.standard_normal((n, dim))
+
+    ref = draw(rng, N_REFERENCE)
     return HeldoutTarget(
         name="mixture_unequal", dim=dim, kind="synthetic: multimodal",
         source=f"2 unit Gaussians at +-{offset:g}*1, weights {w[0]:g}/{w[1]:g}",
         param_names=[f"x{i + 1}" for i in range(dim)], log_density=mixture_log_density,
         data={"means": means, "log_w": np.log(w)}, reference=ref,
         log_Z=0.5 * dim * LOG_2PI, modes=means, extra={"weights": w},
-        exact_moments=(w @ means, np.sqrt(1.0 + w @ means ** 2 - (w @ means) ** 2)))
+        exact_moments=(w @ means, np.sqrt(1.0 + w @ means ** 2 - (w @ means) ** 2)), exact_sampler=draw)
 
 
 SYNTHETIC = {"banana": banana, "funnel10": funnel, "gauss_illcond": ill_conditioned_gaussian,

@@ -24,6 +24,7 @@ class HeldoutTarget:
     blocks of consecutive rows). `log_Z` = log of the integral of exp(log_density), where known.
     `modes` ((K, d) centres, optional) label each draw by its nearest centre. `exact_moments`
     (mean (d,), sd (d,)), where known, replace the reference draws' moments in the error figures.
+    `exact_sampler(rng, n)`, where the target has one, returns n independent exact draws (n, d).
     """
 
     name: str
@@ -39,6 +40,7 @@ class HeldoutTarget:
     modes: np.ndarray | None = None
     notes: str = ""
     exact_moments: tuple[np.ndarray, np.ndarray] | None = None
+    exact_sampler: Callable[[np.random.Generator, int], np.ndarray] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
