@@ -388,6 +388,24 @@ def test_reference_script_runs_independent_chains_and_stores_the_targets_energie
     assert summary["energy_check_max_abs_kT"] < 1e-2 and summary["settings"]["chains"] == 2
     assert not np.allclose(z["x"][:6], z["x"][6:])   # two seeds, two trajectories
     assert set(summary["convergence"]) >= {"first_half", "second_half", "max_abs_difference", "converged"}
+    # --merge pools independent runs (here the two chains, saved apart) and checks them against each other
+    parts = [tmp_path / "a.npz", tmp_path / "b.npz"]
+    for path, sl in zip(parts, (slice(0, 6), slice(6, 12))):
+        np.savez(path, x=z["x"][sl], energy=z["energy"][sl], variant=z["variant"], summary=z["summary"])
+    merged = tmp_path / "merged.npz"
+    script = [sys.executable, str(root / "experiments" / "peptides" / "reference.py"), "aldp"]
+    r = subprocess.run(script + ["--merge", *map(str, parts), "--out", str(merged)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = np.load(merged)
+    conv = json.loads(str(m["summary"]))["convergence"]
+    np.testing.assert_array_equal(m["x"], z["x"])
+    assert conv["frames_per_chain"] == [6, 6] and len(conv["per_chain"]) == 2
+    assert conv["per_chain"][0] == summary["convergence"]["first_half"]      # the same frames, the same populations
+    np.savez(parts[1], x=z["x"][6:], energy=z["energy"][6:], variant=np.array("another variant"), summary=z["summary"])
+    r = subprocess.run(script + ["--merge", *map(str, parts), "--out", str(merged)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0 and "is not the target's" in r.stderr
 
 
 def test_a_reference_whose_run_did_not_converge_is_not_used(aldp, monkeypatch, tmp_path):

@@ -3,6 +3,7 @@
     python experiments/peptides/reference.py aldp          # 2 chains x 20 ns: about 55 min on 2 cores
     python experiments/peptides/reference.py aldp --chains 1 --ns 40 --seed 7   # the cached run, one core
     python experiments/peptides/reference.py aldp --max-minutes 15   # stop each chain after 15 min
+    python experiments/peptides/reference.py ala3 --merge run1.npz run2.npz   # pool independent runs
 
 Dynamics: LangevinMiddleIntegrator (BAOAB-type splitting, Zhang et al. 2019) at the target's
 temperature (300 K), friction 1/ps, time step 2 fs with hydrogen mass repartitioning (each H set
@@ -173,6 +174,37 @@ def convergence(target, x: np.ndarray, tol: float) -> dict:
             "max_abs_difference": diff, "tolerance": tol, "converged": bool(diff <= tol)}
 
 
+def chain_convergence(target, parts: list[np.ndarray], tol: float) -> dict:
+    """Basin populations of each independent chain, the largest difference between any two chains
+    in any basin, and whether it is <= tol (the two-chain form of `convergence`, for any K >= 2)."""
+    from diffsampler.evaluation.peptides import BASINS
+
+    pops = [basin_populations(target, x) for x in parts]
+    diff = max(abs(a[k][i] - b[k][i]) for j, a in enumerate(pops) for b in pops[j + 1:]
+               for k in a for i in range(len(BASINS)))
+    pooled = np.concatenate(parts)
+    return {"basins": list(BASINS), "per_chain": pops, "frames_per_chain": [len(x) for x in parts],
+            "all": basin_populations(target, pooled), "max_abs_difference": diff, "tolerance": tol,
+            "converged": bool(diff <= tol)}
+
+
+def merge_runs(target, paths: list[Path], tol: float) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Frames of independent runs of this script (their .npz), pooled: each must be of the target's
+    variant; the check compares the runs with one another (`chain_convergence`)."""
+    xs, es, runs = [], [], []
+    for path in paths:
+        with np.load(path) as f:
+            if str(f["variant"]) != target.variant:
+                raise SystemExit(f"{path}: variant {str(f['variant'])!r} is not the target's {target.variant!r}")
+            xs.append(f["x"])
+            es.append(f["energy"])
+            runs.append({"file": str(path), **json.loads(str(f["summary"]))})
+    run = {"chains": len(xs), "frames": sum(len(x) for x in xs),
+           "production_ns": sum(r["run"].get("production_ns", 0.0) for r in runs),
+           "per_chain": [{"file": r["file"], "settings": r["settings"], "run": r["run"]} for r in runs]}
+    return np.concatenate(xs), np.concatenate(es), {"run": run, "convergence": chain_convergence(target, xs, tol)}
+
+
 def check_energies(target, x: np.ndarray, e: np.ndarray, k: int = 20) -> float:
     """Largest |E_target(x) - E_md(x)| (kT) on k frames: the cached energies are the target's."""
     idx = np.linspace(0, x.shape[0] - 1, min(k, x.shape[0])).astype(int)
@@ -199,7 +231,19 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="independent runs, one process each (seeds seed, seed + 1, ...); frames concatenated")
     p.add_argument("--tol", type=float, default=0.05, help="basin-population tolerance between halves")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="NPZ",
+                   help="run nothing: pool these independent runs of the target (files this script wrote), "
+                        "checking the runs against one another")
     return p.parse_args(argv)
+
+
+def run_settings(args: argparse.Namespace, target) -> dict:
+    """The command's options and the fixed facts of the dynamics, stored with the frames."""
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings.update(integrator="LangevinMiddleIntegrator", method="replica exchange" if args.replicas > 1 else "MD",
+                    temperature_K=target.temperature, constraints=None,
+                    platform="CPU", openmm_version=__import__("openmm").__version__)
+    return settings
 
 
 def main(argv=None) -> dict:
@@ -208,13 +252,15 @@ def main(argv=None) -> dict:
     from diffsampler import targets
 
     target = targets.get(args.target)
-    x, e, run = run_chains(args) if args.chains > 1 else run_md(target, args)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    settings.update(integrator="LangevinMiddleIntegrator", method="replica exchange" if args.replicas > 1 else "MD",
-                    temperature_K=target.temperature, constraints=None,
-                    platform="CPU", openmm_version=__import__("openmm").__version__)
-    summary = {"variant": target.variant, "settings": settings, "run": run,
-               "convergence": convergence(target, x, args.tol), "energy_check_max_abs_kT": check_energies(target, x, e)}
+    if args.merge:
+        x, e, merged = merge_runs(target, args.merge, args.tol)
+        summary = {"variant": target.variant, "settings": {"method": "independent runs pooled",
+                                                           "files": [str(p) for p in args.merge]}, **merged}
+    else:
+        x, e, run = run_chains(args) if args.chains > 1 else run_md(target, args)
+        summary = {"variant": target.variant, "settings": run_settings(args, target), "run": run,
+                   "convergence": convergence(target, x, args.tol)}
+    summary["energy_check_max_abs_kT"] = check_energies(target, x, e)
     out = args.out or CACHE / f"{target.name}_reference.npz"
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, x=x, energy=e, variant=np.array(target.variant), summary=np.array(json.dumps(summary)))
