@@ -124,7 +124,7 @@ def switched_samples(run, t_switch: float, n: int, steps: int, mc: int, generato
     return x
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None):
     ap = harness.parser(__doc__)
     ap.add_argument("--run", action="append", required=True, help="a trained run directory (repeatable)")
     ap.add_argument("--times", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999])
@@ -152,89 +152,109 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if any(not 0 < t < 1 for t in a.times):
         ap.error(f"--times {a.times}: each t must lie in (0, 1)")
-    torch.set_num_threads(2)
-    runs = {os.path.basename(os.path.normpath(r)): load_run(r) for r in a.run}
+    return a
+
+
+def own_rollouts(runs: dict, a) -> dict:
+    """--states-from sampler: each run's rollout (grid times, states (B, K+1, d)) on its warped uniform grid."""
+    torch.manual_seed(a.seed)
+    out = {}
+    for name, run in runs.items():
+        grid = run.sampler.make_grid("uniform", a.states, a.steps)
+        with torch.no_grad():
+            out[name] = (grid[0], forward_rollout(run.sampler, grid).x)
+    return out
+
+
+def states_at(t_asked: float, runs: dict, rollouts: dict, a, g: torch.Generator) -> dict:
+    """{run: (t, x (B, d))}: each run's own rollout state nearest to t, or one shared set of states of the
+    optimal process's marginal X_t = t Y + sigma sqrt(t (1 - t)) xi, Y from the reference samples."""
+    if a.states_from == "sampler":
+        out = {}
+        for name in runs:
+            times, xs = rollouts[name]
+            k = int((times - t_asked).abs().argmin())
+            out[name] = (float(times[k]), xs[:, k])
+        return out
     first = next(iter(runs.values()))
     target, reference = first.target, first.sampler.reference
-    if not target.has_samples:
-        raise SystemExit(f"target {target.name!r} has no reference samples to draw X_t from")
-    g = torch.Generator().manual_seed(a.seed)
-    rows = []
-    rollouts = {}
-    if a.states_from == "sampler":   # each run's own states: its rollout on its warped uniform eval grid
-        torch.manual_seed(a.seed)
-        for name, run in runs.items():
-            grid = run.sampler.make_grid("uniform", a.states, a.steps)
-            with torch.no_grad():
-                rollouts[name] = (grid[0], forward_rollout(run.sampler, grid).x)
-    for t_asked in a.times:
-        states = {}
-        for name in runs:
-            if a.states_from == "sampler":
-                times, xs = rollouts[name]
-                k = int((times - t_asked).abs().argmin())
-                states[name] = (float(times[k]), xs[:, k])
-            else:
-                y = reference.project(target.sample(a.states))
-                t = t_asked
-                states[name] = (t, t * y + reference.sigma * (t * (1 - t)) ** 0.5 * reference.project(
-                    torch.randn(y.shape, generator=g, dtype=y.dtype)))
-                states = dict.fromkeys(runs, states[name])    # one set of optimal-marginal states for all runs
-                break
-        row = {"t": t_asked}
-        cache = {}
-        for name, run in runs.items():
-            t, x = states[name]
-            if id(x) not in cache:
-                mu_star, ess = mc_follmer_drift(target, reference, x, t, a.mc, g)
-                diag = {"t_used": t, "mc_ess_median": float(ess.median())}
-                if a.estimator == "mcmc":
-                    est = mcmc_follmer_drift(target, reference, x, t, a.mc, a.chains, a.mcmc_steps, g)
-                    diag["snis_vs_mcmc_rel"] = float((mu_star - est["score"]).pow(2).sum() / est["score"].pow(2).sum())
-                    mu_star = est["score"]
-                    diag["score_vs_tweedie_rel"] = float((mu_star - est["tweedie"]).pow(2).sum() / mu_star.pow(2).sum())
-                    diag["mala_acceptance"] = float(est["acceptance"])
-                    va, vb, cab = (float(est[k]) for k in ("var_score", "var_bridge", "cov"))
-                    lam = (vb - cab) / (va + vb - 2 * cab)
-                    mix = 1 / (1 + a.kappa * (1 - t))
-                    diag["target_variance"] = {
-                        "score_form": va, "bridge_form": vb, "correlation": cab / (va * vb) ** 0.5,
-                        "best_lambda": lam, "at_best_lambda": lam * lam * va + (1 - lam) ** 2 * vb + 2 * lam * (1 - lam) * cab,
-                        "kappa": a.kappa, "lambda_kappa": mix,
-                        "at_lambda_kappa": mix * mix * va + (1 - mix) ** 2 * vb + 2 * mix * (1 - mix) * cab}
-                diag["mu_star_rms"] = float(mu_star.pow(2).sum(1).mean().sqrt())
-                cache[id(x)] = (mu_star, diag)
-            mu_star, diag = cache[id(x)]
-            for key, value in diag.items():
-                row.setdefault(key, value)          # estimator diagnostics of the first run's states
-            s = run.sampler
-            with torch.no_grad():
-                score = target.score(x) if getattr(s.drift, "needs_score", False) else None
-                mu = s.drift(x, torch.full((x.shape[0],), t, dtype=x.dtype), score)
-            den = mu_star.pow(2).sum()
-            row[name] = {"rel_err": float((mu - mu_star).pow(2).sum() / den),
-                         "beta": float((mu * mu_star).sum() / den), "t_used": t}
-        rows.append(row)
-        print(f"t={row['t_used']:.4g}: " + "; ".join(f"{n} beta {row[n]['beta']:.3f} rel.err {row[n]['rel_err']:.3f}"
-                                                    for n in runs) + f" (MC ESS median {row['mc_ess_median']:.0f} of {a.mc})"
-              + ("" if a.estimator == "snis" else f"; MCMC: score vs Tweedie {row['score_vs_tweedie_rel']:.4f}, "
-                 f"SNIS vs MCMC {row['snis_vs_mcmc_rel']:.4f}, MALA acceptance {row['mala_acceptance']:.2f}"), flush=True)
-    switched = []
-    if a.switch_at:
-        from scipy.stats import wasserstein_distance
-        e_ref = target.energy(target.sample(10000)).double()
-        for ts in a.switch_at:
-            torch.manual_seed(a.seed)   # the same rollout noise up to the switch in every row
-            e = target.energy(switched_samples(first, ts, a.samples, a.steps, a.mc, g,
-                                                              (a.chains, a.mcmc_steps) if a.estimator == "mcmc" else None)).double()
-            switched.append({"t_switch": ts, "energy_mean": float(e.mean()), "ref_energy_mean": float(e_ref.mean()),
-                             "energy_w1": wasserstein_distance(e.numpy(), e_ref.numpy())})
-            print(f"learned drift to t={ts}, then mu*: energy mean {switched[-1]['energy_mean']:.3f} "
-                  f"(reference {switched[-1]['ref_energy_mean']:.3f}), W1 {switched[-1]['energy_w1']:.3f}", flush=True)
-    base = os.path.join(harness.out_dir(NAME), a.name)
-    harness.write_json(base + ".json", {"runs": a.run, "states": a.states, "mc": a.mc, "rows": rows,
-                                        "switched": switched})
-    names = list(runs)
+    y = reference.project(target.sample(a.states))
+    noise = reference.project(torch.randn(y.shape, generator=g, dtype=y.dtype))
+    x = t_asked * y + reference.sigma * (t_asked * (1 - t_asked)) ** 0.5 * noise
+    return dict.fromkeys(runs, (t_asked, x))
+
+
+def target_variance(est: dict, t: float, kappa: float) -> dict:
+    """Posterior variance of the adjoint-matching regression target in its score and bridge forms, their
+    best mix lambda* and the adjoint_kappa mix lambda = 1 / (1 + kappa (1 - t))."""
+    va, vb, cab = (float(est[k]) for k in ("var_score", "var_bridge", "cov"))
+    lam = (vb - cab) / (va + vb - 2 * cab)
+    mix = 1 / (1 + kappa * (1 - t))
+    mixed = lambda m: m * m * va + (1 - m) ** 2 * vb + 2 * m * (1 - m) * cab
+    return {"score_form": va, "bridge_form": vb, "correlation": cab / (va * vb) ** 0.5, "best_lambda": lam,
+            "at_best_lambda": mixed(lam), "kappa": kappa, "lambda_kappa": mix, "at_lambda_kappa": mixed(mix)}
+
+
+def optimal_drift(target, reference, x: torch.Tensor, t: float, a, g: torch.Generator):
+    """mu* at the states x (SNIS, or MCMC with --estimator mcmc) and the estimator's diagnostics."""
+    mu_star, ess = mc_follmer_drift(target, reference, x, t, a.mc, g)
+    diag = {"t_used": t, "mc_ess_median": float(ess.median())}
+    if a.estimator == "mcmc":
+        est = mcmc_follmer_drift(target, reference, x, t, a.mc, a.chains, a.mcmc_steps, g)
+        diag["snis_vs_mcmc_rel"] = float((mu_star - est["score"]).pow(2).sum() / est["score"].pow(2).sum())
+        mu_star = est["score"]
+        diag["score_vs_tweedie_rel"] = float((mu_star - est["tweedie"]).pow(2).sum() / mu_star.pow(2).sum())
+        diag["mala_acceptance"] = float(est["acceptance"])
+        diag["target_variance"] = target_variance(est, t, a.kappa)
+    diag["mu_star_rms"] = float(mu_star.pow(2).sum(1).mean().sqrt())
+    return mu_star, diag
+
+
+def compare_at(t_asked: float, runs: dict, rollouts: dict, a, g: torch.Generator) -> dict:
+    """One row: per run, rel. error and beta of its drift against mu* at its states for time t."""
+    states = states_at(t_asked, runs, rollouts, a, g)
+    first = next(iter(runs.values()))
+    target, reference = first.target, first.sampler.reference     # mu* of the first run's target and reference
+    row, cache = {"t": t_asked}, {}
+    for name, run in runs.items():
+        t, x = states[name]
+        if id(x) not in cache:
+            cache[id(x)] = optimal_drift(target, reference, x, t, a, g)
+        mu_star, diag = cache[id(x)]
+        for key, value in diag.items():
+            row.setdefault(key, value)          # estimator diagnostics of the first run's states
+        s = run.sampler
+        with torch.no_grad():
+            score = target.score(x) if getattr(s.drift, "needs_score", False) else None
+            mu = s.drift(x, torch.full((x.shape[0],), t, dtype=x.dtype), score)
+        den = mu_star.pow(2).sum()
+        row[name] = {"rel_err": float((mu - mu_star).pow(2).sum() / den),
+                     "beta": float((mu * mu_star).sum() / den), "t_used": t}
+    print(f"t={row['t_used']:.4g}: " + "; ".join(f"{n} beta {row[n]['beta']:.3f} rel.err {row[n]['rel_err']:.3f}"
+                                                for n in runs) + f" (MC ESS median {row['mc_ess_median']:.0f} of {a.mc})"
+          + ("" if a.estimator == "snis" else f"; MCMC: score vs Tweedie {row['score_vs_tweedie_rel']:.4f}, "
+             f"SNIS vs MCMC {row['snis_vs_mcmc_rel']:.4f}, MALA acceptance {row['mala_acceptance']:.2f}"), flush=True)
+    return row
+
+
+def switched_rows(first, a, g: torch.Generator) -> list[dict]:
+    """--switch-at: terminal energies of samples drawn with the learned drift up to t_s, then mu*."""
+    from scipy.stats import wasserstein_distance
+    target = first.target
+    e_ref = target.energy(target.sample(10000)).double()
+    out = []
+    for ts in a.switch_at:
+        torch.manual_seed(a.seed)   # the same rollout noise up to the switch in every row
+        e = target.energy(switched_samples(first, ts, a.samples, a.steps, a.mc, g,
+                                           (a.chains, a.mcmc_steps) if a.estimator == "mcmc" else None)).double()
+        out.append({"t_switch": ts, "energy_mean": float(e.mean()), "ref_energy_mean": float(e_ref.mean()),
+                    "energy_w1": wasserstein_distance(e.numpy(), e_ref.numpy())})
+        print(f"learned drift to t={ts}, then mu*: energy mean {out[-1]['energy_mean']:.3f} "
+              f"(reference {out[-1]['ref_energy_mean']:.3f}), W1 {out[-1]['energy_w1']:.3f}", flush=True)
+    return out
+
+
+def markdown(rows: list[dict], switched: list[dict], names: list[str], a) -> list[str]:
     mcmc = a.estimator == "mcmc"
     extra = " MCMC: score vs Tweedie / SNIS vs MCMC (rel.) / MALA acc. |" if mcmc else ""
     md = [f"mu* estimator: {a.estimator} ({a.mc} proposals" + (f", {a.chains} chains x {a.mcmc_steps} MALA steps"
@@ -258,8 +278,11 @@ def main(argv=None) -> int:
         md += ["", f"| drift: learned up to t_s, then mu* ({a.samples} samples, {a.steps} steps) | energy mean "
                f"(reference {switched[0]['ref_energy_mean']:.2f}) | energy W1 |", "| --- | --- | --- |"]
         md += [f"| t_s = {r['t_switch']} | {r['energy_mean']:.3f} | {r['energy_w1']:.3f} |" for r in switched]
-    harness.write_text(base + ".md", "\n".join(md))
-    with harness.figure(base + ".png", 1, 2, figsize=(9, 3.5)) as (fig, axes):
+    return md
+
+
+def plot(path: str, rows: list[dict], names: list[str], target_name: str) -> None:
+    with harness.figure(path, 1, 2, figsize=(9, 3.5)) as (fig, axes):
         ts = [r["t_used"] for r in rows]
         for n in names:
             axes[0].plot(ts, [r[n]["beta"] for r in rows], marker="o", label=n)
@@ -268,7 +291,26 @@ def main(argv=None) -> int:
         axes[0].set(xlabel="t", ylabel="beta = <mu, mu*> / |mu*|^2")
         axes[1].set(xlabel="t", ylabel="|mu - mu*|^2 / |mu*|^2", yscale="log")
         axes[0].legend(fontsize=7)
-        fig.suptitle(f"{target.name}: learned drift against the Monte Carlo Föllmer drift")
+        fig.suptitle(f"{target_name}: learned drift against the Monte Carlo Föllmer drift")
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    torch.set_num_threads(2)
+    runs = {os.path.basename(os.path.normpath(r)): load_run(r) for r in a.run}
+    first = next(iter(runs.values()))
+    if not first.target.has_samples:
+        raise SystemExit(f"target {first.target.name!r} has no reference samples to draw X_t from")
+    g = torch.Generator().manual_seed(a.seed)
+    rollouts = own_rollouts(runs, a) if a.states_from == "sampler" else {}
+    rows = [compare_at(t, runs, rollouts, a, g) for t in a.times]
+    switched = switched_rows(first, a, g) if a.switch_at else []
+    base = os.path.join(harness.out_dir(NAME), a.name)
+    harness.write_json(base + ".json", {"runs": a.run, "states": a.states, "mc": a.mc, "rows": rows,
+                                        "switched": switched})
+    md = markdown(rows, switched, list(runs), a)
+    harness.write_text(base + ".md", "\n".join(md))
+    plot(base + ".png", rows, list(runs), first.target.name)
     print("\n".join(md))
     return 0
 
