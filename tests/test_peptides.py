@@ -401,6 +401,7 @@ def test_reference_script_runs_independent_chains_and_stores_the_targets_energie
     conv = json.loads(str(m["summary"]))["convergence"]
     np.testing.assert_array_equal(m["x"], z["x"])
     assert conv["frames_per_chain"] == [6, 6] and len(conv["per_chain"]) == 2
+    assert conv["own_halves_max_abs_difference"] == [summary["convergence"]["max_abs_difference"]] * 2
     assert conv["per_chain"][0] == summary["convergence"]["first_half"]      # the same frames, the same populations
     np.savez(parts[1], x=z["x"][6:], energy=z["energy"][6:], variant=np.array("another variant"), summary=z["summary"])
     r = subprocess.run(script + ["--merge", *map(str, parts), "--out", str(merged)], capture_output=True, text=True,

@@ -202,7 +202,11 @@ def merge_runs(target, paths: list[Path], tol: float) -> tuple[np.ndarray, np.nd
     run = {"chains": len(xs), "frames": sum(len(x) for x in xs),
            "production_ns": sum(r["run"].get("production_ns", 0.0) for r in runs),
            "per_chain": [{"file": r["file"], "settings": r["settings"], "run": r["run"]} for r in runs]}
-    return np.concatenate(xs), np.concatenate(es), {"run": run, "convergence": chain_convergence(target, xs, tol)}
+    conv = chain_convergence(target, xs, tol)
+    # each run's own check (its halves), kept beside the runs' agreement: blocks shorter than a run
+    # vary more, which bounds how far the pooled populations can be trusted
+    conv["own_halves_max_abs_difference"] = [r.get("convergence", {}).get("max_abs_difference") for r in runs]
+    return np.concatenate(xs), np.concatenate(es), {"run": run, "convergence": conv}
 
 
 def check_energies(target, x: np.ndarray, e: np.ndarray, k: int = 20) -> float:
