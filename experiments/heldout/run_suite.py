@@ -185,9 +185,11 @@ def rescore(suite: dict, out: Path, defensive: float = 0.0, posteriordb: str | N
     """k-hat of each row's saved log-weights by the current `psis_khat`, in place (rows whose draws
     were not saved are left as they are); defensive > 0: also the defensive figures of each saved run."""
     from .metrics import exact_draw_floor, psis_khat
-    from .models import load_target
+    from .models import POSTERIORS, load_target, posteriordb_root
+    have_db = posteriordb_root(posteriordb) is not None
     for name, row in suite["rows"].items():
-        row["floor"] = exact_draw_floor(load_target(name, posteriordb), n)
+        if have_db or name not in POSTERIORS:     # the floor needs the target (posteriordb's: a clone)
+            row["floor"] = exact_draw_floor(load_target(name, posteriordb), n)
         if defensive and (out / "runs" / name).exists() and row.get("sampler", {}).get("status") == "ok":
             target = load_target(name, posteriordb)
             row["sampler"]["defensive"] = d = defensive_figures(
