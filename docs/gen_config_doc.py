@@ -16,6 +16,8 @@ in a config file (`--config FILE`, JSON or YAML), flat or grouped by section
 are rejected at load with a message naming the key. `recipe=NAME` applies a named bundle first
 (`src/diffsampler/training/recipes.py`); keys given next to it override the bundle. With no config,
 a target's own measured settings apply, else its kind's default (`src/diffsampler/training/defaults.py`).
+Where a target was measured at several budgets (Manywell-32 and -64 at their default budget and at
+20M calls), `max_energy_calls=B` picks the settings measured at the largest budget B reaches.
 
 The keys of a component (a drift, an objective, a searcher) are defined by the component itself and
 apply when it is selected; a key shared by several components lists them all.

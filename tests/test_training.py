@@ -109,6 +109,39 @@ def test_a_call_budget_given_alone_sizes_the_iterations_and_places_the_rounds():
         _config(target, None, None, {"recipe": "sgds", "max_energy_calls": 610_000})
 
 
+def test_a_call_budget_picks_the_settings_measured_at_the_largest_budget_it_reaches():
+    """Targets measured at several budgets carry one setting per budget: the default is the first,
+    a budget gets the one measured at the largest budget it reaches, and the 20M setting of
+    Manywell-64 is the config of the command its results row was measured with."""
+    from diffsampler.targets.base import settings_for_budget
+    from diffsampler.targets.manywell import _MW64_JEFFREYS
+    from diffsampler.training.budget import size_iterations
+    from diffsampler.training.run import _config
+
+    tiers = [{"max_energy_calls": 4, "w": "small"}, {"max_energy_calls": 20, "w": "large"}]
+    assert settings_for_budget(tiers)["w"] == "small"
+    assert [settings_for_budget(tiers, b)["w"] for b in (1, 4, 19, 20, 1e9)] == ["small", "small", "small",
+                                                                                "large", "large"]
+    assert settings_for_budget({"w": "one"}, 1e9) == {"w": "one"} and settings_for_budget([], 5) == {}
+
+    mw64 = ds.targets.get("manywell64")
+    default, at10m, at20m = (_config(mw64, None, None, dict(b)) for b in
+                             ({}, {"max_energy_calls": "10e6"}, {"max_energy_calls": "20e6"}))
+    assert (default.width, default.train_steps, default.max_energy_calls) == (512, 5, 4_000_000)
+    assert (at10m.width, at10m.train_steps, at10m.max_energy_calls) == (512, 5, 10_000_000)
+    measured = TrainConfig.from_dict({"recipe": "sgds_jeffreys", **_MW64_JEFFREYS, "width": 256, "train_steps": 10,
+                                      "time_warp": 2, "lr": 1e-3, "rounds": 2, "search_chains": 4000,
+                                      "max_energy_calls": 20e6})
+    assert at20m == measured and at20m.iterations == size_iterations(at20m)   # sized to the budget, as measured
+    # Manywell-32 at 20M: the measured iteration count is kept at its own budget, resized at another
+    mw32 = ds.targets.get("manywell32")
+    assert _config(mw32, None, None, {"max_energy_calls": 20e6}).iterations == 53333
+    at30m = _config(mw32, None, None, {"max_energy_calls": 30e6})
+    assert at30m.rounds == 2 and at30m.iterations > 53333
+    # a recipe given with the budget picks among that recipe's settings only
+    assert _config(mw32, None, None, {"recipe": "sgds", "max_energy_calls": 20e6}).width == 64
+
+
 def test_trajectory_reuse_costs_energy_calls_only_on_fresh_iterations():
     """trajectory_reuse = R: of every R + 1 iterations one draws fresh trajectories (and pays their
     energy calls); the other R replay stored ones (states, scores, rewards kept) for free."""

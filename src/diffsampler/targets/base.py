@@ -20,6 +20,23 @@ from ..errors import NonFiniteError, ShapeError
 PHASES = ("search", "train", "eval")
 
 
+def settings_for_budget(measured: dict | list[dict], max_energy_calls: float | None = None) -> dict:
+    """The config keys of `measured` (one dict, or a list of dicts measured at different budgets,
+    each with its `max_energy_calls`, the default first) for a run of `max_energy_calls` calls:
+    None gives the first; a budget gets the entry of the largest measured budget it reaches (a
+    smaller budget than any: the smallest entry's, which the budget check then sizes or refuses).
+    A copy, so callers may update it."""
+    if isinstance(measured, dict):
+        return dict(measured)
+    if not measured:
+        return {}
+    if max_energy_calls is None:
+        return dict(measured[0])
+    by_budget = sorted(measured, key=lambda keys: keys["max_energy_calls"])
+    reached = [keys for keys in by_budget if keys["max_energy_calls"] <= max_energy_calls]
+    return dict(reached[-1] if reached else by_budget[0])
+
+
 @dataclass
 class EnergyCounter:
     """Number of energy evaluations (rows) per phase. A value-and-gradient call counts once.
@@ -258,9 +275,13 @@ class Target:
     def extra_plots(self, x: torch.Tensor, x_true: torch.Tensor | None, directory: str, title: str = "") -> None:
         """Target-specific PNG plots written to `directory` (particles: distance/energy histograms)."""
 
-    def settings(self, recipe: str) -> dict:
-        """Config keys measured best for this target under `recipe` ({} if none were measured)."""
-        return dict(self.recommended.get(recipe, {}))
+    def settings(self, recipe: str, max_energy_calls: float | None = None) -> dict:
+        """Config keys measured best for this target under `recipe` ({} if none were measured), for
+        a run of `max_energy_calls` (None: the first, default budget). `recommended[recipe]` is one
+        dict of keys, or a list of them measured at different budgets (each with its own
+        `max_energy_calls`, the default first): a budget gets the settings measured at the largest
+        budget it reaches, or the smallest one's below them all (`settings_for_budget`)."""
+        return settings_for_budget(self.recommended.get(recipe, {}), max_energy_calls)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Projection onto the state space: the identity here; particle systems remove the centre of

@@ -39,19 +39,21 @@ def kind_keys(target, recipe: str) -> dict:
     return keys
 
 
-def default_keys(target, recipe: str | None = None) -> dict:
+def default_keys(target, recipe: str | None = None, max_energy_calls: float | None = None) -> dict:
     """Config keys for `target` (see module): its own settings for `recipe` (default: its default
-    recipe) when it has them, which are complete (the measured runs' keys); else its kind's."""
+    recipe) when it has them, which are complete (the measured runs' keys), those measured at the
+    largest budget that `max_energy_calls` reaches where it has several (`Target.settings`); else
+    its kind's."""
     own = getattr(target, "default_recipe", None)
     kind_default = PARTICLE_RECIPE if target_kind(target) == "particle" else EUCLIDEAN_RECIPE
     recipe = recipe or own or kind_default
-    settings = target.settings(recipe)
+    settings = target.settings(recipe, max_energy_calls)
     return {"recipe": recipe, **(settings if settings else kind_keys(target, recipe))}
 
 
-def default_config(target, recipe: str | None = None) -> TrainConfig:
-    """The TrainConfig of `default_keys(target, recipe)`."""
-    return TrainConfig.from_dict(default_keys(target, recipe))
+def default_config(target, recipe: str | None = None, max_energy_calls: float | None = None) -> TrainConfig:
+    """The TrainConfig of `default_keys(target, recipe, max_energy_calls)`."""
+    return TrainConfig.from_dict(default_keys(target, recipe, max_energy_calls))
 
 
 __all__ = ["default_keys", "default_config", "target_kind", "kind_keys", "EUCLIDEAN_RECIPE", "PARTICLE_RECIPE"]

@@ -20,7 +20,7 @@ from ..targets import Target, get
 from ..targets.spec import record_spec, run_target
 from .build import build_sampler, cpu_compiler
 from .checkpoint import CHECKPOINT, load_checkpoint, write_json
-from .config import TrainConfig
+from .config import TrainConfig, coerce_keys
 from .defaults import default_keys
 from .ema import ParameterEMA
 from .finetune import cumulative
@@ -174,9 +174,11 @@ def _config(target: Target, config, max_seconds: float | None, overrides: dict) 
     """The run's config: `config` (or the target's own settings), the overrides on top."""
     if max_seconds is not None:
         overrides["max_seconds"] = max_seconds
-    if config is None:       # the target's own settings (or its kind's), the overrides on top
-        keys = default_keys(target, overrides.pop("recipe", None))
-        if "max_energy_calls" in overrides and "iterations" not in overrides and keys.get("max_energy_calls") is None:
+    if config is None:       # the target's own settings (or its kind's) for the budget, the overrides on top
+        budget = coerce_keys({"max_energy_calls": overrides["max_energy_calls"]})["max_energy_calls"] \
+            if "max_energy_calls" in overrides else None
+        keys = default_keys(target, overrides.pop("recipe", None), budget)
+        if "max_energy_calls" in overrides and "iterations" not in overrides and keys.get("max_energy_calls") != budget:
             keys["iterations"] = None   # a call budget alone sizes the iterations (and so places the rounds) to it
         return TrainConfig.from_dict({**keys, **overrides})
     base = TrainConfig.from_dict(config) if isinstance(config, dict) else config
