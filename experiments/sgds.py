@@ -60,10 +60,10 @@ def case_keys(target: str, recipe: str, budget: float, overrides: dict | None = 
     from diffsampler.training.defaults import default_keys
     from diffsampler.training.recipes import recipe as recipe_keys
     t = ds.targets.get(target)
-    keys = default_keys(t, recipe)
+    keys = default_keys(t, recipe, budget)             # the settings measured nearest below the budget
     own_default = getattr(t, "default_recipe", None)
     if not t.settings(recipe) and own_default:          # no settings of its own: the default recipe's learner
-        shared = t.settings(own_default)
+        shared = t.settings(own_default, budget)
         bundle = recipe_keys(recipe)   # a searcher, or local search (MALA at search_step_size)
         runs_search = bundle.get("searcher", "none") != "none" or bundle.get("local_search_every", 0) > 0
         keys.update({k: v for k, v in shared.items()
