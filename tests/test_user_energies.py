@@ -160,3 +160,73 @@ def test_training_survives_nan_regions_and_astronomical_tails():
     t = ds.targets.from_energy(half_space, dim=3, sigma=3.0)
     with pytest.raises(ds.errors.DiffSamplerError):
         ds.train(t, dict(keys, pilot="off", nonfinite_energy="error"), progress=False)
+
+
+def test_stiffness_is_the_largest_hessian_eigenvalue_and_costs_its_stated_calls():
+    """On E = sum_i x_i^2 / (2 s_i^2) the Hessian is diag(1 / s^2): power iteration from finite
+    differences of the gradient gives max 1 / s_i^2 = 100 at every point, with (iterations + 1) P calls."""
+    from diffsampler.search.pilot import stiffness
+
+    s = torch.tensor([1.0, 1.0, 0.5, 0.1, 1.0, 0.7], dtype=torch.float64)
+    t = ds.targets.from_energy(lambda x: 0.5 * ((x / s.to(x)) ** 2).sum(-1), dim=D)
+    torch.manual_seed(0)
+    z = 3 * torch.randn(16, D, dtype=torch.float64)
+    assert stiffness(t, z, iterations=12) == pytest.approx(100.0, rel=1e-4)
+    assert t.counter.total == 13 * 16
+    assert math.isnan(stiffness(t, z[:0]))
+
+
+def test_the_pilot_sizes_the_training_grid_to_the_stiffness_it_measured():
+    """N = ceil((c sigma sqrt(kappa))^(2 / w)) between train_steps and PILOT_GRID_MAX_STEPS; a budget
+    keeps its promise with the dearer grid (the iterations shrink to fit)."""
+    from diffsampler.training.budget import calls_per_iteration, fixed_calls
+    from diffsampler.training.pilot_phase import PILOT_GRID_MAX_STEPS, pilot_train_steps, refine_grid
+
+    cfg = ds.TrainConfig.from_dict({"recipe": "sgds", "time_warp": 2.0, "pilot_grid": 3.0})
+    assert pilot_train_steps(cfg, {"curvature": 49.0}) == 21             # 3 * 7
+    assert pilot_train_steps(cfg, {"curvature": 4.0}) == cfg.train_steps == 10   # 6 < 10: kept
+    assert pilot_train_steps(cfg, {"curvature": 1e4}) == PILOT_GRID_MAX_STEPS
+    assert pilot_train_steps(cfg, {"curvature": float("nan")}) == pilot_train_steps(cfg, None) == 10
+    assert pilot_train_steps(cfg.replace(time_warp=1.0), {"curvature": 2.0}) == 18   # (3 sqrt 2)^2
+    assert pilot_train_steps(cfg.replace(pilot_grid=0.0), {"curvature": 49.0}) == 10
+    budget = cfg.replace(max_energy_calls=20_000_000, iterations=None, pilot="on")
+    fine = refine_grid(budget, {"curvature": 49.0})
+    assert fine.train_steps == 21 and fine.iterations < budget.iterations
+    assert fixed_calls(fine, pilot=True) + fine.iterations * calls_per_iteration(fine) <= 20_000_000
+    assert refine_grid(budget, {"curvature": 4.0}) is budget
+
+
+def test_a_stiff_user_energy_trains_on_a_finer_grid_and_says_so(tmp_path):
+    """A narrow banana (ridge sd 0.05 against an arm of sd 3): the pilot measures a stiffness far
+    above a standard Gaussian's, and the run trains (and records in config.json and the report) a
+    grid of more than the default 10 steps."""
+    def energy(x):
+        return 0.5 * (x[..., 0] / 3) ** 2 + 0.5 * ((x[..., 1] - 0.3 * x[..., 0] ** 2) / 0.05) ** 2
+    t = ds.targets.from_energy(energy, dim=2, log_Z=math.log(2 * math.pi * 3 * 0.05), name="ridge")
+    run = ds.train(t, dict(recipe="sgds", iterations=4, batch_size=16, width=16, search_chains=32, search_steps=20,
+                           search_burnin=10, eval_samples=200, eval_steps=20, threads=1),
+                   out=str(tmp_path / "r"), progress=False)
+    assert run.report["pilot"]["curvature"] > 20 and run.config.train_steps > 10
+    assert run.report["train_steps"] == run.config.train_steps
+    import json
+    assert json.load(open(tmp_path / "r" / "config.json"))["train_steps"] == run.config.train_steps
+
+
+def test_the_search_drops_states_of_chains_stuck_far_in_a_tail_and_keeps_the_target_s_own():
+    """Energies of exact draws of a d-dim standard normal (E = |x|^2 / 2 ~ Gamma(d / 2)) plus 5% of
+    states at E = 1e4 (chains stuck in a funnel's tail): the robust cut (median + 30 x 1.4826 MAD)
+    drops exactly the stuck ones, keeps every exact draw, and counts them; 0 keeps all."""
+    from diffsampler.search import SearchResult
+    from diffsampler.training.search_phase import drop_far_samples, energy_cutoff
+
+    torch.manual_seed(0)
+    for d in (2, 10, 100):
+        x = torch.randn(20000, d, dtype=torch.float64)
+        e = torch.cat([0.5 * (x ** 2).sum(1), torch.full((1000,), 1e4, dtype=torch.float64)])
+        xs = torch.cat([x, torch.full((1000, d), 50.0, dtype=torch.float64)])
+        res = drop_far_samples(SearchResult(xs, e, None, {}), 30.0)
+        assert res.info["dropped_far"] == 1000 and res.x.shape[0] == 20000 and float(res.energy.max()) < 1e4
+        assert energy_cutoff(e, 30.0) > float(0.5 * (x ** 2).sum(1).max())
+        kept = drop_far_samples(SearchResult(xs, e, None, {}), 0.0)
+        assert kept.info["dropped_far"] == 0 and kept.x.shape[0] == 21000
+    assert energy_cutoff(torch.ones(10), 30.0) == math.inf   # no spread: nothing to judge by

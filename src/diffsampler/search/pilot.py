@@ -43,6 +43,8 @@ REGULARISATION_DRAWS = 5.0
 REGULARISATION_VARIANCE = 1e-3
 DENSE_DRAWS_PER_DIM = 20
 DENSE_HESSIAN_DIM = 100
+STIFFNESS_POINTS = 64        # pilot states at which the stiffest curvature is measured
+POWER_ITERATIONS = 12
 SCALE_GROWTH_WARNING = 1.25   # a pilot whose extreme scales grew by more over its last two stages had not settled
 
 
@@ -57,13 +59,14 @@ class PilotResult:
     acceptance: float
     dense: bool
     stages: list[dict] = field(default_factory=list)
+    curvature: float = float("nan")
 
     def summary(self) -> dict:
         """JSON-able figures for the report."""
         scales = torch.linalg.eigvalsh(self.chol @ self.chol.T).clamp_min(0).sqrt()
         return {"energy_calls": self.energy_calls, "acceptance": round(self.acceptance, 3), "dense": self.dense,
                 "scale_min": float(scales.min()), "scale_max": float(scales.max()),
-                "loc_norm": float(self.loc.norm()), "stages": self.stages}
+                "loc_norm": float(self.loc.norm()), "curvature": self.curvature, "stages": self.stages}
 
 
 def regularised_cholesky(x: torch.Tensor, dense: bool) -> torch.Tensor:
@@ -173,11 +176,36 @@ def mixture_moments(means: torch.Tensor, chols: torch.Tensor) -> tuple[torch.Ten
     return m, within + dm.T @ dm / means.shape[0]
 
 
+def stiffness(target: Target, z: torch.Tensor, iterations: int = POWER_ITERATIONS) -> float:
+    """The median over rows z (P, d) of the largest |eigenvalue| of the Hessian of E at z: power
+    iteration on Hessian-vector products from finite differences of the gradient,
+    H v ~ (grad E(z + eps v) - grad E(z)) / eps, with the Rayleigh quotient v^T H v as the estimate;
+    (iterations + 1) P gradient calls, for any d. In standardised coordinates 1 / sqrt of it is the
+    smallest local length scale of the target (a banana's ridge, a funnel's neck), against the unit
+    scale of the whole. NaN without rows or where no row gives a finite estimate."""
+    if z.shape[0] == 0:
+        return float("nan")
+    z = z.double()
+    _, g = energy_and_grad(target, z)
+    v = torch.nn.functional.normalize(torch.randn_like(z), dim=1)
+    eps = 1e-4 * (1 + z.norm(dim=1, keepdim=True))
+    lam = torch.full((z.shape[0],), float("nan"), dtype=z.dtype)
+    for _ in range(iterations):
+        _, g_eps = energy_and_grad(target, z + eps * v)
+        hv = (g_eps - g) / eps
+        lam = (v * hv).sum(1)
+        v = torch.nn.functional.normalize(hv, dim=1)
+    lam = lam.abs()
+    lam = lam[torch.isfinite(lam)]
+    return float(lam.median()) if lam.numel() else float("nan")
+
+
 # -- part 2: MALA in standardised coordinates ----------------------------------------------------------
 def mala_stages(target: Target, x: torch.Tensor, loc: torch.Tensor, chol: torch.Tensor, steps: int,
-                stages: int, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, int, float, bool, list[dict]]:
+                stages: int, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, int, float, bool, list[dict],
+                                                                torch.Tensor]:
     """`stages` MALA stages from chains x (C, d) on the target at `temperature`; returns (loc, chol,
-    calls, acceptance, dense, history)."""
+    calls, acceptance, dense, history, the chains' final states (C, d))."""
     d = x.shape[1]
     per_stage = max(2, steps // stages)
     calls, acceptance, dense, history = 0, float("nan"), False, []
@@ -197,8 +225,8 @@ def mala_stages(target: Target, x: torch.Tensor, loc: torch.Tensor, chol: torch.
         x = view.to_user(r.state.point.x)
         scales = torch.linalg.eigvalsh(chol @ chol.T).clamp_min(0).sqrt()
         history.append({"stage": s + 1, "acceptance": round(acceptance, 3), "scale_min": float(scales.min()),
-                        "scale_max": float(scales.max())})
-    return loc, chol, calls, acceptance, dense, history
+                        "scale_max": float(scales.max()), "step_size": float(r.state.step_size.median())})
+    return loc, chol, calls, acceptance, dense, history, x
 
 
 def run_pilot(target: Target, *, chains: int = 64, steps: int = 400, stages: int = 4, init_std: float = 1.0,
@@ -221,10 +249,13 @@ def run_pilot(target: Target, *, chains: int = 64, steps: int = 400, stages: int
         x = init_std * torch.randn(chains, d, dtype=torch.float64)
     newton = {"stage": "paths", "paths": paths, "found": int(found.sum()),
               "best_elbo": float(elbos[found].max()) if found.any() else None}
-    loc, chol, _, acceptance, dense, history = mala_stages(target, x, loc, chol, steps, stages, temperature)
+    loc, chol, _, acceptance, dense, history, x = mala_stages(target, x, loc, chol, steps, stages, temperature)
+    view = StandardizedTarget(target, loc, chol)
+    with target.counter.use("search"):
+        curvature = stiffness(view, view.from_user(x[torch.isfinite(x).all(1)][:STIFFNESS_POINTS]))
     calls = target.counter.total - before
-    return PilotResult(loc, chol, calls, acceptance, dense, [newton, *history])
+    return PilotResult(loc, chol, calls, acceptance, dense, [newton, *history], curvature)
 
 
-__all__ = ["PilotResult", "run_pilot", "regularised_cholesky", "newton_paths", "mixture_moments", "scale_growth",
+__all__ = ["PilotResult", "run_pilot", "stiffness", "regularised_cholesky", "newton_paths", "mixture_moments", "scale_growth",
            "pilot_warning", "SCALE_GROWTH_WARNING"]

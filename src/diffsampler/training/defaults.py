@@ -34,8 +34,10 @@ def kind_keys(target, recipe: str) -> dict:
     keys.update(time_warp=2.0 if target_kind(target) == "euclidean" else 1.0, ema_decay=0.999)
     if recipe.startswith("sgds") and target_kind(target) == "euclidean":
         # MALA chains from N(0, sigma^2) (for a user energy: the pilot's standardised coordinates), sized
-        # for a time budget of minutes: ~1,000 x 300 = 300K calls per round, 20,000 buffer states
-        keys.update(searcher="mala", search_chains=1000, search_burnin=100, search_steps=200, search_thin=10)
+        # for a time budget of minutes: ~1,000 x 300 = 300K calls per round, 20,000 buffer states; states of
+        # chains stuck far in a tail kept out of the buffer (centred eight schools: 5% at E ~ 1e4-1e5)
+        keys.update(searcher="mala", search_chains=1000, search_burnin=100, search_steps=200, search_thin=10,
+                    search_energy_cut=30.0)
     return keys
 
 

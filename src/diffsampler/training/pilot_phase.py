@@ -7,8 +7,23 @@ only mean something in the coordinates they were trained in); a new run runs the
 (`search.pilot`) when the config asks for it (`pilot=on`, or `auto` for a target whose scale is
 unknown) and the target is not a particle system (whose coordinates carry a symmetry that an
 affine map would break).
+
+After a pilot, `refine_grid` sizes the training grid to the stiffness the pilot measured
+(`search.pilot.stiffness`: kappa, the median largest Hessian eigenvalue at the pilot's states, in the
+standardised coordinates, so that 1 / sqrt(kappa) is the target's narrowest local length scale). The
+grid's last step, of length N^-w on a grid of N steps warped with power w, adds noise of sd
+sigma N^(-w/2); it resolves that scale when sigma N^(-w/2) <= 1 / (c sqrt(kappa)), i.e.
+
+    N >= (c sigma sqrt(kappa))^(2 / w),        c = pilot_grid,
+
+taken between the configured train_steps and PILOT_GRID_MAX_STEPS. On the held-out suite a banana
+(kappa ~ 65) and a Poisson GLM (kappa 35-700) need ~25 steps where 10 leave weighted errors of
+0.3-0.6 sd; standard-looking posteriors (kappa 2-10) keep 10 (docs/RESULTS.md, held-out suite).
 """
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import torch
 
@@ -46,6 +61,33 @@ def training_target(target: Target, cfg, saved: dict | None) -> tuple[Target, di
     return StandardizedTarget(target, res.loc, res.chol), res.summary()
 
 
+PILOT_GRID_MAX_STEPS = 30
+
+
+def pilot_train_steps(cfg, pilot: dict | None) -> int:
+    """The training grid's steps after a pilot whose summary is `pilot` (module docstring); the
+    configured train_steps without a pilot, a measured curvature, or with pilot_grid = 0."""
+    kappa = (pilot or {}).get("curvature")
+    if not cfg.pilot_grid or kappa is None or not math.isfinite(kappa) or kappa <= 0:
+        return cfg.train_steps
+    sigma = cfg.sigma if cfg.sigma is not None else 1.0
+    need = math.ceil((cfg.pilot_grid * sigma * math.sqrt(kappa)) ** (2.0 / cfg.time_warp) - 1e-9)
+    return max(cfg.train_steps, min(need, PILOT_GRID_MAX_STEPS))
+
+
+def refine_grid(cfg, pilot: dict | None):
+    """`cfg` with the training grid sized to the pilot (`pilot_train_steps`); within max_energy_calls,
+    when set, the iterations shrink to what the dearer grid affords."""
+    steps = pilot_train_steps(cfg, pilot)
+    if steps == cfg.train_steps:
+        return cfg
+    cfg = dataclasses.replace(cfg, train_steps=steps)
+    if cfg.max_energy_calls is not None:
+        from .budget import size_iterations
+        cfg = dataclasses.replace(cfg, iterations=min(cfg.iterations, size_iterations(cfg, pilot=True)))
+    return cfg.validate()
+
+
 def rebuild_view(target: Target, saved: dict) -> CoordinateView:
     """The view a checkpoint's 'standardization' entry describes ({'kind': 'internal', ...}, or the
     pilot's {'loc', 'chol'})."""
@@ -59,4 +101,5 @@ def standardization(target: Target) -> dict | None:
     return target.state_dict() if isinstance(target, CoordinateView) else None
 
 
-__all__ = ["rebuild_view", "standardization", "training_target", "wants_pilot"]
+__all__ = ["rebuild_view", "standardization", "training_target", "wants_pilot", "pilot_train_steps", "refine_grid",
+           "PILOT_GRID_MAX_STEPS"]

@@ -25,7 +25,7 @@ from .defaults import default_keys
 from .ema import ParameterEMA
 from .finetune import cumulative
 from .interrupts import Interrupted, stop_on_signals
-from .pilot_phase import standardization, training_target, wants_pilot
+from .pilot_phase import refine_grid, standardization, training_target, wants_pilot
 from .run_dir import cleanup_failed_run, prepare_run_dir
 from .trainer import Trainer
 
@@ -133,7 +133,8 @@ def summary_table(rep: dict) -> str:
     if pilot:
         rows.append(("pilot (standardised coordinates)",
                      f"scales {pilot['scale_min']:.3g}..{pilot['scale_max']:.3g}, |location| {pilot['loc_norm']:.3g}, "
-                     f"{pilot['energy_calls']:,} calls"))
+                     + (f"stiffness {pilot['curvature']:.3g}, " if pilot.get("curvature") is not None else "")
+                     + f"{pilot['energy_calls']:,} calls"))
     w = max(len(k) for k, _ in rows)
     line = "-" * (w + 24)
     warnings = [f"WARNING: {msg}" for msg in rep.get("warnings") or []]
@@ -219,6 +220,7 @@ def _train(ctx, target: Target, cfg: TrainConfig, out: str | None, resume: bool,
         if not resume:   # a new run counts its own calls, whatever the target object was used for before
             target.counter.load({})
         train_target, pilot = _training_target(ctx, target, cfg, opened["standardization"])
+        cfg = refine_grid(cfg, pilot)
         trainer = Trainer(train_target, cfg, out, callbacks=callbacks, progress=progress, init_weights=not resume,
                           ctx=ctx)
         trainer.pilot = pilot

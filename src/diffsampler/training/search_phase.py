@@ -112,12 +112,13 @@ def run_search(cfg, target, novelty=None, *, dtype=torch.float32, device="cpu", 
                 after_block(progress)
     finally:
         bar.close()
-    return finish_search(progress, target, device)
+    return finish_search(progress, target, device, cfg.search_energy_cut)
 
 
-def finish_search(progress: SearchProgress, target, device) -> SearchResult:
-    """The finished blocks as the search's result: far samples dropped, centred, with its statistics."""
-    res = drop_far_samples(progress.result())
+def finish_search(progress: SearchProgress, target, device, energy_cut: float = 0.0) -> SearchResult:
+    """The finished blocks as the search's result: far samples dropped (`drop_far_samples`), centred,
+    with its statistics."""
+    res = drop_far_samples(progress.result(), energy_cut)
     res.x = target.project(res.x.to(device))   # E is translation invariant: store centred configurations
     res.energy = res.energy.to(device)
     res.info["energy_calls"] = sum(progress.calls)
@@ -172,20 +173,35 @@ def run_sharded_search(cfg, target, novelty, ctx, *, dtype, device, progress: Se
                 after_block(progress)
     finally:
         bar.close()
-    return finish_search(progress, target, device)
+    return finish_search(progress, target, device, cfg.search_energy_cut)
 
 
-def drop_far_samples(res: SearchResult) -> SearchResult:
-    """Drop samples whose true energy is non-finite or more than REWARD_SPAN above the lowest one
-    (chains stuck far in a user energy's tails, where it is astronomically large): their density
-    is below e^-REWARD_SPAN of the best sample's, so keeping them would only teach the learner the
-    tails. Counted in info['dropped_far']."""
+def energy_cutoff(e: torch.Tensor, robust_sds: float) -> float:
+    """median(e) + robust_sds * 1.4826 MAD(e) over the finite entries of e; +inf for robust_sds = 0 or
+    a zero MAD. 1.4826 MAD is the sd of a normal law, estimated so that up to half the entries
+    (chains stuck in a tail) cannot move it (Hampel 1974)."""
+    e = e[torch.isfinite(e)].double()
+    if robust_sds <= 0 or e.numel() == 0:
+        return math.inf
+    med = e.median()
+    spread = 1.4826 * (e - med).abs().median()
+    return float(med + robust_sds * spread) if spread > 0 else math.inf
+
+
+def drop_far_samples(res: SearchResult, robust_sds: float = 0.0) -> SearchResult:
+    """Drop samples whose true energy is non-finite, more than REWARD_SPAN above the lowest one, or
+    (robust_sds > 0) above `energy_cutoff(E, robust_sds)`: states of chains stuck far in a tail,
+    where a user's energy can be astronomically large. Under the target such states have no mass (at
+    30 robust sds a Gamma(d/2) energy, a Gaussian posterior's, has tail mass 1e-5 at d = 1 and below
+    1e-9 for every d >= 2),
+    and in the buffer they would only teach the learner the tails: a balance loss squares their
+    residuals of thousands of nats. Counted in info['dropped_far']."""
     from ..objectives.bounded import REWARD_SPAN
 
     e = res.energy
     ok = torch.isfinite(e)
     if ok.any():
-        ok &= e <= e[ok].min() + REWARD_SPAN
+        ok &= (e <= e[ok].min() + REWARD_SPAN) & (e <= energy_cutoff(e, robust_sds))
     dropped = int((~ok).sum())
     if dropped:
         res = SearchResult(res.x[ok], e[ok], res.log_Z_hat, res.info)

@@ -73,6 +73,10 @@ class SearchSection:
     search_checkpoint_calls: int = option(1_000_000, "a search whose chains are independent runs in blocks of about "
                                           "this many energy calls, with a checkpoint after each (a kill loses at "
                                           "most one block); 0: one block", low=0)
+    search_energy_cut: float = option(0.0, "> 0: drop searcher states whose energy exceeds the median by more than "
+                                      "this many robust sds (1.4826 MAD): chains stuck in a tail (training/"
+                                      "search_phase.py; 30 for targets without settings of their own); 0: keep them",
+                                      low=0.0)
     rnd_alpha: float = option(0.0, "novelty weight in E - alpha * RND(x) for rounds > 1; 0: no RND", low=0.0)
     rnd_width: int = option(256, "width of the novelty networks (MLP; particle targets: invariant EGNN)", low=1)
     rnd_lr: float = option(1e-3, "learning rate of the RND predictor", low=0.0, low_open=True)
@@ -85,6 +89,9 @@ class SearchSection:
                         choices=("auto", "on", "off"))
     pilot_chains: int = option(64, "pilot MALA chains", low=1)
     pilot_steps: int = option(400, "MALA steps per pilot chain, in 4 stages (calls: chains x steps)", low=8)
+    pilot_grid: float = option(3.0, "after a pilot, train_steps rises to (c sigma sqrt(kappa))^(2 / time_warp), at most "
+                               "30, with c this key and kappa the stiffness the pilot measured (training/pilot_phase.py); "
+                               "0: keep train_steps", low=0.0)
 
 
 @dataclass
