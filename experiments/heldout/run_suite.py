@@ -76,7 +76,8 @@ def train_and_draw(target, seconds: float, run_dir: Path, n: int, steps: int,
     tgt = ds.targets.from_energy(target.energy, dim=target.dim, log_Z=target.log_Z,
                                  samples=target.reference, name=target.name)
     t0 = time.perf_counter()
-    run = ds.train(tgt, max_seconds=seconds, out=str(run_dir), progress=False, **(overrides or {}))
+    # the run's own seed (its pilot, search and learner re-seed from it); a --set seed= still wins
+    run = ds.train(tgt, max_seconds=seconds, out=str(run_dir), progress=False, **{"seed": seed, **(overrides or {})})
     wall_train = time.perf_counter() - t0
     before = tgt.counter.as_dict()["eval"]
     t0 = time.perf_counter()
