@@ -66,7 +66,8 @@ class PilotResult:
         scales = torch.linalg.eigvalsh(self.chol @ self.chol.T).clamp_min(0).sqrt()
         return {"energy_calls": self.energy_calls, "acceptance": round(self.acceptance, 3), "dense": self.dense,
                 "scale_min": float(scales.min()), "scale_max": float(scales.max()),
-                "loc_norm": float(self.loc.norm()), "curvature": self.curvature, "stages": self.stages}
+                "loc_norm": float(self.loc.norm()),
+                "curvature": self.curvature if math.isfinite(self.curvature) else None, "stages": self.stages}
 
 
 def regularised_cholesky(x: torch.Tensor, dense: bool) -> torch.Tensor:
