@@ -158,3 +158,27 @@ def test_goal_column_reads_the_weighted_errors_and_khat():
     assert goal_met({**row, "psis_k": 0.75}) == "no"
     assert goal_met({**row, "errors_weighted": {"mean_err_max": 0.11, "sd_err_max": 0.0}}) == "no"
     assert goal_met({"status": "failed"}) == ""
+
+
+def test_seed_table_gives_each_target_s_median_range_and_goal_count(tmp_path):
+    import json
+
+    from experiments.heldout.seeds import aggregate, load_seed_suites, seed_dir, seeds_table
+
+    def row(mean, sd, k):
+        return {"sampler": {"status": "ok", "errors_weighted": {"mean_err_max": mean, "sd_err_max": sd},
+                            "psis_k": k, "eubo_minus_elbo": 10 * mean}}
+    figures = {0: row(0.05, 0.04, 0.3), 1: row(0.30, 0.20, 0.9), 2: row(0.08, 0.06, 0.5)}
+    for s, r in figures.items():
+        seed_dir(tmp_path, s).mkdir()
+        rows = {"a": r, "b": {"sampler": {"status": "failed", "error": "x"}} if s == 1 else row(0.0, 0.0, 0.1)}
+        (seed_dir(tmp_path, s) / "suite.json").write_text(json.dumps({"rows": rows}))
+    agg = aggregate(load_seed_suites(tmp_path, [0, 1, 2, 3]))     # seed 3 was never run
+    a = agg["a"]
+    assert a["seeds"] == [0, 1, 2] and a["goal_met"] == [0, 2] and a["failed"] == []
+    assert a["weighted mean err"] == {"median": 0.08, "min": 0.05, "max": 0.30, "n": 3}
+    assert a["k̂"]["median"] == 0.5
+    assert agg["b"]["failed"] == [1] and agg["b"]["k̂"]["n"] == 2
+    table = seeds_table(agg)
+    assert "| a | 0, 1, 2 | 2 of 3 | 0.08 (0.05–0.30) |" in table
+    assert "2 of 3 (1 failed)" in table

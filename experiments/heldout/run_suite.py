@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--draws", type=int, default=20_000)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="S",
+                   help="run the suite once per seed into OUT/seed<S>/ and write OUT/seeds.md, each target's "
+                        "median and range over the seeds (with --table-only: only rewrite seeds.md)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch and XLA (default 1)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--table-only", action="store_true", help="only rewrite suite.md from suite.json")
@@ -226,6 +229,29 @@ def run_checks(targets) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     set_threads(args.threads)
+    if args.seeds:
+        return run_seeds(args)
+    return run_suite(args)
+
+
+def run_seeds(args: argparse.Namespace) -> int:
+    """The suite once per seed of --seeds, each in OUT/seed<S>/, then OUT/seeds.md and seeds.json."""
+    from .seeds import aggregate, load_seed_suites, seed_dir, seeds_table
+    out = args.out
+    for s in args.seeds:
+        if not args.table_only:
+            print(f"==== seed {s}", flush=True)
+            run_suite(argparse.Namespace(**{**vars(args), "seed": s, "out": seed_dir(out, s)}))
+    agg = aggregate(load_seed_suites(out, args.seeds))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "seeds.json", {"seeds": args.seeds, "targets": agg})
+    write_text(out / "seeds.md", seeds_table(agg))
+    print(f"wrote {out / 'seeds.md'}")
+    return 0
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    """One seed's suite (args.seed) into args.out."""
     from .models import load_targets
     from .report import markdown_table
 
@@ -249,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"== {t.name} (d={t.dim}): training {args.seconds:g} s", flush=True)
         suite["rows"][t.name] = run_target(t, checks[t.name], args)
-        suite["meta"] = {"seconds": args.seconds, "draws": args.draws, "steps": args.steps, "threads": args.threads,
+        suite["meta"] = {"seconds": args.seconds, "seed": args.seed, "draws": args.draws, "steps": args.steps, "threads": args.threads,
                          "overrides": args.set}
         write_json(path, suite)
         write_text(args.out / "suite.md", markdown_table(suite["rows"], args.seconds))

@@ -1,4 +1,4 @@
-"""A short pilot run that finds a user energy's location and scale.
+"""A pilot run that finds a user energy's location and scale.
 
 The sampler's reference process starts at 0 with one isotropic scale; a user's energy may sit far
 from 0, have coordinates whose scales differ by orders of magnitude and correlate strongly (a
@@ -16,14 +16,18 @@ regression posterior), or be multimodal. The pilot has two parts.
    mean and covariance of their equal-weight mixture), so modes found by different paths are all
    covered.
 2. MALA in standardised coordinates, in stages (as Stan's windowed adaptation, Carpenter et al.
-   2017), on the target tempered to `temperature` = 2 (exp(-E/2): the variance of a Gaussian doubles,
-   heavy tails and a funnel's mouth far more; a reference broader than the target is the safe side
-   for a mass-covering learner, one too narrow is not): chains start from draws of the paths' approximations; after each stage the draws of its
+   2017): chains start from draws of the paths' approximations; after each stage the draws of its
    second half give a mean m and covariance S (regularised towards a small multiple of the identity
    with the weight of 5 draws; dense with at least 20 d draws, else diagonal), and the next stage
-   runs in z = L^-1 (x - m), L L^T = S, where MALA mixes as on a standard Gaussian.
+   runs in z = L^-1 (x - m), L L^T = S, where MALA mixes as on a standard Gaussian. The chains
+   sample exp(-E / T) (`temperature`, default 1) and the coordinates' scale is margin * L.
+   Long and many (128 chains x 4,000 steps in 8 stages: 5e5 calls, seconds on a cheap energy):
+   on funnel-shaped and GLM posteriors a short pilot's S depends on its seed by orders of magnitude
+   (docs/notebook/2026-12-07-long-pilot-seed-table.md). Tempering is no substitute for a margin: a
+   funnel tempered to T = 2 has a mouth whose variance long chains find to be thousands of times the
+   target's, while margin^2 widens every direction by the same factor.
 
-The result (m, L) sets the coordinates the sampler trains in. Energy calls count in the 'search'
+The result (m, margin L) sets the coordinates the sampler trains in. Energy calls count in the 'search'
 phase. Computation is in float64 (finite-difference Hessians need it).
 """
 from __future__ import annotations
@@ -230,10 +234,12 @@ def mala_stages(target: Target, x: torch.Tensor, loc: torch.Tensor, chol: torch.
     return loc, chol, calls, acceptance, dense, history, x
 
 
-def run_pilot(target: Target, *, chains: int = 64, steps: int = 400, stages: int = 4, init_std: float = 1.0,
-              paths: int = 16, newton_steps: int = 12, elbo_draws: int = 32, temperature: float = 2.0) -> PilotResult:
+def run_pilot(target: Target, *, chains: int = 128, steps: int = 4000, stages: int = 8, init_std: float = 1.0,
+              paths: int = 16, newton_steps: int = 12, elbo_draws: int = 32, temperature: float = 1.0,
+              margin: float = 1.0) -> PilotResult:
     """Run the pilot (module docstring): `paths` damped-Newton paths of `newton_steps` steps from
-    N(0, init_std^2 I), then `chains` MALA chains for `steps` steps in `stages` stages."""
+    N(0, init_std^2 I), then `chains` MALA chains for `steps` steps in `stages` stages; the
+    coordinates' scale is the chains' covariance times margin^2."""
     d = target.dim
     before = target.counter.total
     x0 = init_std * torch.randn(paths, d, dtype=torch.float64)
@@ -251,6 +257,7 @@ def run_pilot(target: Target, *, chains: int = 64, steps: int = 400, stages: int
     newton = {"stage": "paths", "paths": paths, "found": int(found.sum()),
               "best_elbo": float(elbos[found].max()) if found.any() else None}
     loc, chol, _, acceptance, dense, history, x = mala_stages(target, x, loc, chol, steps, stages, temperature)
+    chol = margin * chol
     view = StandardizedTarget(target, loc, chol)
     with target.counter.use("search"):
         curvature = stiffness(view, view.from_user(x[torch.isfinite(x).all(1)][:STIFFNESS_POINTS]))

@@ -16,7 +16,7 @@ class EnergyFunctionTarget(Target):
     Optional ground truth: `log_Z` (exact log normaliser) and `samples` (an (N, d) array of exact
     or reference samples used for EUBO, W2 and MMD; never used for training unless asked).
     `sigma`: the scale of the sampler's reference process at t = 1 (the target's typical spread
-    around 0); None (the default) means unknown, and training then runs a short pilot that finds
+    around 0); None (the default) means unknown, and training then runs a pilot that finds
     the energy's location and scale (`search.pilot`, config key `pilot`).
     """
 

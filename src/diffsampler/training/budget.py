@@ -31,8 +31,21 @@ def search_calls_per_round(cfg) -> int:
     return SEARCHERS.build(cfg.searcher, cfg.to_dict()).calls()
 
 
+PILOT_BUDGET_SHARE = 0.1   # the most of max_energy_calls that the pilot's MALA stages may take ...
+MIN_PILOT_STEPS = 400      # ... unless that leaves fewer steps per chain than this
+
+
+def pilot_steps(cfg) -> int:
+    """MALA steps per pilot chain: `pilot_steps`, cut under max_energy_calls so that the pilot's
+    chains x steps take at most a tenth of the budget, but not below 400 steps (or pilot_steps)."""
+    if cfg.max_energy_calls is None:
+        return cfg.pilot_steps
+    share = int(PILOT_BUDGET_SHARE * cfg.max_energy_calls / cfg.pilot_chains)
+    return min(cfg.pilot_steps, max(MIN_PILOT_STEPS, share))
+
+
 def pilot_calls(cfg, pilot: bool) -> int:
-    return cfg.pilot_chains * cfg.pilot_steps if pilot else 0
+    return cfg.pilot_chains * pilot_steps(cfg) if pilot else 0
 
 
 def calls_per_iteration(cfg) -> float:
@@ -109,5 +122,5 @@ def check_budget(cfg, pilot: bool = False) -> None:
             + "), leaving nothing to the learner; raise the budget or lower rounds / search_chains / search_steps")
 
 
-__all__ = ["search_calls_per_round", "calls_per_iteration", "fixed_calls", "size_iterations", "check_budget",
+__all__ = ["pilot_steps", "pilot_calls", "search_calls_per_round", "calls_per_iteration", "fixed_calls", "size_iterations", "check_budget",
            "local_search_calls", "exhausted"]

@@ -7,7 +7,7 @@ in docs/RESULTS.md), so the command line reproduces the results page with `recip
 target gets the default of its kind:
 - particle systems (a `symmetry`): the equivariant EGNN drift with the score (DW-4's recipe);
 - every other target: the recipe of `EUCLIDEAN_RECIPE`, sized by dimension; a user's energy of
-  unknown scale runs in the coordinates of a short pilot (`pilot=auto`, training/pilot_phase.py).
+  unknown scale runs in the coordinates of a pilot (`pilot=auto`, training/pilot_phase.py).
 """
 from __future__ import annotations
 

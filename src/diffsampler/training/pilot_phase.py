@@ -33,6 +33,7 @@ from ..targets import Target
 from ..targets.internal_coordinates import InternalCoordinateTarget
 from ..targets.standardized import StandardizedTarget
 from ..targets.view import CoordinateView
+from .budget import pilot_steps, size_iterations
 
 
 def wants_pilot(target: Target, cfg) -> bool:
@@ -57,7 +58,8 @@ def training_target(target: Target, cfg, saved: dict | None) -> tuple[Target, di
         return target, None
     torch.manual_seed(cfg.seed)
     with target.counter.use("search"):
-        res = run_pilot(target, chains=cfg.pilot_chains, steps=cfg.pilot_steps)
+        res = run_pilot(target, chains=cfg.pilot_chains, steps=pilot_steps(cfg), temperature=cfg.pilot_temperature,
+                        margin=cfg.pilot_margin)
     return StandardizedTarget(target, res.loc, res.chol), res.summary()
 
 
@@ -83,7 +85,6 @@ def refine_grid(cfg, pilot: dict | None):
         return cfg
     cfg = dataclasses.replace(cfg, train_steps=steps)
     if cfg.max_energy_calls is not None:
-        from .budget import size_iterations
         cfg = dataclasses.replace(cfg, iterations=min(cfg.iterations, size_iterations(cfg, pilot=True)))
     return cfg.validate()
 

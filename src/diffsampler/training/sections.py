@@ -84,11 +84,14 @@ class SearchSection:
                            "terminal states of every freshly drawn batch (the learner's and, in buffer batches, "
                            "the buffer's); on_policy = the learner's own samples only, as SGDS (Kim et al. 2025)",
                            choices=("fresh", "on_policy"))
-    pilot: str = option("auto", "auto | on | off: a short MALA pilot finds the energy's location and scale and "
+    pilot: str = option("auto", "auto | on | off: a MALA pilot finds the energy's location and scale and "
                         "training runs in standardised coordinates (auto: for targets whose scale is unknown)",
                         choices=("auto", "on", "off"))
-    pilot_chains: int = option(64, "pilot MALA chains", low=1)
-    pilot_steps: int = option(400, "MALA steps per pilot chain, in 4 stages (calls: chains x steps)", low=8)
+    pilot_chains: int = option(128, "pilot MALA chains", low=1)
+    pilot_steps: int = option(4000, "MALA steps per pilot chain, in 8 stages (calls: chains x steps; under max_energy_calls cut to a tenth of the budget, not below 400)", low=16)
+    pilot_temperature: float = option(1.0, "the pilot's MALA samples exp(-E / T) at this T", low=0.0, low_open=True)
+    pilot_margin: float = option(1.0, "the coordinates' covariance is the pilot chains' times margin^2 (> 1: a "
+                                 "reference process broader than the pilot found)", low=0.0, low_open=True)
     pilot_grid: float = option(3.0, "after a pilot, train_steps rises to (c sigma sqrt(kappa))^(2 / time_warp), at most "
                                "30, with c this key and kappa the stiffness the pilot measured (training/pilot_phase.py); "
                                "0: keep train_steps", low=0.0)
