@@ -20,12 +20,12 @@ regression posterior), or be multimodal. The pilot has two parts.
    second half give a mean m and covariance S (regularised towards a small multiple of the identity
    with the weight of 5 draws; dense with at least 20 d draws, else diagonal), and the next stage
    runs in z = L^-1 (x - m), L L^T = S, where MALA mixes as on a standard Gaussian. The chains
-   sample exp(-E / T) (`temperature`, default 1) and the coordinates' scale is margin * L.
-   Long and many (128 chains x 4,000 steps in 8 stages: 5e5 calls, seconds on a cheap energy):
-   on funnel-shaped and GLM posteriors a short pilot's S depends on its seed by orders of magnitude
-   (docs/notebook/2026-12-07-long-pilot-seed-table.md). Tempering is no substitute for a margin: a
-   funnel tempered to T = 2 has a mouth whose variance long chains find to be thousands of times the
-   target's, while margin^2 widens every direction by the same factor.
+   sample exp(-E / T) (`temperature`, default 1) and the coordinates' scale is margin * L (default 1).
+   Long and many (128 chains x 4,000 steps in 8 stages: 5e5 calls, seconds on a cheap energy): on
+   funnel-shaped and GLM posteriors a short pilot's S depends on its seed by orders of magnitude.
+   At the target's own temperature: a funnel tempered to T = 2 has a mouth whose variance long
+   chains find to be thousands of times the target's. Measured on the held-out suite
+   (docs/notebook/2026-12-07-long-pilot-seed-table.md).
 
 The result (m, margin L) sets the coordinates the sampler trains in. Energy calls count in the 'search'
 phase. Computation is in float64 (finite-difference Hessians need it).
