@@ -275,8 +275,8 @@ def run_suite(args: argparse.Namespace) -> int:
             continue
         print(f"== {t.name} (d={t.dim}): training {args.seconds:g} s", flush=True)
         suite["rows"][t.name] = run_target(t, checks[t.name], args)
-        suite["meta"] = {"seconds": args.seconds, "seed": args.seed, "draws": args.draws, "steps": args.steps, "threads": args.threads,
-                         "overrides": args.set}
+        suite["meta"] = {"seconds": args.seconds, "seed": args.seed, "draws": args.draws, "steps": args.steps,
+                         "threads": args.threads, "overrides": args.set}
         write_json(path, suite)
         write_text(args.out / "suite.md", markdown_table(suite["rows"], args.seconds))
         s = suite["rows"][t.name]["sampler"]

@@ -122,5 +122,5 @@ def check_budget(cfg, pilot: bool = False) -> None:
             + "), leaving nothing to the learner; raise the budget or lower rounds / search_chains / search_steps")
 
 
-__all__ = ["pilot_steps", "pilot_calls", "search_calls_per_round", "calls_per_iteration", "fixed_calls", "size_iterations", "check_budget",
-           "local_search_calls", "exhausted"]
+__all__ = ["pilot_steps", "pilot_calls", "search_calls_per_round", "calls_per_iteration", "fixed_calls",
+           "size_iterations", "check_budget", "local_search_calls", "exhausted"]
