@@ -12,9 +12,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.heldout import synthetic
-from experiments.heldout.arrays import linear_recurrence, namespace
+from experiments.heldout.arrays import (half_normal_lpdf_log, half_student_t_lpdf_log, linear_recurrence,
+                                       log_matrix_chain, namespace, student_t_lpdf)
 from experiments.heldout.metrics import log_Z_is, moment_errors, psis_khat
-from experiments.heldout.models import POSTERIORS, backend_check, check_target, load_target, posteriordb_root
+from experiments.heldout.models import DATABASE, backend_check, check_target, load_target, posteriordb_root
 
 HAS_JAX = importlib.util.find_spec("jax") is not None
 PDB = posteriordb_root(None)
@@ -94,7 +95,7 @@ def test_torch_and_jax_agree(name):
 
 @pytest.mark.skipif(PDB is None, reason="no posteriordb clone: set POSTERIORDB to a clone of "
                     "github.com/stan-dev/posteriordb")
-@pytest.mark.parametrize("name", list(POSTERIORS))
+@pytest.mark.parametrize("name", list(DATABASE))
 def test_posteriordb_score_check(name):
     t = load_target(name)
     c = check_target(t)
@@ -109,6 +110,29 @@ def test_linear_recurrence_matches_loop():
         s = a[:, t] * s + b[:, t]
         want.append(s)
     assert torch.allclose(linear_recurrence(a, b, namespace("torch")), torch.stack(want, 1), atol=1e-12)
+
+
+@pytest.mark.parametrize("T", [1, 2, 7, 64, 100])
+def test_log_matrix_chain_is_the_forward_algorithm_s_product(T):
+    g = torch.Generator().manual_seed(T)
+    m = torch.randn(3, T, 2, 2, generator=g, dtype=torch.float64) * 3.0
+    want = torch.eye(2, dtype=torch.float64).expand(3, 2, 2)
+    for t in range(T):                      # ordered product of the exponentiated matrices
+        want = want @ m[:, t].exp()
+    got = log_matrix_chain(m, namespace("torch"))
+    assert torch.allclose(got, want.log(), atol=1e-10)
+
+
+def test_student_t_and_half_densities_integrate_to_one():
+    xp = namespace("torch")
+    x = torch.linspace(-4000.0, 4000.0, 800_001, dtype=torch.float64)
+    assert torch.trapezoid(student_t_lpdf(x, 3.0, 8.0, 10.0, xp).exp(), x).item() == pytest.approx(1.0, abs=1e-4)
+    u = torch.linspace(-30.0, 12.0, 400_001, dtype=torch.float64)     # densities of u = log s
+    assert torch.trapezoid(half_student_t_lpdf_log(u, 3.0, 10.0, xp).exp(), u).item() == pytest.approx(1.0, abs=1e-4)
+    assert torch.trapezoid(half_normal_lpdf_log(u, 2.0, xp).exp(), u).item() == pytest.approx(1.0, abs=1e-6)
+    # t_3 at its location: Gamma(2) / (Gamma(3/2) sqrt(3 pi) scale)
+    want = math.log(1.0 / (0.5 * math.sqrt(math.pi) * math.sqrt(3 * math.pi) * 10.0))
+    assert student_t_lpdf(torch.tensor(8.0, dtype=torch.float64), 3.0, 8.0, 10.0, xp).item() == pytest.approx(want)
 
 
 def test_importance_figures_on_a_known_case():

@@ -22,7 +22,8 @@ class Namespace:
 
     logsumexp(x, axis), softplus(x) = log(1 + e^x), log_sigmoid(x) = -softplus(-x),
     cholesky(a) (lower factor of a batch (..., n, n); NaN where a is not positive definite, on
-    both backends) and const(array, like) (a numpy constant as an array of like's dtype/device).
+    both backends), solve_lower(L, b) (L^-1 b for lower-triangular L, batched (..., n, n) and
+    (..., n, k)) and const(array, like) (a numpy constant as an array of like's dtype/device).
     """
 
     def __init__(self, module: ModuleType, name: str, **shim: Any) -> None:
@@ -50,6 +51,7 @@ def _torch_namespace() -> Namespace:
         softplus=F.softplus,
         log_sigmoid=F.logsigmoid,
         cholesky=cholesky,
+        solve_lower=lambda L, b: torch.linalg.solve_triangular(L, b, upper=False),
         const=lambda a, like: torch.as_tensor(np.asarray(a), dtype=like.dtype, device=like.device))
 
 
@@ -57,6 +59,7 @@ def _jax_namespace() -> Namespace:
     import jax
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
+    from jax.scipy.linalg import solve_triangular
     from jax.scipy.special import logsumexp
 
     return Namespace(
@@ -65,6 +68,7 @@ def _jax_namespace() -> Namespace:
         softplus=jax.nn.softplus,
         log_sigmoid=jax.nn.log_sigmoid,
         cholesky=jnp.linalg.cholesky,
+        solve_lower=lambda L, b: solve_triangular(L, b, lower=True),
         const=lambda a, like: jnp.asarray(np.asarray(a), dtype=like.dtype))
 
 
@@ -92,6 +96,50 @@ def linear_recurrence(a, b, xp: Namespace):
         a = xp.concatenate([a[:, :off], a[:, off:] * a[:, :-off]], 1)
         off *= 2
     return b
+
+
+def log_matmul(a, b, xp: Namespace):
+    """log(exp(a) @ exp(b)) for batches of matrices (..., n, m), (..., m, k), without overflow:
+    c_ik = logsumexp_j (a_ij + b_jk)."""
+    return xp.logsumexp(a[..., :, :, None] + b[..., None, :, :], -2)
+
+
+def log_matrix_chain(m, xp: Namespace):
+    """log(exp(m_1) @ exp(m_2) @ ... @ exp(m_T)) for m of shape (B, T, n, n), in order.
+
+    A pairwise tree reduction: each round multiplies neighbours (1, 2), (3, 4), ... (an odd
+    length first folds its last matrix into the one before it), ceil(log2 T) rounds of batched
+    log-matmuls and no loop over the T factors; the forward algorithm of a hidden Markov model is
+    such a chain (Rabiner 1989)."""
+    while m.shape[1] > 1:
+        if m.shape[1] % 2:
+            m = xp.concatenate([m[:, :-2], log_matmul(m[:, -2:-1], m[:, -1:], xp)], 1)
+        if m.shape[1] > 1:
+            m = log_matmul(m[:, 0::2], m[:, 1::2], xp)
+    return m[:, 0]
+
+
+def student_t_lpdf(x, nu: float, loc: float, scale: float, xp: Namespace):
+    """log Student-t(x | nu, loc, scale): lgamma((nu+1)/2) - lgamma(nu/2) - log(nu pi)/2 - log scale
+    - (nu+1)/2 log(1 + ((x - loc)/scale)^2 / nu)."""
+    z = (x - loc) / scale
+    const = math.lgamma(0.5 * (nu + 1)) - math.lgamma(0.5 * nu) - 0.5 * math.log(nu * math.pi) - math.log(scale)
+    return const - 0.5 * (nu + 1) * xp.log1p(z * z / nu)
+
+
+def half_student_t_lpdf_log(u, nu: float, scale: float, xp: Namespace):
+    """log density of u = log s where s ~ half-Student-t(nu, 0, scale) on (0, inf) (twice the
+    Student-t density), Jacobian s included; log(1 + (s/scale)^2 / nu) = softplus(2v - log nu),
+    v = u - log scale, so that nothing overflows in the tails."""
+    const = (math.log(2.0) + math.lgamma(0.5 * (nu + 1)) - math.lgamma(0.5 * nu) - 0.5 * math.log(nu * math.pi)
+             - math.log(scale))
+    return const - 0.5 * (nu + 1) * xp.softplus(2.0 * (u - math.log(scale)) - math.log(nu)) + u
+
+
+def half_normal_lpdf_log(u, scale: float, xp: Namespace):
+    """log density of u = log s where s ~ half-N(0, scale^2), Jacobian s included:
+    log 2 - s^2 / (2 scale^2) - log scale - log(2 pi)/2 + u."""
+    return math.log(2.0) + normal_lpdf(xp.exp(u) / scale, math.log(scale), xp) + u
 
 
 def normal_lpdf(z, log_sd, xp: Namespace):

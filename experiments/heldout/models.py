@@ -1,8 +1,9 @@
 """The held-out targets: registry and model checks.
 
 Targets (see README.md): four synthetic ones with exact samples and log Z (`synthetic.py`) and
-eight posteriordb posteriors (`posteriors.py`), each a `HeldoutTarget` whose log density is
-written once for torch and jax (`arrays.py`).
+eight posteriordb posteriors (`posteriors.py`), the held-out suite; six more posteriordb posteriors
+written after the defaults were chosen (`confirmation.py`), the confirmation set. Each is a
+`HeldoutTarget` whose log density is written once for torch and jax (`arrays.py`).
 """
 from __future__ import annotations
 
@@ -13,32 +14,35 @@ import numpy as np
 import torch
 
 from .arrays import namespace
+from .confirmation import CONFIRMATION
 from .posteriors import POSTERIORS, posteriordb_root, posteriordb_target
 from .synthetic import SYNTHETIC
 from .target import HeldoutTarget
 
-TARGET_NAMES: list[str] = [*SYNTHETIC, *POSTERIORS]
+SUITES: dict[str, list[str]] = {"heldout": [*SYNTHETIC, *POSTERIORS], "confirmation": [*CONFIRMATION]}
+TARGET_NAMES: list[str] = [n for names in SUITES.values() for n in names]
+DATABASE: dict = {**POSTERIORS, **CONFIRMATION}      # the targets that need a posteriordb clone
 
 
 def load_target(name: str, posteriordb: str | os.PathLike | None = None) -> HeldoutTarget:
     """One target by name; a posteriordb one needs a clone (`posteriordb` or $POSTERIORDB)."""
     if name in SYNTHETIC:
         return SYNTHETIC[name]()
-    if name not in POSTERIORS:
+    if name not in DATABASE:
         raise KeyError(f"unknown target {name!r}; known: {', '.join(TARGET_NAMES)}")
     root = posteriordb_root(posteriordb)
     if root is None:
         raise FileNotFoundError(f"{name} needs a clone of github.com/stan-dev/posteriordb: pass "
                                 "--posteriordb PATH or set POSTERIORDB")
-    return posteriordb_target(name, root)
+    return posteriordb_target(name, root, DATABASE[name])
 
 
 def load_targets(names: list[str] | None = None, posteriordb: str | os.PathLike | None = None,
-                 ) -> tuple[list[HeldoutTarget], list[str]]:
-    """(targets, names skipped for want of a posteriordb clone), in TARGET_NAMES order by default."""
-    names = names or TARGET_NAMES
+                 suite: str = "heldout") -> tuple[list[HeldoutTarget], list[str]]:
+    """(targets, names skipped for want of a posteriordb clone); default: every target of `suite`."""
+    names = names or SUITES[suite]
     have_db = posteriordb_root(posteriordb) is not None
-    skipped = [n for n in names if n in POSTERIORS and not have_db]
+    skipped = [n for n in names if n in DATABASE and not have_db]
     return [load_target(n, posteriordb) for n in names if n not in skipped], skipped
 
 

@@ -266,9 +266,10 @@ POSTERIORS: dict[str, tuple[str, str, Callable[..., dict], str]] = {
 }
 
 
-def posteriordb_target(name: str, root: Path) -> HeldoutTarget:
-    """Build the held-out target `name` (a key of POSTERIORS) from the clone at `root`."""
-    posterior, kind, build, notes = POSTERIORS[name]
+def posteriordb_target(name: str, root: Path, entry: tuple | None = None) -> HeldoutTarget:
+    """Build the target `name` from the clone at `root`; `entry` = (posterior, kind, builder, notes),
+    by default POSTERIORS[name]."""
+    posterior, kind, build, notes = entry or POSTERIORS[name]
     data, draws, _ = load_posterior(root, posterior)
     spec = build(data, draws)
     n_chains = next(iter(draws.values())).shape[0]

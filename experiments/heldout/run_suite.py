@@ -1,6 +1,7 @@
 """The held-out suite, one command:
 
     POSTERIORDB=/path/to/posteriordb python -m experiments.heldout.run_suite [--seconds 300]
+    POSTERIORDB=/path/to/posteriordb python -m experiments.heldout.run_suite --targets confirmation
 
 For each target: model checks (first, for all targets), the diffusion sampler trained with the
 library's DEFAULT settings for a fixed wall time, 20,000 draws with their log-weights, NUTS
@@ -28,8 +29,11 @@ OUT = Path(harness.OUT_ROOT) / "heldout"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from .models import TARGET_NAMES
+    from .models import SUITES, TARGET_NAMES
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--targets", choices=list(SUITES), default="heldout",
+                   help="which set runs without --only: heldout (the twelve) or confirmation (six posteriors "
+                        "added after the defaults were chosen; experiments/heldout/confirmation.py)")
     p.add_argument("--only", nargs="+", choices=TARGET_NAMES, metavar="NAME", help=", ".join(TARGET_NAMES))
     p.add_argument("--seconds", type=float, default=300.0, help="training wall time per target (default 300)")
     p.add_argument("--posteriordb", default=None, help="posteriordb clone (default: $POSTERIORDB)")
@@ -189,10 +193,10 @@ def rescore(suite: dict, out: Path, defensive: float = 0.0, posteriordb: str | N
     """k-hat of each row's saved log-weights by the current `psis_khat`, in place (rows whose draws
     were not saved are left as they are); defensive > 0: also the defensive figures of each saved run."""
     from .metrics import exact_draw_floor, psis_khat
-    from .models import POSTERIORS, load_target, posteriordb_root
+    from .models import DATABASE, load_target, posteriordb_root
     have_db = posteriordb_root(posteriordb) is not None
     for name, row in suite["rows"].items():
-        if have_db or name not in POSTERIORS:     # the floor needs the target (posteriordb's: a clone)
+        if have_db or name not in DATABASE:     # the floor needs the target (posteriordb's: a clone)
             row["floor"] = exact_draw_floor(load_target(name, posteriordb), n)
         if defensive and (out / "runs" / name).exists() and row.get("sampler", {}).get("status") == "ok":
             target = load_target(name, posteriordb)
@@ -264,7 +268,7 @@ def run_suite(args: argparse.Namespace) -> int:
     if args.table_only or args.rescore:
         write_text(args.out / "suite.md", markdown_table(suite["rows"], suite.get("meta", {}).get("seconds")))
         return 0
-    targets, skipped = load_targets(args.only, args.posteriordb)
+    targets, skipped = load_targets(args.only, args.posteriordb, args.targets)
     if skipped:
         print(f"no posteriordb clone (--posteriordb or POSTERIORDB): skipping {', '.join(skipped)}")
     todo = [t for t in targets if args.force or t.name not in suite["rows"]]
