@@ -2,7 +2,7 @@
 
 Targets (see README.md): four synthetic ones with exact samples and log Z (`synthetic.py`) and
 eight posteriordb posteriors (`posteriors.py`), the held-out suite; six more posteriordb posteriors
-written after the defaults were chosen (`confirmation.py`), the confirmation set. Each is a
+and a Student-t, written after the defaults were chosen (`confirmation.py`), the confirmation set. Each is a
 `HeldoutTarget` whose log density is written once for torch and jax (`arrays.py`).
 """
 from __future__ import annotations
@@ -14,20 +14,21 @@ import numpy as np
 import torch
 
 from .arrays import namespace
-from .confirmation import CONFIRMATION
+from .confirmation import CONFIRMATION, CONFIRMATION_SYNTHETIC
 from .posteriors import POSTERIORS, posteriordb_root, posteriordb_target
 from .synthetic import SYNTHETIC
 from .target import HeldoutTarget
 
-SUITES: dict[str, list[str]] = {"heldout": [*SYNTHETIC, *POSTERIORS], "confirmation": [*CONFIRMATION]}
+SUITES: dict[str, list[str]] = {"heldout": [*SYNTHETIC, *POSTERIORS],
+                                 "confirmation": [*CONFIRMATION_SYNTHETIC, *CONFIRMATION]}
 TARGET_NAMES: list[str] = [n for names in SUITES.values() for n in names]
 DATABASE: dict = {**POSTERIORS, **CONFIRMATION}      # the targets that need a posteriordb clone
 
 
 def load_target(name: str, posteriordb: str | os.PathLike | None = None) -> HeldoutTarget:
     """One target by name; a posteriordb one needs a clone (`posteriordb` or $POSTERIORDB)."""
-    if name in SYNTHETIC:
-        return SYNTHETIC[name]()
+    if name in SYNTHETIC or name in CONFIRMATION_SYNTHETIC:
+        return {**SYNTHETIC, **CONFIRMATION_SYNTHETIC}[name]()
     if name not in DATABASE:
         raise KeyError(f"unknown target {name!r}; known: {', '.join(TARGET_NAMES)}")
     root = posteriordb_root(posteriordb)
