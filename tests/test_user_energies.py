@@ -147,6 +147,28 @@ def test_a_pilot_whose_scales_still_grow_is_reported_and_a_settled_one_is_not():
     assert pilot_warning(None) is None and pilot_warning({"stages": settled["stages"][:3]}) is None
 
 
+def test_a_widened_pilot_scales_its_coordinates_by_the_growth_it_measured():
+    """pilot_widen: the same chains (same seed), the factor L multiplied by the scale growth of the
+    last two stages where that exceeds 1 (the banana's short pilot), untouched where the scales
+    settled (a Gaussian: growth ~1 either side, so at most a rounding-sized widening)."""
+    from diffsampler.search.pilot import scale_growth
+
+    kw = dict(chains=64, steps=400, stages=4, temperature=2.0)
+    torch.manual_seed(0)
+    plain = run_pilot(banana(), **kw)
+    torch.manual_seed(0)
+    wide = run_pilot(banana(), widen=True, **kw)
+    growth = scale_growth(plain.stages)
+    assert growth > 1.25 and wide.stages[-1] == {"stage": "widen", "factor": growth}
+    assert torch.allclose(wide.chol, growth * plain.chol) and torch.equal(wide.loc, plain.loc)
+    assert scale_growth(wide.stages) == growth          # the warning still reads the chains' own growth
+    t, _, _ = rotated_gaussian()
+    torch.manual_seed(0)
+    settled = run_pilot(t, widen=True, **kw)
+    g = scale_growth(settled.stages)
+    assert g < 1.1 and (settled.stages[-1].get("stage") == "widen") == (g > 1.0)
+
+
 def test_a_user_energy_without_scale_trains_in_pilot_coordinates_and_samples_in_its_own(tmp_path):
     t, mu, C = rotated_gaussian()
     run = ds.train(t, dict(recipe="sgds_jeffreys", iterations=60, batch_size=64, width=32, searcher="mala",

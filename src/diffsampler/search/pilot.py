@@ -236,10 +236,12 @@ def mala_stages(target: Target, x: torch.Tensor, loc: torch.Tensor, chol: torch.
 
 def run_pilot(target: Target, *, chains: int = 128, steps: int = 4000, stages: int = 8, init_std: float = 1.0,
               paths: int = 16, newton_steps: int = 12, elbo_draws: int = 32, temperature: float = 1.0,
-              margin: float = 1.0) -> PilotResult:
+              margin: float = 1.0, widen: bool = False) -> PilotResult:
     """Run the pilot (module docstring): `paths` damped-Newton paths of `newton_steps` steps from
     N(0, init_std^2 I), then `chains` MALA chains for `steps` steps in `stages` stages; the
-    coordinates' scale is the chains' covariance times margin^2."""
+    coordinates' scale is the chains' covariance times margin^2. widen: the margin is further
+    multiplied by the pilot's own `scale_growth` where it exceeds 1 (scales still growing at the end
+    have not reached the target's; this extrapolates one more pair of stages)."""
     d = target.dim
     before = target.counter.total
     x0 = init_std * torch.randn(paths, d, dtype=torch.float64)
@@ -257,6 +259,10 @@ def run_pilot(target: Target, *, chains: int = 128, steps: int = 4000, stages: i
     newton = {"stage": "paths", "paths": paths, "found": int(found.sum()),
               "best_elbo": float(elbos[found].max()) if found.any() else None}
     loc, chol, _, acceptance, dense, history, x = mala_stages(target, x, loc, chol, steps, stages, temperature)
+    growth = scale_growth(history) if widen else None
+    if growth is not None and growth > 1.0:
+        margin = margin * growth
+        history.append({"stage": "widen", "factor": growth})
     chol = margin * chol
     view = StandardizedTarget(target, loc, chol)
     with target.counter.use("search"):

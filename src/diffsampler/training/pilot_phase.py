@@ -59,7 +59,7 @@ def training_target(target: Target, cfg, saved: dict | None) -> tuple[Target, di
     torch.manual_seed(cfg.seed)
     with target.counter.use("search"):
         res = run_pilot(target, chains=cfg.pilot_chains, steps=pilot_steps(cfg), temperature=cfg.pilot_temperature,
-                        margin=cfg.pilot_margin)
+                        margin=cfg.pilot_margin, widen=cfg.pilot_widen)
     return StandardizedTarget(target, res.loc, res.chol), res.summary()
 
 

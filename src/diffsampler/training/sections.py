@@ -92,6 +92,8 @@ class SearchSection:
     pilot_temperature: float = option(1.0, "the pilot's MALA samples exp(-E / T) at this T", low=0.0, low_open=True)
     pilot_margin: float = option(1.0, "the coordinates' covariance is the pilot chains' times margin^2 (> 1: a "
                                  "reference process broader than the pilot found)", low=0.0, low_open=True)
+    pilot_widen: bool = option(False, "multiply the margin by the pilot's scale growth over its last two stages "
+                               "where above 1 (scales still growing: the chains had not reached the target's)")
     pilot_grid: float = option(3.0, "after a pilot, train_steps rises to (c sigma sqrt(kappa))^(2 / time_warp), at most "
                                "30, with c this key and kappa the stiffness the pilot measured (training/pilot_phase.py); "
                                "0: keep train_steps", low=0.0)
