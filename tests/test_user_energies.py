@@ -147,6 +147,27 @@ def test_a_pilot_whose_scales_still_grow_is_reported_and_a_settled_one_is_not():
     assert pilot_warning(None) is None and pilot_warning({"stages": settled["stages"][:3]}) is None
 
 
+def test_pilot_chains_stuck_in_a_wild_tail_are_left_out_and_restarted():
+    """E = |x|^2 / 2 + exp(8 (x_1 - 3)): at x_1 = 8 the energy is ~1e17 and its gradient so steep
+    that every MALA proposal is rejected. Six of 128 chains started there stay stuck, and with their
+    states in the covariance the coordinates' largest scale would be ~2 instead of 1; the stage
+    counts them, leaves them out and restarts them from the others, so the pilot's scales are the
+    target's (1, within sampling error) and no chain ends in the tail."""
+    from diffsampler.search.pilot import mala_stages
+
+    t = ds.targets.from_energy(lambda x: 0.5 * (x ** 2).sum(-1) + torch.exp(8.0 * (x[:, 0] - 3.0)), dim=2,
+                               name="wild_tail")
+    torch.manual_seed(0)
+    x = torch.randn(128, 2, dtype=torch.float64)
+    x[:6] = torch.tensor([8.0, 0.0], dtype=torch.float64)
+    eye = torch.eye(2, dtype=torch.float64)
+    loc, chol, _, _, _, history, x_end = mala_stages(t, x, torch.zeros(2, dtype=torch.float64), eye, 800, 4)
+    assert history[0]["stuck"] == 6 and all("stuck" not in h for h in history[1:])
+    scales = torch.linalg.eigvalsh(chol @ chol.T).sqrt()
+    assert 0.8 < scales.min() and scales.max() < 1.2 and loc.abs().max() < 0.2
+    assert x_end[:, 0].max() < 5.0
+
+
 def test_a_widened_pilot_scales_its_coordinates_by_the_growth_it_measured():
     """pilot_widen: the same chains (same seed), the factor L multiplied by the scale growth of the
     last two stages where that exceeds 1 (the banana's short pilot), untouched where the scales

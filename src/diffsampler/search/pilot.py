@@ -25,7 +25,10 @@ regression posterior), or be multimodal. The pilot has two parts.
    funnel-shaped and GLM posteriors a short pilot's S depends on its seed by orders of magnitude.
    At the target's own temperature: a funnel tempered to T = 2 has a mouth whose variance long
    chains find to be thousands of times the target's. Measured on the held-out suite
-   (docs/notebook/2026-12-07-long-pilot-seed-table.md).
+   (docs/notebook/2026-12-07-long-pilot-seed-table.md). Chains stuck far in a tail at the end of
+   a stage (energy above median + 30 robust sds, `search.stuck`) are left out of its mean and
+   covariance and restarted from other chains' states: on ARMA(1,1) 3 of 128 chains sat at E ~ 1e12-1e19
+   beyond the invertibility boundary and made the coordinates 9 times too wide in one direction.
 
 The result (m, margin L) sets the coordinates the sampler trains in. Energy calls count in the 'search'
 phase. Computation is in float64 (finite-difference Hessians need it).
@@ -42,6 +45,7 @@ from ..targets.base import Target
 from ..targets.standardized import StandardizedTarget
 from .energy import target_potential
 from .mala import run_mala
+from .stuck import stuck_chains
 
 REGULARISATION_DRAWS = 5.0
 REGULARISATION_VARIANCE = 1e-3
@@ -206,6 +210,18 @@ def stiffness(target: Target, z: torch.Tensor, iterations: int = POWER_ITERATION
 
 
 # -- part 2: MALA in standardised coordinates ----------------------------------------------------------
+def reseat(x: torch.Tensor, stuck: torch.Tensor) -> torch.Tensor:
+    """x (C, d) with each stuck chain's row replaced by the row of a chain drawn at random from the
+    others (all rows kept where every chain or none is stuck)."""
+    if not stuck.any() or stuck.all():
+        return x
+    free = (~stuck).nonzero().flatten()
+    pick = free[torch.randint(free.numel(), (int(stuck.sum()),))]
+    x = x.clone()
+    x[stuck.nonzero().flatten()] = x[pick]
+    return x
+
+
 def mala_stages(target: Target, x: torch.Tensor, loc: torch.Tensor, chol: torch.Tensor, steps: int,
                 stages: int, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, int, float, bool, list[dict],
                                                                 torch.Tensor]:
@@ -220,17 +236,19 @@ def mala_stages(target: Target, x: torch.Tensor, loc: torch.Tensor, chol: torch.
                      n_adapt=per_stage // 2, thin=1, adapt_rate=0.3)
         calls += r.energy_calls
         acceptance = r.acceptance_rate
-        draws = view.to_user(r.x.reshape(-1, d)).double().cpu()
+        stuck = stuck_chains(r.state.point.E_true)
+        draws = view.to_user(r.x[:, ~stuck].reshape(-1, d)).double().cpu()
         draws = draws[torch.isfinite(draws).all(1)]
         if draws.shape[0] < 2:
             raise NonFiniteError(f"pilot on {target.name!r}: no chain found a finite energy; give the target a scale "
                                  "or start (sigma=...)")
         dense = draws.shape[0] >= DENSE_DRAWS_PER_DIM * d
         loc, chol = draws.mean(0), regularised_cholesky(draws, dense)
-        x = view.to_user(r.state.point.x)
+        x = reseat(view.to_user(r.state.point.x), stuck)
         scales = torch.linalg.eigvalsh(chol @ chol.T).clamp_min(0).sqrt()
         history.append({"stage": s + 1, "acceptance": round(acceptance, 3), "scale_min": float(scales.min()),
-                        "scale_max": float(scales.max()), "step_size": float(r.state.step_size.median())})
+                        "scale_max": float(scales.max()), "step_size": float(r.state.step_size.median()),
+                        **({"stuck": int(stuck.sum())} if stuck.any() else {})})
     return loc, chol, calls, acceptance, dense, history, x
 
 

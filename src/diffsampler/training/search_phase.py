@@ -18,6 +18,7 @@ import torch
 
 from ..search import SEARCHERS, SearchResult, run_mala, target_potential
 from ..search.searcher import start_std
+from ..search.stuck import energy_cutoff
 
 
 @dataclass
@@ -174,18 +175,6 @@ def run_sharded_search(cfg, target, novelty, ctx, *, dtype, device, progress: Se
     finally:
         bar.close()
     return finish_search(progress, target, device, cfg.search_energy_cut)
-
-
-def energy_cutoff(e: torch.Tensor, robust_sds: float) -> float:
-    """median(e) + robust_sds * 1.4826 MAD(e) over the finite entries of e; +inf for robust_sds = 0 or
-    a zero MAD. 1.4826 MAD is the sd of a normal law, estimated so that up to half the entries
-    (chains stuck in a tail) cannot move it (Hampel 1974)."""
-    e = e[torch.isfinite(e)].double()
-    if robust_sds <= 0 or e.numel() == 0:
-        return math.inf
-    med = e.median()
-    spread = 1.4826 * (e - med).abs().median()
-    return float(med + robust_sds * spread) if spread > 0 else math.inf
 
 
 def drop_far_samples(res: SearchResult, robust_sds: float = 0.0) -> SearchResult:
