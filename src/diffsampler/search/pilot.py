@@ -14,7 +14,10 @@ regression posterior), or be multimodal. The pilot has two parts.
    Selecting by ELBO rather than taking the mode matters for funnels, whose mode (deep in the neck)
    is far from their mass. The paths' best approximations are combined by moment matching (the
    mean and covariance of their equal-weight mixture), so modes found by different paths are all
-   covered.
+   covered. Where no path meets a positive-definite Hessian, the paths are run again from the same
+   starts with central differences and CAREFUL_NEWTON_STEPS steps: on a regression with an uncentred
+   covariate (condition number ~1e11) forward differences turn the smallest eigenvalue negative at
+   every point, and the MALA part alone, started in the identity metric, never leaves the start.
 2. MALA in standardised coordinates, in stages (as Stan's windowed adaptation, Carpenter et al.
    2017): chains start from draws of the paths' approximations; after each stage the draws of its
    second half give a mean m and covariance S (regularised towards a small multiple of the identity
@@ -53,6 +56,7 @@ DENSE_DRAWS_PER_DIM = 20
 DENSE_HESSIAN_DIM = 100
 STIFFNESS_POINTS = 64        # pilot states at which the stiffest curvature is measured
 POWER_ITERATIONS = 12
+CAREFUL_NEWTON_STEPS = 40     # paths rerun with central differences when none met a positive-definite Hessian
 SCALE_GROWTH_WARNING = 1.25   # a pilot whose extreme scales grew by more over its last two stages had not settled
 
 
@@ -79,15 +83,24 @@ class PilotResult:
 
 
 def regularised_cholesky(x: torch.Tensor, dense: bool) -> torch.Tensor:
-    """Cholesky factor of the regularised covariance of draws x (n, d) (float64)."""
+    """Cholesky factor of the regularised covariance of draws x (n, d) (float64): w S + (1 - w) r I,
+    w = n / (n + REGULARISATION_DRAWS), r = REGULARISATION_VARIANCE (Stan's windowed adaptation).
+    That floor is in the target's units: where it would be more than a tenth of the smallest
+    eigenvalue of S (a direction with sd below ~1e-3 at 32,000 draws: a regression on an uncentred
+    covariate has one of sd 4e-5), S is shrunk towards r diag(S) instead, a floor proportional to
+    each coordinate's own variance, which keeps that direction's width."""
     n, d = x.shape
     xc = x - x.mean(0)
     cov = xc.T @ xc / max(n - 1, 1)
     if not dense:
         cov = torch.diag(torch.diagonal(cov))
     w = n / (n + REGULARISATION_DRAWS)
-    cov = w * cov + (1 - w) * REGULARISATION_VARIANCE * torch.eye(d, dtype=x.dtype)
-    return torch.linalg.cholesky(cov)
+    floor = (1 - w) * REGULARISATION_VARIANCE
+    eye = torch.eye(d, dtype=x.dtype)
+    if torch.linalg.eigvalsh(cov).min() < 10 * floor:
+        var = torch.diagonal(cov)
+        eye = torch.diag(torch.where(var > 0, var, torch.ones_like(var)))
+    return torch.linalg.cholesky(w * cov + floor * eye)
 
 
 def scale_growth(stages: list[dict]) -> float | None:
@@ -123,15 +136,22 @@ def energy_and_grad(target: Target, x: torch.Tensor) -> tuple[torch.Tensor, torc
     return e, torch.where(bad[:, None], torch.zeros_like(score), -score)
 
 
-def hessian(target: Target, x: torch.Tensor, g: torch.Tensor, dense: bool) -> torch.Tensor:
+def hessian(target: Target, x: torch.Tensor, g: torch.Tensor, dense: bool, central: bool = False) -> torch.Tensor:
     """Finite-difference Hessians (P, d, d) of E at rows x (P, d) with gradients g: column i from
     (grad E(x + eps_i e_i) - grad E(x)) / eps_i, symmetrised; diagonal only when not dense (the same
-    d gradient calls per row)."""
+    d gradient calls per row). central: (grad E(x + eps_i e_i) - grad E(x - eps_i e_i)) / (2 eps_i),
+    2d calls per row, error O(eps^2) instead of O(eps): where the condition number is ~1e11 (a
+    regression on an uncentred covariate) the forward error, eps times third derivatives of the
+    stiff directions, exceeds the smallest eigenvalue and turns it negative."""
     P, d = x.shape
     eps = 1e-5 * (1 + x.abs())                                    # (P, d)
     shifted = x[:, None, :] + torch.diag_embed(eps)               # (P, d, d): row i is x + eps_i e_i
     _, gs = energy_and_grad(target, shifted.reshape(P * d, d))
-    H = (gs.view(P, d, d) - g[:, None, :]) / eps[..., None]       # H[p, i, :] = d grad / d x_i
+    if central:
+        _, g_minus = energy_and_grad(target, (x[:, None, :] - torch.diag_embed(eps)).reshape(P * d, d))
+        H = (gs.view(P, d, d) - g_minus.view(P, d, d)) / (2 * eps[..., None])
+    else:
+        H = (gs.view(P, d, d) - g[:, None, :]) / eps[..., None]   # H[p, i, :] = d grad / d x_i
     H = 0.5 * (H + H.transpose(1, 2))
     return H if dense else torch.diag_embed(torch.diagonal(H, dim1=1, dim2=2))
 
@@ -146,10 +166,10 @@ def gaussian_elbo(target: Target, mean: torch.Tensor, chol: torch.Tensor, draws:
     return -e.view(P, draws).mean(1) + entropy
 
 
-def newton_paths(target: Target, x: torch.Tensor, steps: int, draws: int) -> tuple[torch.Tensor, torch.Tensor,
-                                                                                        torch.Tensor]:
+def newton_paths(target: Target, x: torch.Tensor, steps: int, draws: int, central: bool = False,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each path's best normal approximation: (means (P, d), chols (P, d, d), ELBOs (P,)); -inf where a
-    path never met a positive-definite Hessian."""
+    path never met a positive-definite Hessian. central: central-difference Hessians (`hessian`)."""
     P, d = x.shape
     dense = d <= DENSE_HESSIAN_DIM
     best_m, best_L = x.clone(), torch.eye(d, dtype=x.dtype).repeat(P, 1, 1)
@@ -157,7 +177,7 @@ def newton_paths(target: Target, x: torch.Tensor, steps: int, draws: int) -> tup
     damping = torch.ones(P, dtype=x.dtype)
     e, g = energy_and_grad(target, x)
     for _ in range(steps):
-        H = hessian(target, x, g, dense)
+        H = hessian(target, x, g, dense, central)
         lam, Q = torch.linalg.eigh(H)
         ok = torch.isfinite(lam).all(1) & (lam > 0).all(1) & torch.isfinite(e)
         if ok.any():
@@ -265,6 +285,10 @@ def run_pilot(target: Target, *, chains: int = 128, steps: int = 4000, stages: i
     x0 = init_std * torch.randn(paths, d, dtype=torch.float64)
     with target.counter.use("search"):
         means, chols, elbos = newton_paths(target, x0, newton_steps, elbo_draws)
+        found = torch.isfinite(elbos)
+        if not found.any():      # no positive-definite Hessian met: careful differences, longer paths
+            means, chols, elbos = newton_paths(target, x0, CAREFUL_NEWTON_STEPS, elbo_draws, central=True)
+    careful = not found.any()
     found = torch.isfinite(elbos)
     if found.any():
         loc, cov = mixture_moments(means[found], chols[found])
@@ -275,7 +299,8 @@ def run_pilot(target: Target, *, chains: int = 128, steps: int = 4000, stages: i
         loc, chol = torch.zeros(d, dtype=torch.float64), init_std * torch.eye(d, dtype=torch.float64)
         x = init_std * torch.randn(chains, d, dtype=torch.float64)
     newton = {"stage": "paths", "paths": paths, "found": int(found.sum()),
-              "best_elbo": float(elbos[found].max()) if found.any() else None}
+              "best_elbo": float(elbos[found].max()) if found.any() else None,
+              **({"careful": True} if careful else {})}
     loc, chol, _, acceptance, dense, history, x = mala_stages(target, x, loc, chol, steps, stages, temperature)
     growth = scale_growth(history) if widen else None
     if growth is not None and growth > 1.0:
