@@ -123,6 +123,33 @@ def test_the_pilot_takes_at_most_a_tenth_of_an_energy_budget():
     assert pilot_steps(tiny) == 400      # never below the pilot's old length
 
 
+def test_the_pilot_counts_against_max_seconds_and_stops_its_stages_early_under_it():
+    """An energy that sleeps 10 ms a call: a pilot stage of 100 MALA steps takes >= 1 s, so under a 3 s
+    budget (a third of it, 1 s, for the pilot) the pilot runs its minimum of three stages and stops,
+    and the run's train_seconds, which max_seconds bounds, include the pilot's."""
+    import time
+
+    from diffsampler.search.pilot import MIN_TIMED_STAGES
+
+    def energy(x):
+        time.sleep(0.01)
+        return 0.5 * (x * x).sum(-1)
+    t = ds.targets.from_energy(energy, dim=2, name="slow")
+    res = run_pilot(t, chains=8, steps=800, stages=8, max_seconds=1.0).summary()
+    stop = res["stages"][-1]
+    assert stop == {"stage": "stopped", "reason": "max_seconds", "stages_run": MIN_TIMED_STAGES}
+    assert res["seconds"] >= MIN_TIMED_STAGES * 1.0
+    full = run_pilot(t, chains=8, steps=160, stages=8).summary()        # no budget: every stage runs
+    assert [s["stage"] for s in full["stages"][1:]] == list(range(1, 9))
+    run = ds.train(t, dict(recipe="tb", iterations=10_000, pilot="on", pilot_chains=8, pilot_steps=800,
+                           searcher="none", batch_size=8, eval_samples=50, eval_steps=5, threads=1),
+                   max_seconds=3.0, progress=False)
+    rep = run.report
+    assert rep["pilot"]["stages"][-1]["stages_run"] == MIN_TIMED_STAGES
+    assert rep["stop_reason"] == "max_seconds" and rep["train_seconds"] >= rep["pilot"]["seconds"] >= 3.0
+    assert rep["iterations"] < 10_000
+
+
 def banana(b: float = 0.1, s1: float = 10.0):
     """Haario et al.'s twisted Gaussian: y1 ~ N(0, s1^2), y2 + b (y1^2 - s1^2) ~ N(0, 1) (log Z exact)."""
     def energy(x):

@@ -39,6 +39,7 @@ phase. Computation is in float64 (finite-difference Hessians need it).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -57,6 +58,7 @@ DENSE_HESSIAN_DIM = 100
 STIFFNESS_POINTS = 64        # pilot states at which the stiffest curvature is measured
 POWER_ITERATIONS = 12
 CAREFUL_NEWTON_STEPS = 40     # paths rerun with central differences when none met a positive-definite Hessian
+MIN_TIMED_STAGES = 3            # a time-limited pilot runs at least this many MALA stages
 SCALE_GROWTH_WARNING = 1.25   # a pilot whose extreme scales grew by more over its last two stages had not settled
 
 
@@ -72,6 +74,7 @@ class PilotResult:
     dense: bool
     stages: list[dict] = field(default_factory=list)
     curvature: float = float("nan")
+    seconds: float = 0.0
 
     def summary(self) -> dict:
         """JSON-able figures for the report."""
@@ -79,7 +82,8 @@ class PilotResult:
         return {"energy_calls": self.energy_calls, "acceptance": round(self.acceptance, 3), "dense": self.dense,
                 "scale_min": float(scales.min()), "scale_max": float(scales.max()),
                 "loc_norm": float(self.loc.norm()),
-                "curvature": self.curvature if math.isfinite(self.curvature) else None, "stages": self.stages}
+                "curvature": self.curvature if math.isfinite(self.curvature) else None,
+                "seconds": round(self.seconds, 2), "stages": self.stages}
 
 
 def regularised_cholesky(x: torch.Tensor, dense: bool) -> torch.Tensor:
@@ -243,14 +247,20 @@ def reseat(x: torch.Tensor, stuck: torch.Tensor) -> torch.Tensor:
 
 
 def mala_stages(target: Target, x: torch.Tensor, loc: torch.Tensor, chol: torch.Tensor, steps: int,
-                stages: int, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, int, float, bool, list[dict],
-                                                                torch.Tensor]:
+                stages: int, temperature: float = 1.0, deadline: float | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, int, float, bool, list[dict], torch.Tensor]:
     """`stages` MALA stages from chains x (C, d) on the target at `temperature`; returns (loc, chol,
-    calls, acceptance, dense, history, the chains' final states (C, d))."""
+    calls, acceptance, dense, history, the chains' final states (C, d)). deadline (a
+    `time.perf_counter()` value): after MIN_TIMED_STAGES stages, no stage starts that the last
+    one's duration says would end after it (the history records the stop)."""
     d = x.shape[1]
     per_stage = max(2, steps // stages)
-    calls, acceptance, dense, history = 0, float("nan"), False, []
+    calls, acceptance, dense, history, last = 0, float("nan"), False, [], 0.0
     for s in range(stages):
+        started = time.perf_counter()
+        if deadline is not None and s >= MIN_TIMED_STAGES and started + last > deadline:
+            history.append({"stage": "stopped", "reason": "max_seconds", "stages_run": s})
+            break
         view = StandardizedTarget(target, loc, chol)
         r = run_mala(target_potential(view, 1.0 / temperature), view.from_user(x), per_stage - per_stage // 2, step_size=0.5 * d ** (-1 / 3),
                      n_adapt=per_stage // 2, thin=1, adapt_rate=0.3)
@@ -269,19 +279,22 @@ def mala_stages(target: Target, x: torch.Tensor, loc: torch.Tensor, chol: torch.
         history.append({"stage": s + 1, "acceptance": round(acceptance, 3), "scale_min": float(scales.min()),
                         "scale_max": float(scales.max()), "step_size": float(r.state.step_size.median()),
                         **({"stuck": int(stuck.sum())} if stuck.any() else {})})
+        last = time.perf_counter() - started
     return loc, chol, calls, acceptance, dense, history, x
 
 
 def run_pilot(target: Target, *, chains: int = 128, steps: int = 4000, stages: int = 8, init_std: float = 1.0,
               paths: int = 16, newton_steps: int = 12, elbo_draws: int = 32, temperature: float = 1.0,
-              margin: float = 1.0, widen: bool = False) -> PilotResult:
+              margin: float = 1.0, widen: bool = False, max_seconds: float | None = None) -> PilotResult:
     """Run the pilot (module docstring): `paths` damped-Newton paths of `newton_steps` steps from
     N(0, init_std^2 I), then `chains` MALA chains for `steps` steps in `stages` stages; the
     coordinates' scale is the chains' covariance times margin^2. widen: the margin is further
     multiplied by the pilot's own `scale_growth` where it exceeds 1 (scales still growing at the end
-    have not reached the target's; this extrapolates one more pair of stages)."""
+    have not reached the target's; this extrapolates one more pair of stages). max_seconds: the
+    MALA stages stop early (after at least MIN_TIMED_STAGES) rather than run past this wall time."""
     d = target.dim
-    before = target.counter.total
+    before, started = target.counter.total, time.perf_counter()
+    deadline = None if max_seconds is None else started + max_seconds
     x0 = init_std * torch.randn(paths, d, dtype=torch.float64)
     with target.counter.use("search"):
         means, chols, elbos = newton_paths(target, x0, newton_steps, elbo_draws)
@@ -301,7 +314,8 @@ def run_pilot(target: Target, *, chains: int = 128, steps: int = 4000, stages: i
     newton = {"stage": "paths", "paths": paths, "found": int(found.sum()),
               "best_elbo": float(elbos[found].max()) if found.any() else None,
               **({"careful": True} if careful else {})}
-    loc, chol, _, acceptance, dense, history, x = mala_stages(target, x, loc, chol, steps, stages, temperature)
+    loc, chol, _, acceptance, dense, history, x = mala_stages(target, x, loc, chol, steps, stages, temperature,
+                                                                         deadline)
     growth = scale_growth(history) if widen else None
     if growth is not None and growth > 1.0:
         margin = margin * growth
@@ -311,7 +325,8 @@ def run_pilot(target: Target, *, chains: int = 128, steps: int = 4000, stages: i
     with target.counter.use("search"):
         curvature = stiffness(view, view.from_user(x[torch.isfinite(x).all(1)][:STIFFNESS_POINTS]))
     calls = target.counter.total - before
-    return PilotResult(loc, chol, calls, acceptance, dense, [newton, *history], curvature)
+    return PilotResult(loc, chol, calls, acceptance, dense, [newton, *history], curvature,
+                       time.perf_counter() - started)
 
 
 __all__ = ["PilotResult", "run_pilot", "stiffness", "regularised_cholesky", "newton_paths", "mixture_moments", "scale_growth",

@@ -48,7 +48,9 @@ def wants_pilot(target: Target, cfg) -> bool:
 
 def training_target(target: Target, cfg, saved: dict | None) -> tuple[Target, dict | None]:
     """(the target the run trains on, the pilot's summary or None). `saved`: the 'standardization'
-    entry of the checkpoint the run continues or starts from ({'loc', 'chol'} or None), if any."""
+    entry of the checkpoint the run continues or starts from ({'loc', 'chol'} or None), if any.
+    The pilot is part of the run's search: its wall time (summary['seconds']) counts against
+    max_seconds, and its MALA stages stop early once they would take more than PILOT_TIME_SHARE of it."""
     if saved is not None:
         return rebuild_view(target, saved), None
     if cfg.coordinates == "internal":
@@ -59,11 +61,13 @@ def training_target(target: Target, cfg, saved: dict | None) -> tuple[Target, di
     torch.manual_seed(cfg.seed)
     with target.counter.use("search"):
         res = run_pilot(target, chains=cfg.pilot_chains, steps=pilot_steps(cfg), temperature=cfg.pilot_temperature,
-                        margin=cfg.pilot_margin, widen=cfg.pilot_widen)
+                        margin=cfg.pilot_margin, widen=cfg.pilot_widen,
+                        max_seconds=None if cfg.max_seconds is None else PILOT_TIME_SHARE * cfg.max_seconds)
     return StandardizedTarget(target, res.loc, res.chol), res.summary()
 
 
 PILOT_GRID_MAX_STEPS = 30
+PILOT_TIME_SHARE = 1 / 3   # under max_seconds the pilot's MALA stages stop early rather than take more of it
 
 
 def pilot_train_steps(cfg, pilot: dict | None) -> int:
@@ -103,4 +107,4 @@ def standardization(target: Target) -> dict | None:
 
 
 __all__ = ["rebuild_view", "standardization", "training_target", "wants_pilot", "pilot_train_steps", "refine_grid",
-           "PILOT_GRID_MAX_STEPS"]
+           "PILOT_GRID_MAX_STEPS", "PILOT_TIME_SHARE"]

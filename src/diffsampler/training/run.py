@@ -152,7 +152,7 @@ def train(target: str | Target, config: TrainConfig | dict | None = None, *, max
         config: a TrainConfig, a dict of config keys (flat or sectioned), or None for the target's own
             measured settings, else its kind's (`training.defaults.default_keys`). docs/CONFIG.md
             lists every key.
-        max_seconds: wall-time budget of training (search included, evaluation not), in seconds.
+        max_seconds: wall-time budget of training (the pilot and searches included, evaluation not), in seconds.
         out: run directory (config.json, metrics.jsonl, checkpoint.pt, report.json, report.html,
             plots); None keeps everything in memory.
         resume: continue the run in `out` from its checkpoint (bit for bit, as if never stopped).
@@ -224,6 +224,8 @@ def _train(ctx, target: Target, cfg: TrainConfig, out: str | None, resume: bool,
         trainer = Trainer(train_target, cfg, out, callbacks=callbacks, progress=progress, init_weights=not resume,
                           ctx=ctx)
         trainer.pilot = pilot
+        if pilot is not None:   # the pilot is the run's first search: its seconds count against max_seconds
+            trainer.train_seconds += float(pilot.get("seconds", 0.0))
         if out and ctx.is_main:
             write_json(os.path.join(out, "config.json"), {**cfg.to_dict(), "target": target.name})
             record_spec(out, target)   # target_spec.json, for a user energy (FILE.py:NAME, module:NAME)

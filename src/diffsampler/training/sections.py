@@ -163,7 +163,7 @@ class RunSection:
                                 "divide shards), so the numbers depend on shards, not on the processes "
                                 "(docs/distributed.md); None: the number of processes (1 without torchrun)", low=1)
     threads: int = option(0, "torch CPU threads; 0 leaves torch's default", low=0)
-    max_seconds: float | None = option(None, "training wall-time budget (evaluation not included)", low=0.0,
+    max_seconds: float | None = option(None, "wall-time budget of the pilot, searches and training (evaluation not included)", low=0.0,
                                        low_open=True)
     max_energy_calls: int | None = option(None, "search + train energy-call budget", low=0, low_open=True)
     checkpoint_every: int = option(500, "iterations between checkpoints", low=1)
