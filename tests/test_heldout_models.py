@@ -211,3 +211,26 @@ def test_seed_table_gives_each_target_s_median_range_and_goal_count(tmp_path):
     table = seeds_table(agg)
     assert "| a | 0, 1, 2 | 2 of 3 | 0.08 (0.05–0.30) |" in table
     assert "2 of 3 (1 failed)" in table
+
+
+def test_draw_sets_score_fresh_draws_of_a_sampler_and_read_the_goal():
+    """--draw-sets: an exact sampler (equal weights) meets the goal on every set and draws fresh
+    ones each time; a sampler whose draws are 1.5x too wide, with equal weights, misses on the sds."""
+    from types import SimpleNamespace
+
+    from experiments.heldout.run_suite import draw_set_figures
+    t = synthetic.SYNTHETIC["gauss_illcond"]()
+    seen = []
+
+    def sampler(widen):
+        def sample(n, steps):
+            x = torch.as_tensor(t.exact_sampler(np.random.default_rng(int(torch.randint(1 << 30, ())) ), n))
+            mu = torch.as_tensor(t.moments()[0])
+            seen.append(x[0])
+            return mu + widen * (x - mu), torch.zeros(n, dtype=torch.float64)
+        return SimpleNamespace(sampler=SimpleNamespace(sample=sample))
+    exact = draw_set_figures(t, sampler(1.0), 3, 5000, 10)
+    assert [d["goal_met"] for d in exact] == ["yes"] * 3 and len({float(s[0]) for s in seen}) == 3
+    wide = draw_set_figures(t, sampler(1.5), 2, 5000, 10)
+    assert [d["goal_met"] for d in wide] == ["no"] * 2
+    assert all(d["errors_weighted"]["sd_err_max"] == pytest.approx(0.5, abs=0.05) for d in wide)

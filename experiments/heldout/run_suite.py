@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rescore", action="store_true",
                    help="recompute k-hat of every row from its saved draws (samples/NAME.npz) and the exact-draw "
                         "floor of its errors, then rewrite the table")
+    p.add_argument("--draw-sets", type=int, default=0, metavar="K",
+                   help="with --rescore: also score K fresh sets of --draws draws of each saved run (torch seeds "
+                        "100 .. 100+K-1): how much of a row is its one draw set's")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides on top of the defaults (to compare recipes; the suite's own rows use none)")
     return p.parse_args(argv)
@@ -66,6 +69,9 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
     if n == 1:
         os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
+
+DRAW_SET_SEED = 100   # --draw-sets: set j is drawn after torch.manual_seed(DRAW_SET_SEED + j)
 
 
 def train_and_draw(target, seconds: float, run_dir: Path, n: int, steps: int,
@@ -180,6 +186,25 @@ def defensive_figures(target, run, n: int, steps: int, fraction: float) -> dict:
             "log_Z_se": log_z_se, "seconds": time.perf_counter() - t0}
 
 
+def draw_set_figures(target, run, k: int, n: int, steps: int) -> list[dict]:
+    """Weighted errors, k-hat, ESS and goal met of k fresh sets of n draws of a trained sampler
+    (set j drawn after torch.manual_seed(DRAW_SET_SEED + j))."""
+    import torch
+
+    from .metrics import ess_fraction, moment_errors, psis_khat
+    from .report import goal_met
+    sets = []
+    for j in range(k):
+        torch.manual_seed(DRAW_SET_SEED + j)
+        with torch.no_grad():
+            x, log_w = run.sampler.sample(n, steps=steps)
+        x, log_w = x.double().cpu().numpy(), log_w.double().cpu().numpy()
+        fig = {"status": "ok", "errors_weighted": moment_errors(x, target.moments(), log_w), "psis_k": psis_khat(log_w),
+               "ess_fraction": ess_fraction(log_w)}
+        sets.append({**fig, "goal_met": goal_met(fig)})
+    return sets
+
+
 def load_trained(target, run_dir: Path):
     """The suite's trained run of `target` (its user energy passed again)."""
     import diffsampler as ds
@@ -189,13 +214,18 @@ def load_trained(target, run_dir: Path):
 
 
 def rescore(suite: dict, out: Path, defensive: float = 0.0, posteriordb: str | None = None,
-            n: int = 20_000, steps: int = 100) -> None:
+            n: int = 20_000, steps: int = 100, draw_sets: int = 0, only: list[str] | None = None) -> None:
     """k-hat of each row's saved log-weights by the current `psis_khat`, in place (rows whose draws
-    were not saved are left as they are); defensive > 0: also the defensive figures of each saved run."""
+    were not saved are left as they are); defensive > 0: also the defensive figures of each saved run;
+    draw_sets > 0: also `draw_set_figures` of each saved run. only: these rows (default all)."""
     from .metrics import exact_draw_floor, psis_khat
     from .models import DATABASE, load_target, posteriordb_root
     have_db = posteriordb_root(posteriordb) is not None
     for name, row in suite["rows"].items():
+        if only and name not in only:
+            continue
+        if draw_sets:
+            rescore_draw_sets(row, name, out, posteriordb, draw_sets, n, steps)
         if have_db or name not in DATABASE:     # the floor needs the target (posteriordb's: a clone)
             row["floor"] = exact_draw_floor(load_target(name, posteriordb), n)
         if defensive and (out / "runs" / name).exists() and row.get("sampler", {}).get("status") == "ok":
@@ -214,6 +244,20 @@ def rescore(suite: dict, out: Path, defensive: float = 0.0, posteriordb: str | N
             s["psis_k"] = psis_khat(f["log_w"])
         s["psis_k_source"] = "diffsampler.evaluation.psis on the draws"
         print(f"{name:27s} k-hat {s['psis_k']:.2f}")
+
+
+def rescore_draw_sets(row: dict, name: str, out: Path, posteriordb: str | None, k: int, n: int, steps: int) -> None:
+    """row['sampler']['draw_sets'] from the saved run of `name` (none saved: left as it is), printed."""
+    from .models import load_target
+    if not (out / "runs" / name).exists() or row.get("sampler", {}).get("status") != "ok":
+        return
+    target = load_target(name, posteriordb)
+    row["sampler"]["draw_sets"] = sets = draw_set_figures(target, load_trained(target, out / "runs" / name), k, n,
+                                                          steps)
+    for j, d in enumerate(sets):
+        e = d["errors_weighted"]
+        print(f"{name:27s} draw set {j}: weighted errors {e['mean_err_max']:.2f} / {e['sd_err_max']:.2f}, "
+              f"k-hat {d['psis_k']:.2f}, ESS {d['ess_fraction']:.3f}, goal met {d['goal_met']}", flush=True)
 
 
 def run_checks(targets) -> dict[str, dict]:
@@ -263,7 +307,7 @@ def run_suite(args: argparse.Namespace) -> int:
     path = args.out / "suite.json"
     suite = json.loads(path.read_text()) if path.exists() else {"rows": {}}
     if args.rescore:
-        rescore(suite, args.out, args.defensive, args.posteriordb, args.draws, args.steps)
+        rescore(suite, args.out, args.defensive, args.posteriordb, args.draws, args.steps, args.draw_sets, args.only)
         write_json(path, suite)
     if args.table_only or args.rescore:
         write_text(args.out / "suite.md", markdown_table(suite["rows"], suite.get("meta", {}).get("seconds")))
