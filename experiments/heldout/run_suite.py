@@ -60,7 +60,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "100 .. 100+K-1): how much of a row is its one draw set's")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides on top of the defaults (to compare recipes; the suite's own rows use none)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.draw_sets < 0 or (args.draw_sets and not args.rescore):
+        p.error(f"--draw-sets {args.draw_sets}: give a number of draw sets >= 1, together with --rescore "
+                "(they are drawn from each saved run)")
+    return args
 
 
 def set_threads(n: int) -> None:
@@ -176,14 +180,20 @@ def defensive_figures(target, run, n: int, steps: int, fraction: float) -> dict:
     (`diffsampler.evaluation.DefensiveMixture`) around a trained sampler."""
     from diffsampler.evaluation import DefensiveMixture
 
-    from .metrics import ess_fraction, log_Z_is, moment_errors, psis_khat
+    from .metrics import log_Z_is
     t0 = time.perf_counter()
     out = DefensiveMixture(fraction=fraction).sample(run.sampler, n, steps=steps)
     x, log_w = out.x.double().cpu().numpy(), out.log_w.double().cpu().numpy()
     log_z, log_z_se = log_Z_is(log_w)
-    return {"fraction": fraction, "errors_weighted": moment_errors(x, target.moments(), log_w),
-            "ess_fraction": ess_fraction(log_w), "psis_k": psis_khat(log_w), "log_Z_is": log_z,
+    return {"fraction": fraction, **weighted_figures(target, x, log_w), "log_Z_is": log_z,
             "log_Z_se": log_z_se, "seconds": time.perf_counter() - t0}
+
+
+def weighted_figures(target, x: np.ndarray, log_w: np.ndarray) -> dict:
+    """The weighted errors, ESS and k-hat of draws x (n, d) with log-weights log_w (n,)."""
+    from .metrics import ess_fraction, moment_errors, psis_khat
+    return {"errors_weighted": moment_errors(x, target.moments(), log_w), "ess_fraction": ess_fraction(log_w),
+            "psis_k": psis_khat(log_w)}
 
 
 def draw_set_figures(target, run, k: int, n: int, steps: int) -> list[dict]:
@@ -191,7 +201,6 @@ def draw_set_figures(target, run, k: int, n: int, steps: int) -> list[dict]:
     (set j drawn after torch.manual_seed(DRAW_SET_SEED + j))."""
     import torch
 
-    from .metrics import ess_fraction, moment_errors, psis_khat
     from .report import goal_met
     sets = []
     for j in range(k):
@@ -199,8 +208,7 @@ def draw_set_figures(target, run, k: int, n: int, steps: int) -> list[dict]:
         with torch.no_grad():
             x, log_w = run.sampler.sample(n, steps=steps)
         x, log_w = x.double().cpu().numpy(), log_w.double().cpu().numpy()
-        fig = {"status": "ok", "errors_weighted": moment_errors(x, target.moments(), log_w), "psis_k": psis_khat(log_w),
-               "ess_fraction": ess_fraction(log_w)}
+        fig = {"status": "ok", **weighted_figures(target, x, log_w)}
         sets.append({**fig, "goal_met": goal_met(fig)})
     return sets
 
@@ -224,14 +232,16 @@ def rescore(suite: dict, out: Path, defensive: float = 0.0, posteriordb: str | N
     for name, row in suite["rows"].items():
         if only and name not in only:
             continue
-        if draw_sets:
-            rescore_draw_sets(row, name, out, posteriordb, draw_sets, n, steps)
+        saved = (draw_sets or defensive) and (out / "runs" / name).exists() and \
+            row.get("sampler", {}).get("status") == "ok"
+        target = load_target(name, posteriordb) if saved or have_db or name not in DATABASE else None
+        run = load_trained(target, out / "runs" / name) if saved else None
+        if saved and draw_sets:
+            rescore_draw_sets(row, name, target, run, draw_sets, n, steps)
         if have_db or name not in DATABASE:     # the floor needs the target (posteriordb's: a clone)
-            row["floor"] = exact_draw_floor(load_target(name, posteriordb), n)
-        if defensive and (out / "runs" / name).exists() and row.get("sampler", {}).get("status") == "ok":
-            target = load_target(name, posteriordb)
-            row["sampler"]["defensive"] = d = defensive_figures(
-                target, load_trained(target, out / "runs" / name), n, steps, defensive)
+            row["floor"] = exact_draw_floor(target, n)
+        if saved and defensive:
+            row["sampler"]["defensive"] = d = defensive_figures(target, run, n, steps, defensive)
             print(f"{name:27s} defensive {defensive:g}: weighted errors {d['errors_weighted']['mean_err_max']:.2f} / "
                   f"{d['errors_weighted']['sd_err_max']:.2f}, k-hat {d['psis_k']:.2f}, ESS {d['ess_fraction']:.3f}")
         path = out / "samples" / f"{name}.npz"
@@ -246,14 +256,9 @@ def rescore(suite: dict, out: Path, defensive: float = 0.0, posteriordb: str | N
         print(f"{name:27s} k-hat {s['psis_k']:.2f}")
 
 
-def rescore_draw_sets(row: dict, name: str, out: Path, posteriordb: str | None, k: int, n: int, steps: int) -> None:
-    """row['sampler']['draw_sets'] from the saved run of `name` (none saved: left as it is), printed."""
-    from .models import load_target
-    if not (out / "runs" / name).exists() or row.get("sampler", {}).get("status") != "ok":
-        return
-    target = load_target(name, posteriordb)
-    row["sampler"]["draw_sets"] = sets = draw_set_figures(target, load_trained(target, out / "runs" / name), k, n,
-                                                          steps)
+def rescore_draw_sets(row: dict, name: str, target, run, k: int, n: int, steps: int) -> None:
+    """row['sampler']['draw_sets'] from `run`, the saved run of `name`, printed."""
+    row["sampler"]["draw_sets"] = sets = draw_set_figures(target, run, k, n, steps)
     for j, d in enumerate(sets):
         e = d["errors_weighted"]
         print(f"{name:27s} draw set {j}: weighted errors {e['mean_err_max']:.2f} / {e['sd_err_max']:.2f}, "
