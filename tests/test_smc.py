@@ -59,3 +59,45 @@ def test_smc_counts_its_energy_calls_exactly_and_trains_as_a_searcher():
                    progress=False)
     # the run counts its own calls only (not the run_smc calls above on the same target object)
     assert run.report["energy_calls"]["search"] == 64 * (1 + 5 * 2)
+
+
+def test_adaptive_schedule_keeps_the_conditional_ess_it_is_asked_for():
+    """next_beta's step gives CESS = the target (bisection), is at least (1 - b) / levels_left, and is 1
+    when the whole rest keeps the CESS; conditional_ess is the closed form on uniform weights."""
+    from diffsampler.search.smc import conditional_ess, next_beta
+    torch.manual_seed(0)
+    dE = 3.0 * torch.randn(500, dtype=torch.float64)
+    log_w = torch.zeros(500, dtype=torch.float64)
+    u = torch.exp(-0.2 * dE)
+    assert conditional_ess(log_w, dE, 0.2) == pytest.approx(float(u.mean() ** 2 / (u ** 2).mean()), rel=1e-10)
+    b = next_beta(log_w, dE, 0.0, levels_left=1000, cess=0.9)
+    assert 0.0 < b < 1.0 and conditional_ess(log_w, dE, b) == pytest.approx(0.9, abs=1e-6)
+    assert next_beta(log_w, dE, 0.0, levels_left=2, cess=0.9) == pytest.approx(0.5)          # the floor
+    assert next_beta(log_w, 1e-6 * dE, 0.3, levels_left=1000, cess=0.9) == 1.0               # flat increment
+
+
+def test_adaptive_smc_spends_its_budget_and_samples_a_curved_target():
+    """On a 2-D banana (Haario et al. 2001, b = 0.03, s1 = 3; exact sds (3, sqrt(1 + 2 b^2 s1^4))) from a
+    broad start, the adaptive schedule reaches b = 1 in fewer levels than allowed, spends the rest at
+    b = 1 with the calls still N (1 + levels x inner), returns the kept states, and those states have
+    the banana's sds within 10% and log Z-hat within 0.15 of log(2 pi s1)."""
+    b, s1 = 0.03, 3.0
+
+    def energy(x):
+        x2 = x[:, 1] + b * (x[:, 0] ** 2 - s1 ** 2)
+        return 0.5 * (x[:, 0] / s1) ** 2 + 0.5 * x2 ** 2
+    t = ds.targets.from_energy(energy, dim=2, log_Z=math.log(2 * math.pi * s1), sigma=1.0, name="banana")
+    torch.manual_seed(0)
+    before = t.counter.total
+    r = run_smc(t, 500, 40, s0=6.0, inner=5, step_size=0.1, resample_ess=0.5, adapt=True,
+                dtype=torch.float64, schedule="adaptive", cess=0.9, thin=5)
+    assert r.energy_calls == t.counter.total - before == 500 * (1 + 40 * 5)
+    assert r.levels < 40 and r.extra is not None
+    x, e = r.extra
+    assert x.shape == ((40 - r.levels) * 500, 2) and torch.allclose(e, energy(x))
+    sd = torch.tensor([s1, math.sqrt(1 + 2 * b ** 2 * s1 ** 4)], dtype=torch.float64)
+    assert ((x.std(0) / sd - 1).abs() < 0.1).all(), x.std(0)
+    log_z = float(torch.logsumexp(r.log_w, 0) - math.log(500))
+    assert abs(log_z - t.log_Z) < 0.15, log_z
+    with pytest.raises(ds.errors.ConfigError, match="smc_schedule"):
+        TrainConfig.from_dict(dict(recipe="sgds", searcher="smc", smc_schedule="geometric"))
