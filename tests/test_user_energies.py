@@ -1,6 +1,7 @@
 """User energies of unknown scale, with a domain and wild tails: the pilot and standardised
 coordinates, the non-finite energy policy, bounded rewards."""
 import math
+import os
 
 import pytest
 import torch
@@ -379,3 +380,34 @@ def test_the_search_drops_states_of_chains_stuck_far_in_a_tail_and_keeps_the_tar
         kept = drop_far_samples(SearchResult(xs, e, None, {}), 0.0)
         assert kept.info["dropped_far"] == 0 and kept.x.shape[0] == 21000
     assert energy_cutoff(torch.ones(10), 30.0) == math.inf   # no spread: nothing to judge by
+
+
+def test_the_default_buffer_keeps_both_rounds_searches_and_a_full_rank_buffer_evicts_the_tail(tmp_path):
+    """A user energy's default buffer holds every state of both rounds' searches; a rank buffer that
+    is too small for them evicts its highest energies (the tail of the target) and the run's search
+    row says how many."""
+    from diffsampler.search import ReplayBuffer
+    from diffsampler.training import TrainConfig
+    from diffsampler.training.defaults import default_keys
+
+    target, _, _ = rotated_gaussian(cond=10.0)
+    cfg = TrainConfig.from_dict(default_keys(target))
+    assert cfg.rounds == 2
+    assert cfg.buffer_size >= cfg.rounds * cfg.search_chains * (cfg.search_steps // cfg.search_thin)
+
+    torch.manual_seed(0)
+    x = torch.randn(2000, 3, dtype=torch.float64)
+    e = 0.5 * (x ** 2).sum(1)
+    buf = ReplayBuffer(3, capacity=1500, priority="rank")
+    buf.add(x[:1000], -e[:1000])
+    assert buf.last_evicted == 0
+    buf.add(x[1000:], -e[1000:])
+    assert buf.last_evicted == 500 and len(buf) == 1500
+    assert float(-buf.log_r.min()) <= float(torch.quantile(e, 0.75)) + 1e-12   # the top quarter of E is gone
+
+    run = ds.train(target, dict(recipe="sgds", search_chains=20, search_burnin=5, search_steps=20, search_thin=2,
+                                buffer_size=300, iterations=4, batch_size=16, width=16, eval_samples=50,
+                                eval_steps=5, pilot="off", sigma=1.0), out=str(tmp_path / "run"), progress=False)
+    import json
+    lines = [json.loads(s) for s in open(os.path.join(run.dir, "metrics.jsonl"))]
+    assert [r["search"]["evicted"] for r in lines if "search" in r] == [0, 100]

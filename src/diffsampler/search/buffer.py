@@ -33,6 +33,7 @@ class ReplayBuffer:
         self.x = torch.empty(0, dim)
         self.log_r = torch.empty(0)
         self.score = torch.empty(0, dim)   # grad log R per row, NaN rows: not computed yet
+        self.last_evicted = 0              # rows the last `add` evicted to stay within capacity
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -53,7 +54,8 @@ class ReplayBuffer:
         self.x = torch.cat([self.x, x])
         self.log_r = torch.cat([self.log_r, log_r])
         self.score = torch.cat([self.score, score])
-        if len(self) > self.capacity:
+        self.last_evicted = max(len(self) - self.capacity, 0)
+        if self.last_evicted:
             if self.priority == "rank":
                 keep = torch.argsort(self.log_r, descending=True)[: self.capacity]
                 keep = keep.sort().values

@@ -59,7 +59,8 @@ class SearchRounds:
                 res = run_search(cfg, self.target, self.rnd if r > 0 else None, **kw)
             self.progress = None
             stored = buffer.add(res.x, -res.energy)
-            row = {"round": r + 1, **res.info, "stored": stored, "log_Z_hat": res.log_Z_hat}
+            row = {"round": r + 1, **res.info, "stored": stored, "evicted": buffer.last_evicted,
+                   "log_Z_hat": res.log_Z_hat}
             self.log.append(row)
             if r == 0 and cfg.log_Z_from_searcher and res.log_Z_hat is not None:
                 with torch.no_grad():
