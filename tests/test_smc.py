@@ -74,6 +74,7 @@ def test_adaptive_schedule_keeps_the_conditional_ess_it_is_asked_for():
     assert 0.0 < b < 1.0 and conditional_ess(log_w, dE, b) == pytest.approx(0.9, abs=1e-6)
     assert next_beta(log_w, dE, 0.0, levels_left=2, cess=0.9) == pytest.approx(0.5)          # the floor
     assert next_beta(log_w, 1e-6 * dE, 0.3, levels_left=1000, cess=0.9) == 1.0               # flat increment
+    assert next_beta(log_w, dE, 0.3, levels_left=1, cess=0.9) == 1.0                         # the last level
 
 
 def test_adaptive_smc_spends_its_budget_and_samples_a_curved_target():

@@ -100,7 +100,7 @@ def next_beta(log_w: Tensor, dE: Tensor, beta: float, levels_left: int, cess: fl
     bisection, at least b + (1 - b) / levels_left; 1 when the whole rest keeps CESS >= cess."""
     rest = 1.0 - beta
     floor = rest / max(levels_left, 1)
-    if conditional_ess(log_w, dE, rest) >= cess:
+    if levels_left <= 1 or conditional_ess(log_w, dE, rest) >= cess:   # exactly 1: the budget's last level
         return 1.0
     lo, hi = 0.0, rest
     for _ in range(40):
@@ -156,6 +156,7 @@ def _move(kernel, state, path, steps: int, adapt: bool, run: SMCRun, acc: list, 
         if kept is not None and i % thin == 0:
             kept.append((state.point.x, state.point.E_true))
     return state
+
 
 @SEARCHERS.register("smc", SMCOptions)
 class SMCSearcher:
