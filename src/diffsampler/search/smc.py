@@ -87,11 +87,11 @@ class SMCRun:
 
 def conditional_ess(log_w: Tensor, dE: Tensor, delta: float) -> float:
     """CESS of the increment exp(-delta dE) under the normalised weights of log_w (module docstring)."""
-    W = torch.softmax(log_w, 0)
+    log_W = torch.log_softmax(log_w, 0)
     lu = -delta * dE
     lu = torch.where(torch.isfinite(lu), lu, torch.full_like(lu, -math.inf))
-    a = torch.logsumexp(torch.log(W) + lu, 0)
-    b = torch.logsumexp(torch.log(W) + 2 * lu, 0)
+    a = torch.logsumexp(log_W + lu, 0)
+    b = torch.logsumexp(log_W + 2 * lu, 0)
     return float(torch.exp(2 * a - b)) if torch.isfinite(b) else 0.0
 
 

@@ -42,7 +42,8 @@ def kind_keys(target, recipe: str) -> dict:
         # a buffer that holds every state of both rounds' searches: a full rank buffer evicts its
         # highest energies, which cut the tails of a heavy-tailed or curved posterior (held-out suite:
         # student_t5, the banana; docs/RESULTS.md)
-        keys.update(buffer_size=RECIPES.get(recipe, {}).get("rounds", 1) * 1000 * (200 // 10))
+        per_round = keys["search_chains"] * (keys["search_steps"] // keys["search_thin"])
+        keys.update(buffer_size=RECIPES.get(recipe, {}).get("rounds", 1) * per_round)
     return keys
 
 
