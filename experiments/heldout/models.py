@@ -2,7 +2,8 @@
 
 Targets (see README.md): four synthetic ones with exact samples and log Z (`synthetic.py`) and
 eight posteriordb posteriors (`posteriors.py`), the held-out suite; six more posteriordb posteriors
-and a Student-t, written after the defaults were chosen (`confirmation.py`), the confirmation set. Each is a
+and a Student-t, written after the defaults were chosen (`confirmation.py`), the confirmation set;
+six more written after the buffer default was fixed (`final_set.py`), the final set. Each is a
 `HeldoutTarget` whose log density is written once for torch and jax (`arrays.py`).
 """
 from __future__ import annotations
@@ -15,14 +16,16 @@ import torch
 
 from .arrays import namespace
 from .confirmation import CONFIRMATION, CONFIRMATION_SYNTHETIC
+from .final_set import FINAL
 from .posteriors import POSTERIORS, posteriordb_root, posteriordb_target
 from .synthetic import SYNTHETIC
 from .target import HeldoutTarget
 
 SUITES: dict[str, list[str]] = {"heldout": [*SYNTHETIC, *POSTERIORS],
-                                 "confirmation": [*CONFIRMATION_SYNTHETIC, *CONFIRMATION]}
+                                 "confirmation": [*CONFIRMATION_SYNTHETIC, *CONFIRMATION],
+                                 "final": [*FINAL]}
 TARGET_NAMES: list[str] = [n for names in SUITES.values() for n in names]
-DATABASE: dict = {**POSTERIORS, **CONFIRMATION}      # the targets that need a posteriordb clone
+DATABASE: dict = {**POSTERIORS, **CONFIRMATION, **FINAL}      # the targets that need a posteriordb clone
 
 
 def load_target(name: str, posteriordb: str | os.PathLike | None = None) -> HeldoutTarget:
