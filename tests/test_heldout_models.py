@@ -234,3 +234,30 @@ def test_draw_sets_score_fresh_draws_of_a_sampler_and_read_the_goal():
     wide = draw_set_figures(t, sampler(1.5), 2, 5000, 10)
     assert [d["goal_met"] for d in wide] == ["no"] * 2
     assert all(d["errors_weighted"]["sd_err_max"] == pytest.approx(0.5, abs=0.05) for d in wide)
+
+
+def test_hmm_drive_density_sums_over_every_hidden_path():
+    """The final set's HMM: the forward algorithm equals the sum over all 2^T state paths of
+    prod_t Exp(u_t | phi_z_t) Exp(v_t | lambda_z_t) prod_{t>1} Theta[z_{t-1}, z_t] (no initial term),
+    plus the Beta rows, the four normal priors and the log-Jacobians written out by hand."""
+    import itertools
+
+    from experiments.heldout.final_set import hmm_drive_log_density
+    rng = np.random.default_rng(0)
+    T = 6
+    data = {"u": rng.exponential(0.5, T), "v": rng.exponential(0.3, T), "alpha": np.array([[4.0, 2.0], [1.5, 3.0]])}
+    theta = torch.as_tensor(rng.normal(0.0, 0.7, (3, 6)), dtype=torch.float64)
+    got = hmm_drive_log_density(theta, namespace("torch"), data).numpy()
+    for b, th in enumerate(theta.numpy()):
+        t1, t2 = 1 / (1 + np.exp(-th[0])), 1 / (1 + np.exp(-th[1]))
+        P = np.array([[t1, 1 - t1], [t2, 1 - t2]])
+        phi = np.array([np.exp(th[2]), np.exp(th[2]) + np.exp(th[3])])
+        lam = np.array([np.exp(th[4]), np.exp(th[4]) + np.exp(th[5])])
+        emit = phi * np.exp(-np.outer(data["u"], phi)) * lam * np.exp(-np.outer(data["v"], lam))   # (T, 2)
+        lik = sum(np.prod(emit[np.arange(T), z]) * np.prod(P[z[:-1], z[1:]])
+                  for z in map(np.array, itertools.product([0, 1], repeat=T)))
+        beta = sum(math.lgamma(a.sum()) - math.lgamma(a[0]) - math.lgamma(a[1]) + (a[0] - 1) * math.log(p)
+                   + (a[1] - 1) * math.log(1 - p) for a, p in zip(data["alpha"], (t1, t2)))
+        normals = -0.5 * (phi[0] ** 2 + (phi[1] - 3) ** 2 + lam[0] ** 2 + (lam[1] - 3) ** 2) - 2 * math.log(2 * math.pi)
+        jac = math.log(t1 * (1 - t1) * t2 * (1 - t2)) + th[2:].sum()
+        assert got[b] == pytest.approx(math.log(lik) + beta + normals + jac, abs=1e-9)
