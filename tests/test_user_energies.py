@@ -346,6 +346,32 @@ def test_the_pilot_sizes_the_training_grid_to_the_stiffness_it_measured():
     assert refine_grid(budget, {"curvature": 4.0}) is budget
 
 
+def test_the_grid_coarsens_until_the_budget_affords_enough_iterations():
+    """A finer grid costs an energy call per row and step: on an expensive energy (the pilot measured
+    0.33 ms a call, as on a 416-step HMM forward algorithm) a 300 s budget affords ~40 iterations of the
+    26-step grid that the stiffness asks for, so the grid falls back to train_steps; at 7 us a call (a
+    banana) the same budget affords thousands and the fine grid stays. A call budget binds the same way."""
+    from diffsampler.training.budget import calls_per_iteration, fixed_calls, search_calls_per_round
+    from diffsampler.training.pilot_phase import MIN_AFFORDED_ITERATIONS, afforded_iterations, pilot_train_steps
+
+    cfg = ds.TrainConfig.from_dict({"recipe": "sgds", "time_warp": 2.0, "pilot_grid": 3.0, "max_seconds": 300,
+                                    "pilot": "on"})
+    dear = {"curvature": 72.0, "seconds": 87.5, "energy_calls": 264_000}
+    cheap = {**dear, "seconds": 1.9}
+    assert pilot_train_steps(cfg.replace(max_seconds=None), dear) == 26               # ceil((3 sqrt 72)^1)
+    left = (300 - 87.5) / (87.5 / 264_000) - search_calls_per_round(cfg)
+    assert afforded_iterations(cfg, 26, dear) == pytest.approx(left / calls_per_iteration(cfg.replace(train_steps=26)))
+    assert afforded_iterations(cfg, 26, dear) < MIN_AFFORDED_ITERATIONS
+    assert pilot_train_steps(cfg, dear) == cfg.train_steps == 10
+    assert afforded_iterations(cfg, 26, cheap) > MIN_AFFORDED_ITERATIONS
+    assert pilot_train_steps(cfg, cheap) == 26
+    # a call budget: the finest grid whose iterations after the pilot and the searches reach the floor
+    calls = cfg.replace(max_seconds=None, max_energy_calls=fixed_calls(cfg, pilot=True) + 6_000_000, iterations=None)
+    steps = pilot_train_steps(calls, cheap)
+    assert 10 < steps < 26
+    assert afforded_iterations(calls, steps, cheap) >= MIN_AFFORDED_ITERATIONS > afforded_iterations(calls, steps + 1, cheap)
+
+
 def test_a_stiff_user_energy_trains_on_a_finer_grid_and_says_so(tmp_path):
     """A narrow banana (ridge sd 0.05 against an arm of sd 3): the pilot measures a stiffness far
     above a standard Gaussian's, and the run trains (and records in config.json and the report) a

@@ -19,6 +19,12 @@ sigma N^(-w/2); it resolves that scale when sigma N^(-w/2) <= 1 / (c sqrt(kappa)
 taken between the configured train_steps and PILOT_GRID_MAX_STEPS. On the held-out suite a banana
 (kappa ~ 65) and a Poisson GLM (kappa 35-700) need ~25 steps where 10 leave weighted errors of
 0.3-0.6 sd; standard-looking posteriors (kappa 2-10) keep 10 (docs/RESULTS.md, held-out suite).
+
+A finer grid costs iterations: each step of a score-driven rollout is an energy call per row, so on an
+expensive energy a 26-step grid leaves a 300 s run a few dozen iterations. The grid is therefore
+coarsened, never below train_steps, until the budget affords MIN_AFFORDED_ITERATIONS learner
+iterations (`afforded_iterations`: the calls left after the pilot and the first search round, in
+max_energy_calls and, under max_seconds, in the seconds left at the pilot's measured seconds per call).
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ from ..targets import Target
 from ..targets.internal_coordinates import InternalCoordinateTarget
 from ..targets.standardized import StandardizedTarget
 from ..targets.view import CoordinateView
-from .budget import pilot_steps, size_iterations
+from .budget import calls_per_iteration, fixed_calls, pilot_steps, search_calls_per_round, size_iterations
 
 
 def wants_pilot(target: Target, cfg) -> bool:
@@ -67,18 +73,51 @@ def training_target(target: Target, cfg, saved: dict | None) -> tuple[Target, di
 
 
 PILOT_GRID_MAX_STEPS = 30
+MIN_AFFORDED_ITERATIONS = 1000   # the fewest iterations among the suites' passing rows: ~900 (gauss_mix)
 PILOT_TIME_SHARE = 1 / 3   # under max_seconds the pilot's MALA stages stop early rather than take more of it
 
 
 def pilot_train_steps(cfg, pilot: dict | None) -> int:
     """The training grid's steps after a pilot whose summary is `pilot` (module docstring); the
     configured train_steps without a pilot, a measured curvature, or with pilot_grid = 0."""
+    return grid_choice(cfg, pilot)["steps"]
+
+
+def grid_choice(cfg, pilot: dict | None) -> dict:
+    """{'steps': the grid, 'asked': what the measured stiffness asks for (capped at
+    PILOT_GRID_MAX_STEPS), 'afforded_iterations': those the chosen grid affords (None without a budget)}."""
     kappa = (pilot or {}).get("curvature")
     if not cfg.pilot_grid or kappa is None or not math.isfinite(kappa) or kappa <= 0:
-        return cfg.train_steps
+        return {"steps": cfg.train_steps, "asked": cfg.train_steps, "afforded_iterations": None}
     sigma = cfg.sigma if cfg.sigma is not None else 1.0
     need = math.ceil((cfg.pilot_grid * sigma * math.sqrt(kappa)) ** (2.0 / cfg.time_warp) - 1e-9)
-    return max(cfg.train_steps, min(need, PILOT_GRID_MAX_STEPS))
+    asked = steps = max(cfg.train_steps, min(need, PILOT_GRID_MAX_STEPS))
+    while steps > cfg.train_steps and _too_few(afforded_iterations(cfg, steps, pilot)):
+        steps -= 1
+    return {"steps": steps, "asked": asked, "afforded_iterations": afforded_iterations(cfg, steps, pilot)}
+
+
+def _too_few(iterations: float | None) -> bool:
+    return iterations is not None and iterations < MIN_AFFORDED_ITERATIONS
+
+
+def afforded_iterations(cfg, steps: int, pilot: dict) -> float | None:
+    """Learner iterations that a grid of `steps` affords, over one iteration's calls
+    (`calls_per_iteration`), in the tighter budget: max_energy_calls less the pilot and every search
+    round (as `size_iterations` counts them); max_seconds less the pilot's seconds, turned into calls at
+    the pilot's measured seconds per call (which the search and the learner's score calls pay alike),
+    less the first search round (later rounds start only once their iterations are reached). None
+    without either budget."""
+    left = []
+    if cfg.max_energy_calls is not None:
+        left.append(cfg.max_energy_calls - fixed_calls(cfg, pilot=True))
+    seconds, calls = float(pilot.get("seconds") or 0.0), float(pilot.get("energy_calls") or 0.0)
+    if cfg.max_seconds is not None and seconds > 0 and calls > 0:
+        per_call = seconds / calls
+        left.append((cfg.max_seconds - seconds) / per_call - search_calls_per_round(cfg))
+    if not left:
+        return None
+    return max(0.0, min(left)) / calls_per_iteration(dataclasses.replace(cfg, train_steps=steps))
 
 
 def refine_grid(cfg, pilot: dict | None):
@@ -107,4 +146,4 @@ def standardization(target: Target) -> dict | None:
 
 
 __all__ = ["rebuild_view", "standardization", "training_target", "wants_pilot", "pilot_train_steps", "refine_grid",
-           "PILOT_GRID_MAX_STEPS", "PILOT_TIME_SHARE"]
+           "afforded_iterations", "grid_choice", "PILOT_GRID_MAX_STEPS", "PILOT_TIME_SHARE", "MIN_AFFORDED_ITERATIONS"]

@@ -25,7 +25,7 @@ from .defaults import default_keys
 from .ema import ParameterEMA
 from .finetune import cumulative
 from .interrupts import Interrupted, stop_on_signals
-from .pilot_phase import refine_grid, standardization, training_target, wants_pilot
+from .pilot_phase import grid_choice, refine_grid, standardization, training_target, wants_pilot
 from .run_dir import cleanup_failed_run, prepare_run_dir
 from .trainer import Trainer
 
@@ -61,6 +61,14 @@ def fits_log_Z(cfg: TrainConfig) -> bool:
     and the report gives None for it rather than a number that looks learned)."""
     names = {cfg.objective, cfg.objective_fwd or cfg.objective}
     return any(make_objective(n).fits_log_Z for n in names)
+
+
+def _coarsened(grid: dict | None) -> str:
+    """', grid N of the M steps asked (K iterations affordable)' where the budget coarsened the grid."""
+    if not grid or grid["steps"] == grid["asked"]:
+        return ""
+    return (f"; grid {grid['steps']} of the {grid['asked']} steps its stiffness asks "
+            f"(~{grid['afforded_iterations']:,.0f} iterations affordable)")
 
 
 def make_report(run: Run, steps: int, grid: str, n: int, subdir: str | None,
@@ -134,7 +142,7 @@ def summary_table(rep: dict) -> str:
         rows.append(("pilot (standardised coordinates)",
                      f"scales {pilot['scale_min']:.3g}..{pilot['scale_max']:.3g}, |location| {pilot['loc_norm']:.3g}, "
                      + (f"stiffness {pilot['curvature']:.3g}, " if pilot.get("curvature") is not None else "")
-                     + f"{pilot['energy_calls']:,} calls"))
+                     + f"{pilot['energy_calls']:,} calls" + _coarsened(pilot.get("grid"))))
     w = max(len(k) for k, _ in rows)
     line = "-" * (w + 24)
     warnings = [f"WARNING: {msg}" for msg in rep.get("warnings") or []]
@@ -220,6 +228,8 @@ def _train(ctx, target: Target, cfg: TrainConfig, out: str | None, resume: bool,
         if not resume:   # a new run counts its own calls, whatever the target object was used for before
             target.counter.load({})
         train_target, pilot = _training_target(ctx, target, cfg, opened["standardization"])
+        if pilot is not None:
+            pilot["grid"] = grid_choice(cfg, pilot)
         cfg = refine_grid(cfg, pilot)
         trainer = Trainer(train_target, cfg, out, callbacks=callbacks, progress=progress, init_weights=not resume,
                           ctx=ctx)
